@@ -1,0 +1,1 @@
+//! `bingsan bench`: a thread-per-core load generator for Iceberg REST catalogs.

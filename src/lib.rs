@@ -1,0 +1,6 @@
+//! Bingsan: an Apache Iceberg REST catalog server, thread-per-core on io_uring.
+//!
+//! See `docs/architecture.md` for the map of modules and how a request flows.
+
+pub mod bench;
+pub mod metadata;

@@ -1,0 +1,1 @@
+//! Iceberg table and view metadata: the model, creation, and the commit engine.
