@@ -4,3 +4,7 @@
 
 pub mod bench;
 pub mod metadata;
+pub mod error;
+pub mod json;
+pub mod pool;
+pub mod store;

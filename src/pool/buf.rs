@@ -1,0 +1,186 @@
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::stats::{bump, set};
+use super::PoolStats;
+
+/// A shard's free list of byte buffers.
+pub struct BufPool {
+    free: RefCell<Vec<Vec<u8>>>,
+    retained_bytes: std::cell::Cell<usize>,
+    initial: usize,
+    max: usize,
+    keep: usize,
+    stats: Arc<PoolStats>,
+}
+
+impl BufPool {
+    /// A pool that hands out buffers of `initial` bytes, keeps at most `keep`
+    /// of them, and discards any that grew past `max`.
+    pub fn new(initial: usize, max: usize, keep: usize, stats: Arc<PoolStats>) -> Rc<BufPool> {
+        assert!(initial > 0 && initial <= max, "buffer sizes: 0 < initial <= max");
+        Rc::new(BufPool {
+            free: RefCell::new(Vec::with_capacity(keep)),
+            retained_bytes: std::cell::Cell::new(0),
+            initial,
+            max,
+            keep,
+            stats,
+        })
+    }
+
+    /// Takes a cleared buffer: a kept one (hit) or a new one (miss).
+    pub fn get(self: &Rc<Self>) -> PooledBuf {
+        let popped = self.free.borrow_mut().pop();
+        let buf = match popped {
+            Some(buf) => {
+                bump(&self.stats.hits, 1);
+                self.retained_bytes.set(self.retained_bytes.get() - buf.capacity());
+                self.publish_retained();
+                buf
+            }
+            None => {
+                bump(&self.stats.misses, 1);
+                Vec::with_capacity(self.initial)
+            }
+        };
+        debug_assert!(buf.is_empty());
+        PooledBuf { buf, pool: Some(self.clone()) }
+    }
+
+    fn put(&self, mut buf: Vec<u8>) {
+        let mut free = self.free.borrow_mut();
+        if buf.capacity() > self.max || free.len() >= self.keep {
+            bump(&self.stats.discards, 1);
+            return;
+        }
+        buf.clear();
+        bump(&self.stats.returns, 1);
+        self.retained_bytes.set(self.retained_bytes.get() + buf.capacity());
+        free.push(buf);
+        drop(free);
+        self.publish_retained();
+    }
+
+    fn publish_retained(&self) {
+        set(&self.stats.retained_bytes, self.retained_bytes.get() as u64);
+        set(&self.stats.retained_count, self.free.borrow().len() as u64);
+    }
+
+    /// This pool's counters.
+    pub fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+}
+
+/// A buffer on loan from a [`BufPool`]; it goes back when dropped.
+///
+/// Owning the `Vec` makes a double return or a use after return impossible:
+/// the buffer moves back into the pool exactly once, in `drop`.
+pub struct PooledBuf {
+    buf: Vec<u8>,
+    pool: Option<Rc<BufPool>>,
+}
+
+impl PooledBuf {
+    /// A buffer that belongs to no pool (tests, one-off tools).
+    pub fn unpooled(capacity: usize) -> PooledBuf {
+        PooledBuf { buf: Vec::with_capacity(capacity), pool: None }
+    }
+}
+
+impl Deref for PooledBuf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.buf
+    }
+}
+
+impl DerefMut for PooledBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.put(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+impl std::fmt::Debug for PooledBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBuf").field("len", &self.buf.len()).field("capacity", &self.buf.capacity()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(keep: usize) -> Rc<BufPool> {
+        BufPool::new(16, 64, keep, Arc::default())
+    }
+
+    #[test]
+    fn first_get_misses_then_hits() {
+        let p = pool(4);
+        drop(p.get());
+        let b = p.get();
+        assert_eq!(b.capacity(), 16);
+        let s = p.stats().snapshot();
+        assert_eq!((s.hits, s.misses, s.returns, s.discards), (1, 1, 1, 0));
+        assert_eq!((s.retained_count, s.retained_bytes), (0, 0));
+    }
+
+    #[test]
+    fn returned_buffer_is_cleared_and_counted() {
+        let p = pool(4);
+        let mut b = p.get();
+        b.extend_from_slice(b"hello");
+        drop(b);
+        let s = p.stats().snapshot();
+        assert_eq!((s.returns, s.retained_count, s.retained_bytes), (1, 1, 16));
+        assert!(p.get().is_empty());
+    }
+
+    #[test]
+    fn oversized_buffer_is_discarded() {
+        let p = pool(4);
+        let mut b = p.get();
+        b.resize(65, 0);
+        drop(b);
+        let s = p.stats().snapshot();
+        assert_eq!((s.returns, s.discards, s.retained_count), (0, 1, 0));
+    }
+
+    #[test]
+    fn buffer_at_max_is_kept() {
+        let p = pool(4);
+        let mut b = p.get();
+        b.reserve_exact(64);
+        assert_eq!(b.capacity(), 64);
+        drop(b);
+        assert_eq!(p.stats().snapshot().returns, 1);
+    }
+
+    #[test]
+    fn retained_count_is_capped() {
+        let p = pool(2);
+        let bufs: Vec<_> = (0..3).map(|_| p.get()).collect();
+        drop(bufs);
+        let s = p.stats().snapshot();
+        assert_eq!((s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (3, 2, 1, 2, 32));
+    }
+
+    #[test]
+    fn unpooled_buffer_touches_no_pool() {
+        let p = pool(2);
+        drop(PooledBuf::unpooled(8));
+        assert_eq!(p.stats().snapshot(), Default::default());
+    }
+}

@@ -1,0 +1,42 @@
+//! Shard-local memory: buffer free lists and bump arenas.
+//!
+//! Every pool belongs to one shard thread (it is `!Send` through `Rc`), so
+//! get and put are plain pointer pushes: no atomics, no locks. Counters are
+//! single-writer atomics that the metrics thread reads without stopping us.
+
+mod arena;
+mod buf;
+mod stats;
+
+pub use arena::{ArenaGuard, ArenaPool};
+pub use buf::{BufPool, PooledBuf};
+pub use stats::PoolStats;
+
+/// Sizing for one shard's pools.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolConfig {
+    /// Capacity of a freshly allocated buffer (a miss).
+    pub buffer_initial: usize,
+    /// Buffers that grew past this are discarded instead of kept.
+    pub buffer_max: usize,
+    /// How many buffers a shard keeps at most.
+    pub buffers_per_shard: usize,
+    /// Arenas that grew past this many bytes are discarded on return.
+    pub arena_max: usize,
+    /// How many arenas a shard keeps at most.
+    pub arenas_per_shard: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        // 128 idle buffers of 4 KiB plus 8 arenas of at most 64 KiB: 1 MiB per
+        // shard when idle, the budget the pools issue sets.
+        PoolConfig {
+            buffer_initial: 4096,
+            buffer_max: 65536,
+            buffers_per_shard: 128,
+            arena_max: 64 * 1024,
+            arenas_per_shard: 8,
+        }
+    }
+}

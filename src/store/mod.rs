@@ -1,0 +1,90 @@
+//! The catalog's storage interface and its embedded implementation on sled.
+//!
+//! The catalog sees an ordered map of byte keys to versioned values, with
+//! compare-and-swap on versions, atomic multi-key writes, and ordered prefix
+//! scans with a continuation key. That is all a PostgreSQL table
+//! `(key bytea primary key, version bigint, value bytea)` needs to offer too,
+//! so another backend slots in behind the same trait.
+
+mod durability;
+pub mod keys;
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use std::fmt;
+
+/// A value with its version; versions start at 1 and grow by one per write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned<V> {
+    pub version: u64,
+    pub value: V,
+}
+
+/// What a write expects to find.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The key must not exist.
+    Absent,
+    /// The key must exist at exactly this version.
+    Version(u64),
+    /// The key must exist, at any version.
+    Present,
+    /// No precondition.
+    Any,
+}
+
+/// One write of an atomic batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Write<'a> {
+    pub key: &'a [u8],
+    pub expect: Expect,
+    /// `Some(value)` puts, `None` deletes.
+    pub value: Option<&'a [u8]>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The precondition of write number `index` of the batch did not hold;
+    /// nothing was written.
+    Conflict { index: usize },
+    /// The store failed; the outcome of a write is unknown.
+    Io(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Conflict { index } => write!(f, "precondition failed on write {index}"),
+            StoreError::Io(e) => write!(f, "store failure: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The catalog's storage.
+///
+/// Methods are `async` so a networked backend can await its server; the sled
+/// backend answers reads at once and awaits only group-commit durability.
+#[allow(async_fn_in_trait)] // Futures stay on their shard: no Send bound wanted.
+pub trait Store: 'static {
+    /// Bytes of a stored value, cheap to hold (sled: a reference-counted slice).
+    type Value: AsRef<[u8]> + Clone;
+
+    /// Reads one key.
+    async fn get(&self, key: &[u8]) -> Result<Option<Versioned<Self::Value>>, StoreError>;
+
+    /// Visits keys starting with `prefix`, strictly after `after` when given,
+    /// in key order, until `visit` returns false.
+    async fn scan<F>(&self, prefix: &[u8], after: Option<&[u8]>, visit: F) -> Result<(), StoreError>
+    where
+        F: FnMut(&[u8], Versioned<&[u8]>) -> bool;
+
+    /// Applies every write or none; returns once the batch is durable.
+    async fn apply(&self, writes: &[Write<'_>]) -> Result<(), StoreError>;
+
+    /// Makes everything written so far durable (for shutdown).
+    fn sync(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,203 @@
+//! The embedded store: one sled tree, values prefixed with their version.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{IVec, Tree};
+
+use super::durability::GroupCommit;
+use super::{Expect, Store, StoreError, Versioned, Write};
+
+const VERSION_LEN: usize = 8;
+
+/// A sled database shared by all shards (sled is internally concurrent).
+pub struct SledStore {
+    db: sled::Db,
+    tree: Tree,
+    group: GroupCommit,
+}
+
+/// A stored value without its version header; cloning shares the bytes.
+#[derive(Clone, Debug)]
+pub struct SledValue(IVec);
+
+impl AsRef<[u8]> for SledValue {
+    fn as_ref(&self) -> &[u8] {
+        &self.0[VERSION_LEN..]
+    }
+}
+
+fn split(raw: &[u8]) -> Versioned<&[u8]> {
+    assert!(raw.len() >= VERSION_LEN, "stored value shorter than its version header");
+    let (v, value) = raw.split_at(VERSION_LEN);
+    Versioned { version: u64::from_le_bytes(v.try_into().expect("8 bytes")), value }
+}
+
+fn encode(version: u64, value: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(VERSION_LEN + value.len());
+    raw.extend_from_slice(&version.to_le_bytes());
+    raw.extend_from_slice(value);
+    raw
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new().path(dir).open().map_err(io)?;
+        let tree = db.open_tree("catalog").map_err(io)?;
+        let flush_db = db.clone();
+        let group = GroupCommit::start(Box::new(move || flush_db.flush().map(drop).map_err(|e| e.to_string())));
+        Ok(SledStore { db, tree, group })
+    }
+}
+
+impl Store for SledStore {
+    type Value = SledValue;
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Versioned<SledValue>>, StoreError> {
+        let raw = self.tree.get(key).map_err(io)?;
+        Ok(raw.map(|raw| Versioned { version: split(&raw).version, value: SledValue(raw) }))
+    }
+
+    async fn scan<F>(&self, prefix: &[u8], after: Option<&[u8]>, mut visit: F) -> Result<(), StoreError>
+    where
+        F: FnMut(&[u8], Versioned<&[u8]>) -> bool,
+    {
+        let lower = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        for item in self.tree.range::<&[u8], _>((lower, Bound::Unbounded)) {
+            let (key, raw) = item.map_err(io)?;
+            if !key.starts_with(prefix) || !visit(&key, split(&raw)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, writes: &[Write<'_>]) -> Result<(), StoreError> {
+        let outcome = self.tree.transaction(|tx| {
+            for (index, w) in writes.iter().enumerate() {
+                let current = tx.get(w.key)?.map(|raw| split(&raw).version);
+                let holds = match (w.expect, current) {
+                    (Expect::Any, _) => true,
+                    (Expect::Absent, None) => true,
+                    (Expect::Present, Some(_)) => true,
+                    (Expect::Version(want), Some(have)) => want == have,
+                    _ => false,
+                };
+                if !holds {
+                    return Err(ConflictableTransactionError::Abort(index));
+                }
+                match w.value {
+                    Some(value) => {
+                        tx.insert(w.key, encode(current.unwrap_or(0) + 1, value))?;
+                    }
+                    None => {
+                        tx.remove(w.key)?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => self.group.durable().await.map_err(StoreError::Io),
+            Err(TransactionError::Abort(index)) => Err(StoreError::Conflict { index }),
+            Err(TransactionError::Storage(e)) => Err(io(e)),
+        }
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::block_on;
+
+    fn store() -> (SledStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("bingsan-store-{}", uuid::Uuid::new_v4()));
+        (SledStore::open(&dir).unwrap(), dir)
+    }
+
+    fn put<'a>(key: &'a [u8], expect: Expect, value: &'a [u8]) -> Write<'a> {
+        Write { key, expect, value: Some(value) }
+    }
+
+    #[test]
+    fn versions_and_compare_and_swap() {
+        let (s, dir) = store();
+        block_on(async {
+            s.apply(&[put(b"k", Expect::Absent, b"one")]).await.unwrap();
+            let v = s.get(b"k").await.unwrap().unwrap();
+            assert_eq!((v.version, v.value.as_ref()), (1, &b"one"[..]));
+            assert_eq!(s.apply(&[put(b"k", Expect::Absent, b"x")]).await, Err(StoreError::Conflict { index: 0 }));
+            assert_eq!(s.apply(&[put(b"k", Expect::Version(7), b"x")]).await, Err(StoreError::Conflict { index: 0 }));
+            s.apply(&[put(b"k", Expect::Version(1), b"two")]).await.unwrap();
+            let v = s.get(b"k").await.unwrap().unwrap();
+            assert_eq!((v.version, v.value.as_ref()), (2, &b"two"[..]));
+        });
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn batches_are_all_or_nothing() {
+        let (s, dir) = store();
+        block_on(async {
+            s.apply(&[put(b"b", Expect::Absent, b"1")]).await.unwrap();
+            let batch = [put(b"a", Expect::Absent, b"1"), put(b"b", Expect::Absent, b"2")];
+            assert_eq!(s.apply(&batch).await, Err(StoreError::Conflict { index: 1 }));
+            assert!(s.get(b"a").await.unwrap().is_none());
+            let del = [Write { key: b"b", expect: Expect::Present, value: None }];
+            s.apply(&del).await.unwrap();
+            assert!(s.get(b"b").await.unwrap().is_none());
+        });
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn scan_is_ordered_bounded_and_resumable() {
+        let (s, dir) = store();
+        block_on(async {
+            for k in [&b"p/c"[..], b"p/a", b"p/b", b"q/a", b"o/z"] {
+                s.apply(&[put(k, Expect::Absent, b"")]).await.unwrap();
+            }
+            let mut seen = Vec::new();
+            s.scan(b"p/", None, |k, _| {
+                seen.push(k.to_vec());
+                true
+            })
+            .await
+            .unwrap();
+            assert_eq!(seen, vec![b"p/a".to_vec(), b"p/b".to_vec(), b"p/c".to_vec()]);
+            seen.clear();
+            s.scan(b"p/", Some(b"p/a"), |k, _| {
+                seen.push(k.to_vec());
+                seen.len() < 1
+            })
+            .await
+            .unwrap();
+            assert_eq!(seen, vec![b"p/b".to_vec()]);
+        });
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn data_survives_reopen() {
+        let (s, dir) = store();
+        block_on(s.apply(&[put(b"k", Expect::Absent, b"v")])).unwrap();
+        drop(s);
+        let s = SledStore::open(&dir).unwrap();
+        assert_eq!(block_on(s.get(b"k")).unwrap().unwrap().value.as_ref(), b"v");
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
