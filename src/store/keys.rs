@@ -2,7 +2,11 @@
 //!
 //! Namespace parts are joined by 0x1F and names end the namespace with 0x00;
 //! identifiers never contain control characters (the catalog rejects them),
-//! so keys never collide and sort as the listings need.
+//! so keys never collide and sort as the listings need. Keys are built in the
+//! request's arena.
+
+use bumpalo::collections::Vec as BumpVec;
+use bumpalo::Bump;
 
 /// Namespace: `N`, depth as one byte, parts joined by 0x1F.
 /// The depth byte makes "direct children of P" one contiguous prefix.
@@ -17,8 +21,8 @@ pub const IDEMPOTENCY: u8 = b'I';
 pub const PART_SEP: u8 = 0x1f;
 pub const NAME_SEP: u8 = 0x00;
 
-fn push_parts<'a>(out: &mut Vec<u8>, parts: impl IntoIterator<Item = &'a str>) {
-    for (i, p) in parts.into_iter().enumerate() {
+fn push_parts(out: &mut BumpVec<'_, u8>, parts: &[&str]) {
+    for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             out.push(PART_SEP);
         }
@@ -27,40 +31,49 @@ fn push_parts<'a>(out: &mut Vec<u8>, parts: impl IntoIterator<Item = &'a str>) {
 }
 
 /// Key of a namespace.
-pub fn namespace(out: &mut Vec<u8>, parts: &[&str]) {
-    debug_assert!(!parts.is_empty() && parts.len() < 256);
+pub fn namespace<'a>(a: &'a Bump, parts: &[&str]) -> &'a [u8] {
+    assert!(!parts.is_empty() && parts.len() < 255, "namespace depth out of range");
+    let mut out = BumpVec::new_in(a);
     out.push(NAMESPACE);
     out.push(parts.len() as u8);
-    push_parts(out, parts.iter().copied());
+    push_parts(&mut out, parts);
+    out.into_bump_slice()
 }
 
 /// Prefix of the direct children of `parent` (empty: top level).
-pub fn namespace_children(out: &mut Vec<u8>, parent: &[&str]) {
+pub fn namespace_children<'a>(a: &'a Bump, parent: &[&str]) -> &'a [u8] {
+    assert!(parent.len() < 254, "namespace depth out of range");
+    let mut out = BumpVec::new_in(a);
     out.push(NAMESPACE);
     out.push(parent.len() as u8 + 1);
     if !parent.is_empty() {
-        push_parts(out, parent.iter().copied());
+        push_parts(&mut out, parent);
         out.push(PART_SEP);
     }
+    out.into_bump_slice()
 }
 
 /// Key of a table or view (`kind` is [`TABLE`] or [`VIEW`]).
-pub fn object(out: &mut Vec<u8>, kind: u8, namespace: &[&str], name: &str) {
-    object_prefix(out, kind, namespace);
+pub fn object<'a>(a: &'a Bump, kind: u8, namespace: &[&str], name: &str) -> &'a [u8] {
+    let mut out = BumpVec::new_in(a);
+    out.push(kind);
+    push_parts(&mut out, namespace);
+    out.push(NAME_SEP);
     out.extend_from_slice(name.as_bytes());
+    out.into_bump_slice()
 }
 
 /// Prefix of all tables or views of a namespace.
-pub fn object_prefix(out: &mut Vec<u8>, kind: u8, namespace: &[&str]) {
-    out.push(kind);
-    push_parts(out, namespace.iter().copied());
-    out.push(NAME_SEP);
+pub fn object_prefix<'a>(a: &'a Bump, kind: u8, namespace: &[&str]) -> &'a [u8] {
+    object(a, kind, namespace, "")
 }
 
-/// The last part of a namespace key, or the name of an object key.
-pub fn last_component(key: &[u8]) -> &[u8] {
-    let start = key.iter().rposition(|&b| b == PART_SEP || b == NAME_SEP).map_or(2, |i| i + 1);
-    &key[start.min(key.len())..]
+/// `prefix` followed by `name`: where a keyset scan resumes.
+pub fn join<'a>(a: &'a Bump, prefix: &[u8], name: &[u8]) -> &'a [u8] {
+    let out = a.alloc_slice_fill_copy(prefix.len() + name.len(), 0u8);
+    out[..prefix.len()].copy_from_slice(prefix);
+    out[prefix.len()..].copy_from_slice(name);
+    out
 }
 
 #[cfg(test)]
@@ -69,37 +82,26 @@ mod tests {
 
     #[test]
     fn children_prefix_matches_only_direct_children() {
-        let mut child = Vec::new();
-        namespace(&mut child, &["a", "b"]);
-        let mut grandchild = Vec::new();
-        namespace(&mut grandchild, &["a", "b", "c"]);
-        let mut prefix = Vec::new();
-        namespace_children(&mut prefix, &["a"]);
-        assert!(child.starts_with(&prefix));
-        assert!(!grandchild.starts_with(&prefix));
-        assert_eq!(last_component(&child), b"b");
+        let a = Bump::new();
+        let child = namespace(&a, &["a", "b"]);
+        let grandchild = namespace(&a, &["a", "b", "c"]);
+        let prefix = namespace_children(&a, &["a"]);
+        assert!(child.starts_with(prefix));
+        assert!(!grandchild.starts_with(prefix));
+        assert_eq!(&child[prefix.len()..], b"b");
+        let top = namespace(&a, &["a"]);
+        let root = namespace_children(&a, &[]);
+        assert!(top.starts_with(root) && !child.starts_with(root));
     }
 
     #[test]
-    fn top_level_children() {
-        let mut top = Vec::new();
-        namespace(&mut top, &["a"]);
-        let mut prefix = Vec::new();
-        namespace_children(&mut prefix, &[]);
-        assert!(top.starts_with(&prefix));
-        assert_eq!(last_component(&top), b"a");
-    }
-
-    #[test]
-    fn tables_of_a_namespace_do_not_include_nested_ones() {
-        let mut t = Vec::new();
-        object(&mut t, TABLE, &["a"], "t");
-        let mut nested = Vec::new();
-        object(&mut nested, TABLE, &["a", "b"], "t");
-        let mut prefix = Vec::new();
-        object_prefix(&mut prefix, TABLE, &["a"]);
-        assert!(t.starts_with(&prefix));
-        assert!(!nested.starts_with(&prefix));
-        assert_eq!(last_component(&t), b"t");
+    fn objects_of_a_namespace_do_not_include_nested_ones() {
+        let a = Bump::new();
+        let t = object(&a, TABLE, &["a"], "t");
+        let nested = object(&a, TABLE, &["a", "b"], "t");
+        let prefix = object_prefix(&a, TABLE, &["a"]);
+        assert!(t.starts_with(prefix));
+        assert!(!nested.starts_with(prefix));
+        assert_eq!(join(&a, prefix, b"t"), t);
     }
 }

@@ -34,13 +34,35 @@ pub enum Expect {
     Any,
 }
 
+/// What a write does once its expectation holds.
+#[derive(Clone, Copy, Debug)]
+pub enum Op<'a> {
+    Put(&'a [u8]),
+    Delete,
+    /// Only check the expectation (e.g. "the parent namespace still exists").
+    Check,
+}
+
 /// One write of an atomic batch.
 #[derive(Clone, Copy, Debug)]
 pub struct Write<'a> {
     pub key: &'a [u8],
     pub expect: Expect,
-    /// `Some(value)` puts, `None` deletes.
-    pub value: Option<&'a [u8]>,
+    pub op: Op<'a>,
+}
+
+impl<'a> Write<'a> {
+    pub fn put(key: &'a [u8], expect: Expect, value: &'a [u8]) -> Write<'a> {
+        Write { key, expect, op: Op::Put(value) }
+    }
+
+    pub fn delete(key: &'a [u8], expect: Expect) -> Write<'a> {
+        Write { key, expect, op: Op::Delete }
+    }
+
+    pub fn check(key: &'a [u8], expect: Expect) -> Write<'a> {
+        Write { key, expect, op: Op::Check }
+    }
 }
 
 /// Why a store operation failed.

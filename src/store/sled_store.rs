@@ -7,7 +7,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Tree};
 
 use super::durability::GroupCommit;
-use super::{Expect, Store, StoreError, Versioned, Write};
+use super::{Expect, Op, Store, StoreError, Versioned, Write};
 
 const VERSION_LEN: usize = 8;
 
@@ -95,13 +95,14 @@ impl Store for SledStore {
                 if !holds {
                     return Err(ConflictableTransactionError::Abort(index));
                 }
-                match w.value {
-                    Some(value) => {
+                match w.op {
+                    Op::Put(value) => {
                         tx.insert(w.key, encode(current.unwrap_or(0) + 1, value))?;
                     }
-                    None => {
+                    Op::Delete => {
                         tx.remove(w.key)?;
                     }
+                    Op::Check => {}
                 }
             }
             Ok(())
@@ -129,7 +130,7 @@ mod tests {
     }
 
     fn put<'a>(key: &'a [u8], expect: Expect, value: &'a [u8]) -> Write<'a> {
-        Write { key, expect, value: Some(value) }
+        Write::put(key, expect, value)
     }
 
     #[test]
@@ -156,7 +157,10 @@ mod tests {
             let batch = [put(b"a", Expect::Absent, b"1"), put(b"b", Expect::Absent, b"2")];
             assert_eq!(s.apply(&batch).await, Err(StoreError::Conflict { index: 1 }));
             assert!(s.get(b"a").await.unwrap().is_none());
-            let del = [Write { key: b"b", expect: Expect::Present, value: None }];
+            let checked = [Write::check(b"b", Expect::Version(1)), put(b"c", Expect::Absent, b"3")];
+            s.apply(&checked).await.unwrap();
+            assert_eq!(s.get(b"b").await.unwrap().unwrap().version, 1);
+            let del = [Write::delete(b"b", Expect::Present)];
             s.apply(&del).await.unwrap();
             assert!(s.get(b"b").await.unwrap().is_none());
         });

@@ -1,0 +1,313 @@
+//! Namespace operations.
+//!
+//! A namespace record is one state byte then its properties as a JSON
+//! object, so loading a namespace copies stored bytes without parsing.
+//! Dropping first marks the record `DROPPING` (a version bump), then checks
+//! emptiness: creates of children assert the parent's version, so none can
+//! slip in between the check and the delete.
+
+use std::collections::BTreeMap;
+
+use bumpalo::Bump;
+use serde::Deserialize;
+
+use super::ident::{validate_namespace, write_namespace};
+use super::paging::{write_next_token, Page};
+use super::{store_failure, Catalog};
+use crate::error::{ApiError, ApiResult, ErrorKind};
+use crate::json::write_str;
+use crate::store::{keys, Expect, Store, StoreError, Versioned, Write};
+
+const LIVE: u8 = 0;
+const DROPPING: u8 = 1;
+/// Compare-and-swap attempts before reporting a conflict.
+const RETRIES: usize = 16;
+
+#[derive(Deserialize)]
+struct CreateNamespaceRequest {
+    namespace: Vec<String>,
+    #[serde(default)]
+    properties: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct UpdatePropertiesRequest {
+    #[serde(default)]
+    removals: Option<Vec<String>>,
+    #[serde(default)]
+    updates: Option<BTreeMap<String, String>>,
+}
+
+/// A namespace as stored.
+pub(crate) struct NamespaceRecord<V> {
+    pub version: u64,
+    pub live: bool,
+    raw: V,
+}
+
+impl<V: AsRef<[u8]>> NamespaceRecord<V> {
+    fn properties_json(&self) -> &[u8] {
+        &self.raw.as_ref()[1..]
+    }
+}
+
+fn encode_record(state: u8, properties: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut out = vec![state];
+    sonic_rs::to_writer(&mut out, properties).expect("string map serializes");
+    out
+}
+
+pub(crate) fn no_such_namespace(ns: &[&str]) -> ApiError {
+    ApiError::new(ErrorKind::NoSuchNamespace, format!("Namespace does not exist: {}", ns.join(".")))
+}
+
+pub(crate) fn parse_json<'de, T: Deserialize<'de>>(body: &'de [u8], what: &str) -> ApiResult<T> {
+    sonic_rs::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
+}
+
+impl<S: Store> Catalog<S> {
+    pub(crate) async fn namespace_record(&self, a: &Bump, ns: &[&str]) -> ApiResult<Option<NamespaceRecord<S::Value>>> {
+        let key = keys::namespace(a, ns);
+        let rec = self.store.get(key).await.map_err(store_failure)?;
+        Ok(rec.map(|Versioned { version, value }| {
+            let live = value.as_ref().first() == Some(&LIVE);
+            NamespaceRecord { version, live, raw: value }
+        }))
+    }
+
+    /// The version of a live namespace, for children to assert on create.
+    pub(crate) async fn live_namespace_version(&self, a: &Bump, ns: &[&str]) -> ApiResult<u64> {
+        validate_namespace(ns)?;
+        match self.namespace_record(a, ns).await? {
+            Some(rec) if rec.live => Ok(rec.version),
+            _ => Err(no_such_namespace(ns)),
+        }
+    }
+
+    /// `GET /v1/namespaces/{ns}`.
+    pub async fn load_namespace(&self, a: &Bump, ns: &[&str], out: &mut Vec<u8>) -> ApiResult<()> {
+        validate_namespace(ns)?;
+        let rec = self.namespace_record(a, ns).await?.ok_or_else(|| no_such_namespace(ns))?;
+        out.extend_from_slice(b"{\"namespace\":");
+        write_namespace(out, ns);
+        out.extend_from_slice(b",\"properties\":");
+        out.extend_from_slice(rec.properties_json());
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// `HEAD /v1/namespaces/{ns}`.
+    pub async fn namespace_exists(&self, a: &Bump, ns: &[&str]) -> ApiResult<()> {
+        validate_namespace(ns)?;
+        match self.namespace_record(a, ns).await? {
+            Some(_) => Ok(()),
+            None => Err(no_such_namespace(ns)),
+        }
+    }
+
+    /// `POST /v1/namespaces`.
+    pub async fn create_namespace(&self, a: &Bump, body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+        let req: CreateNamespaceRequest = parse_json(body, "CreateNamespaceRequest")?;
+        validate_namespace(&req.namespace)?;
+        let ns: Vec<&str> = req.namespace.iter().map(String::as_str).collect();
+        let properties = req.properties.unwrap_or_default();
+        let value = encode_record(LIVE, &properties);
+        let key = keys::namespace(a, &ns);
+        let parent = &ns[..ns.len() - 1];
+        let outcome = if parent.is_empty() {
+            self.store.apply(&[Write::put(key, Expect::Absent, &value)]).await
+        } else {
+            let parent_version = self.live_namespace_version(a, parent).await?;
+            let parent_key = keys::namespace(a, parent);
+            let batch = [Write::check(parent_key, Expect::Version(parent_version)), Write::put(key, Expect::Absent, &value)];
+            self.store.apply(&batch).await
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) if self.store.get(key).await.map_err(store_failure)?.is_some() => {
+                return Err(ApiError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("Namespace already exists: {}", ns.join(".")),
+                ))
+            }
+            Err(StoreError::Conflict { .. }) => return Err(no_such_namespace(parent)),
+            Err(e) => return Err(write_failure(e)),
+        }
+        out.extend_from_slice(b"{\"namespace\":");
+        write_namespace(out, &ns);
+        out.extend_from_slice(b",\"properties\":");
+        out.extend_from_slice(&value[1..]);
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// `DELETE /v1/namespaces/{ns}`: 409 unless it has no namespaces, tables
+    /// or views inside.
+    pub async fn drop_namespace(&self, a: &Bump, ns: &[&str]) -> ApiResult<()> {
+        validate_namespace(ns)?;
+        let key = keys::namespace(a, ns);
+        for _ in 0..RETRIES {
+            let rec = self.namespace_record(a, ns).await?.ok_or_else(|| no_such_namespace(ns))?;
+            let mut marked = rec.raw.as_ref().to_vec();
+            marked[0] = DROPPING;
+            match self.store.apply(&[Write::put(key, Expect::Version(rec.version), &marked)]).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(write_failure(e)),
+            }
+            let dropping = rec.version + 1;
+            if self.has_children(a, ns).await? {
+                marked[0] = LIVE;
+                // Best effort: a concurrent drop may have moved on already.
+                let _ = self.store.apply(&[Write::put(key, Expect::Version(dropping), &marked)]).await;
+                return Err(ApiError::new(
+                    ErrorKind::NamespaceNotEmpty,
+                    format!("Namespace is not empty: {}", ns.join(".")),
+                ));
+            }
+            return match self.store.apply(&[Write::delete(key, Expect::Version(dropping))]).await {
+                Ok(()) => Ok(()),
+                Err(StoreError::Conflict { .. }) => Err(no_such_namespace(ns)),
+                Err(e) => Err(write_failure(e)),
+            };
+        }
+        Err(ApiError::new(ErrorKind::CommitFailed, "namespace changed concurrently; retry"))
+    }
+
+    async fn has_children(&self, a: &Bump, ns: &[&str]) -> ApiResult<bool> {
+        let prefixes = [
+            keys::namespace_children(a, ns),
+            keys::object_prefix(a, keys::TABLE, ns),
+            keys::object_prefix(a, keys::VIEW, ns),
+        ];
+        for prefix in prefixes {
+            let mut any = false;
+            self.store
+                .scan(prefix, None, |_, _| {
+                    any = true;
+                    false
+                })
+                .await
+                .map_err(store_failure)?;
+            if any {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `POST /v1/namespaces/{ns}/properties`.
+    pub async fn update_properties(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+        validate_namespace(ns)?;
+        let req: UpdatePropertiesRequest = parse_json(body, "UpdateNamespacePropertiesRequest")?;
+        let removals = req.removals.unwrap_or_default();
+        let updates = req.updates.unwrap_or_default();
+        if let Some(k) = removals.iter().find(|k| updates.contains_key(*k)) {
+            return Err(ApiError::new(
+                ErrorKind::UnprocessableEntity,
+                format!("property {k:?} is both set and removed"),
+            ));
+        }
+        let key = keys::namespace(a, ns);
+        for _ in 0..RETRIES {
+            let rec = self.namespace_record(a, ns).await?.ok_or_else(|| no_such_namespace(ns))?;
+            let mut props: BTreeMap<String, String> = parse_json(rec.properties_json(), "stored properties")?;
+            let (mut removed, mut missing) = (Vec::new(), Vec::new());
+            for k in &removals {
+                match props.remove(k) {
+                    Some(_) => removed.push(k.as_str()),
+                    None => missing.push(k.as_str()),
+                }
+            }
+            props.extend(updates.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let state = rec.raw.as_ref()[0];
+            let value = encode_record(state, &props);
+            match self.store.apply(&[Write::put(key, Expect::Version(rec.version), &value)]).await {
+                Ok(()) => {
+                    out.extend_from_slice(b"{\"updated\":");
+                    crate::json::write_str_array(out, updates.keys().map(String::as_str));
+                    out.extend_from_slice(b",\"removed\":");
+                    crate::json::write_str_array(out, removed);
+                    out.extend_from_slice(b",\"missing\":");
+                    crate::json::write_str_array(out, missing);
+                    out.push(b'}');
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(write_failure(e)),
+            }
+        }
+        Err(ApiError::new(ErrorKind::CommitFailed, "namespace properties changed concurrently; retry"))
+    }
+
+    /// `GET /v1/namespaces?parent=..&pageToken=..&pageSize=..`.
+    pub async fn list_namespaces(&self, a: &Bump, parent: &[&str], query: &str, out: &mut Vec<u8>) -> ApiResult<()> {
+        let page = Page::from_query(query, self.settings.default_page_size, self.settings.max_page_size, a)?;
+        if !parent.is_empty() {
+            self.namespace_exists(a, parent).await?;
+        }
+        let prefix = keys::namespace_children(a, parent);
+        out.extend_from_slice(b"{\"namespaces\":[");
+        let last = self
+            .scan_names(a, prefix, &page, |i, name, out: &mut Vec<u8>| {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'[');
+                for p in parent {
+                    write_str(out, p);
+                    out.push(b',');
+                }
+                write_str(out, name);
+                out.push(b']');
+            }, out)
+            .await?;
+        out.extend_from_slice(b"]");
+        if page.paged {
+            out.push(b',');
+            write_next_token(out, last);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// Visits up to `page.size` names under `prefix` after the page token,
+    /// returning the last name when more remain (the next token).
+    pub(crate) async fn scan_names<'a>(
+        &self,
+        a: &'a Bump,
+        prefix: &[u8],
+        page: &Page<'_>,
+        mut write: impl FnMut(usize, &str, &mut Vec<u8>),
+        out: &mut Vec<u8>,
+    ) -> ApiResult<Option<&'a [u8]>> {
+        let after = page.after.map(|name| keys::join(a, prefix, name));
+        let mut count = 0;
+        let mut more: Option<&'a [u8]> = None;
+        let mut last_name: &'a [u8] = &[];
+        self.store
+            .scan(prefix, after, |key, _| {
+                let name = &key[prefix.len()..];
+                if count == page.size {
+                    more = Some(last_name);
+                    return false;
+                }
+                // Names were validated on the way in, so they are UTF-8.
+                write(count, std::str::from_utf8(name).unwrap_or(""), out);
+                count += 1;
+                if page.paged {
+                    last_name = a.alloc_slice_copy(name);
+                }
+                true
+            })
+            .await
+            .map_err(store_failure)?;
+        Ok(more)
+    }
+}
+
+/// Maps a failed durable write: the outcome is unknown, so never a 4xx.
+pub(crate) fn write_failure(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "store write failed");
+    ApiError::new(ErrorKind::ServiceUnavailable, format!("storage unavailable, outcome unknown: {e}"))
+}

@@ -1,0 +1,123 @@
+//! Command line and environment configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Bingsan: an Apache Iceberg REST catalog server.
+#[derive(Parser, Debug)]
+#[command(name = "bingsan", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the catalog server.
+    Serve(ServeArgs),
+}
+
+/// Settings of `bingsan serve`. Every flag has a `BINGSAN_*` variable.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address every shard listens on (SO_REUSEPORT: the kernel spreads connections).
+    #[arg(long, env = "BINGSAN_LISTEN", default_value = "0.0.0.0:8181")]
+    pub listen: SocketAddr,
+
+    /// Number of shards (one pinned executor per core). 0: every available core.
+    #[arg(long, env = "BINGSAN_SHARDS", default_value_t = 0)]
+    pub shards: usize,
+
+    /// Directory of the embedded store (sled).
+    #[arg(long, env = "BINGSAN_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Warehouse root where table and view metadata files are written (path or file:// URI).
+    #[arg(long, env = "BINGSAN_WAREHOUSE", default_value = "./warehouse")]
+    pub warehouse: String,
+
+    /// Catalog prefix advertised in /v1/config; clients then use /v1/{prefix}/... (empty: none).
+    #[arg(long, env = "BINGSAN_PREFIX", default_value = "")]
+    pub prefix: String,
+
+    /// Extra namespace separator accepted in paths besides %1F (empty: only %1F).
+    #[arg(long, env = "BINGSAN_NAMESPACE_SEPARATOR", default_value = "")]
+    pub namespace_separator: String,
+
+    /// Largest request line plus headers, in bytes (431 beyond).
+    #[arg(long, env = "BINGSAN_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Largest request body, in bytes (413 beyond).
+    #[arg(long, env = "BINGSAN_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Page size for list requests that ask to page without a pageSize.
+    #[arg(long, env = "BINGSAN_DEFAULT_PAGE_SIZE", default_value_t = 100)]
+    pub default_page_size: usize,
+
+    /// Largest page size a client may ask for.
+    #[arg(long, env = "BINGSAN_MAX_PAGE_SIZE", default_value_t = 1000)]
+    pub max_page_size: usize,
+
+    /// Capacity of a new pooled buffer (a pool miss), in bytes.
+    #[arg(long, env = "BINGSAN_POOL_BUFFER_INITIAL", default_value_t = 4096)]
+    pub pool_buffer_initial: usize,
+
+    /// Buffers that grew past this many bytes are discarded, not kept.
+    #[arg(long, env = "BINGSAN_POOL_BUFFER_MAX", default_value_t = 65536)]
+    pub pool_buffer_max: usize,
+
+    /// Most idle buffers a shard keeps.
+    #[arg(long, env = "BINGSAN_POOL_BUFFERS_PER_SHARD", default_value_t = 128)]
+    pub pool_buffers_per_shard: usize,
+
+    /// Arenas that grew past this many bytes are discarded, not kept.
+    #[arg(long, env = "BINGSAN_POOL_ARENA_MAX", default_value_t = 64 * 1024)]
+    pub pool_arena_max: usize,
+
+    /// Most idle arenas a shard keeps.
+    #[arg(long, env = "BINGSAN_POOL_ARENAS_PER_SHARD", default_value_t = 8)]
+    pub pool_arenas_per_shard: usize,
+
+    /// Serve /metrics also on this address, from the metrics thread.
+    #[arg(long, env = "BINGSAN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// How long shutdown waits for in-flight requests, in milliseconds.
+    #[arg(long, env = "BINGSAN_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+
+    /// Do not count heap allocations per shard (bingsan_allocs_total stays 0).
+    #[arg(long, env = "BINGSAN_NO_ALLOC_METRICS")]
+    pub no_alloc_metrics: bool,
+
+    /// Log filter (tracing syntax), e.g. "info" or "bingsan=debug".
+    #[arg(long, env = "BINGSAN_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl ServeArgs {
+    /// Checks values that clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.pool_buffer_initial == 0 || self.pool_buffer_initial > self.pool_buffer_max {
+            return Err("--pool-buffer-initial must be > 0 and <= --pool-buffer-max".into());
+        }
+        if matches!(self.prefix.as_str(), "namespaces" | "tables" | "views" | "transactions" | "config" | "oauth")
+            || self.prefix.contains('/')
+        {
+            return Err(format!("--prefix {:?} would be ambiguous with a route", self.prefix));
+        }
+        if self.default_page_size == 0 || self.max_page_size == 0 {
+            return Err("page sizes must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The warehouse as a local directory.
+    pub fn warehouse_dir(&self) -> PathBuf {
+        PathBuf::from(self.warehouse.strip_prefix("file://").unwrap_or(&self.warehouse))
+    }
+}

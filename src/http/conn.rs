@@ -1,0 +1,223 @@
+//! One connection: read requests (pipelined or not), answer, repeat.
+
+use std::rc::Rc;
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::framing::{decode_chunked, framing, BodyFraming, FramingError};
+use super::{reason, Method, Request, Response, Service};
+use crate::error::{ApiError, ErrorKind};
+use crate::json::write_u64;
+use crate::pool::{BufPool, PooledBuf};
+
+/// Most headers a request may carry; more is a 431.
+const MAX_HEADERS: usize = 64;
+/// Pipelined responses are flushed once this many bytes are waiting.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Per-connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// Largest request line plus headers (431 beyond).
+    pub max_head: usize,
+    /// Largest request body (413 beyond).
+    pub max_body: usize,
+}
+
+/// What one parse of the read buffer found.
+enum Step {
+    /// A request was answered; it took this many bytes of the buffer.
+    Answered { consumed: usize, close: bool },
+    /// The request is incomplete; `send_continue` if the client waits for
+    /// `100 Continue` before sending the body.
+    NeedMore { send_continue: bool },
+    /// Answer with this error and close the connection.
+    Fail(ApiError),
+}
+
+/// Serves requests on `stream` until the client closes, an I/O error occurs,
+/// or a response requires closing.
+pub async fn serve_connection<T, S>(stream: &mut T, svc: &S, bufs: &Rc<BufPool>, limits: &ConnLimits)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    S: Service,
+{
+    let mut input = bufs.get();
+    let initial = input.capacity();
+    input.resize(initial, 0);
+    let mut filled = 0;
+    let mut start = 0;
+    let mut out = bufs.get();
+    let mut chunked_body: Option<PooledBuf> = None;
+    let mut continue_sent = false;
+
+    loop {
+        let step = if start < filled {
+            parse_and_answer(&input[start..filled], svc, bufs, limits, &mut out, &mut chunked_body).await
+        } else {
+            Step::NeedMore { send_continue: false }
+        };
+        match step {
+            Step::Answered { consumed, close } => {
+                start += consumed;
+                continue_sent = false;
+                if close {
+                    let _ = stream.write_all(&out).await;
+                    return;
+                }
+                if out.len() >= FLUSH_AT {
+                    if stream.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+            }
+            Step::Fail(err) => {
+                write_error(&mut out, &err);
+                let _ = stream.write_all(&out).await;
+                return;
+            }
+            Step::NeedMore { send_continue } => {
+                // Everything parsed so far is answered: send it before waiting.
+                if send_continue && !continue_sent {
+                    out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    continue_sent = true;
+                }
+                if !out.is_empty() {
+                    if stream.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+                if start == filled {
+                    (start, filled) = (0, 0);
+                } else if start > 0 && filled == input.len() {
+                    input.copy_within(start..filled, 0);
+                    (start, filled) = (0, filled - start);
+                }
+                if filled == input.len() {
+                    // A request bigger than the buffer: grow, within the limits.
+                    let most = limits.max_head + limits.max_body + 64;
+                    if input.len() >= most {
+                        write_error(&mut out, &ApiError::new(ErrorKind::PayloadTooLarge, "request too large"));
+                        let _ = stream.write_all(&out).await;
+                        return;
+                    }
+                    let grown = (input.len() * 2).min(most);
+                    input.resize(grown, 0);
+                }
+                match stream.read(&mut input[filled..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => filled += n,
+                }
+            }
+        }
+    }
+}
+
+/// Parses one request from `buf` and, if it is complete, answers it into `out`.
+async fn parse_and_answer<S: Service>(
+    buf: &[u8],
+    svc: &S,
+    bufs: &Rc<BufPool>,
+    limits: &ConnLimits,
+    out: &mut PooledBuf,
+    chunked_body: &mut Option<PooledBuf>,
+) -> Step {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_head => {
+            return Step::Fail(ApiError::new(ErrorKind::HeaderTooLarge, "request head too large"))
+        }
+        Ok(httparse::Status::Partial) => return Step::NeedMore { send_continue: false },
+        Err(httparse::Error::TooManyHeaders) => {
+            return Step::Fail(ApiError::new(ErrorKind::HeaderTooLarge, "too many request headers"))
+        }
+        Err(e) => return Step::Fail(ApiError::bad_request(format!("malformed request: {e}"))),
+    };
+    if head_len > limits.max_head {
+        return Step::Fail(ApiError::new(ErrorKind::HeaderTooLarge, "request head too large"));
+    }
+    let version = parsed.version.unwrap_or(1);
+    let path_and_query = parsed.path.unwrap_or("/");
+    let method = Method::parse(parsed.method.unwrap_or(""));
+    let headers: &[httparse::Header<'_>] = parsed.headers;
+
+    let framing = match framing(headers, limits.max_body) {
+        Ok(f) => f,
+        Err(FramingError::TooLarge) => {
+            return Step::Fail(ApiError::new(ErrorKind::PayloadTooLarge, "request body too large"))
+        }
+        Err(FramingError::Malformed(why)) => return Step::Fail(ApiError::bad_request(why)),
+    };
+    let rest = &buf[head_len..];
+    let expects_continue = header_has(headers, "expect", "100-continue");
+    let (body, body_len): (&[u8], usize) = match framing {
+        BodyFraming::Length(n) if rest.len() >= n => (&rest[..n], n),
+        BodyFraming::Length(_) => return Step::NeedMore { send_continue: expects_continue },
+        BodyFraming::Chunked => {
+            let decoded = chunked_body.get_or_insert_with(|| bufs.get());
+            match decode_chunked(rest, decoded, limits.max_body) {
+                Ok(Some(wire)) => (&decoded[..], wire),
+                Ok(None) => return Step::NeedMore { send_continue: expects_continue },
+                Err(FramingError::TooLarge) => {
+                    return Step::Fail(ApiError::new(ErrorKind::PayloadTooLarge, "request body too large"))
+                }
+                Err(FramingError::Malformed(why)) => return Step::Fail(ApiError::bad_request(why)),
+            }
+        }
+    };
+
+    let close = if version == 0 {
+        !header_has(headers, "connection", "keep-alive")
+    } else {
+        header_has(headers, "connection", "close")
+    };
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let req = Request { method, path, query, headers, body };
+    let mut resp = Response::new(bufs.get());
+    svc.call(&req, &mut resp).await;
+    let close = close || resp.close;
+    write_response(out, &resp, method == Method::Head, close);
+    drop(resp);
+    *chunked_body = None;
+    Step::Answered { consumed: head_len + body_len, close }
+}
+
+fn header_has(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
+    headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).any(|h| {
+        std::str::from_utf8(h.value).is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+fn write_response(out: &mut Vec<u8>, resp: &Response, head_only: bool, close: bool) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    write_u64(out, resp.status as u64);
+    out.push(b' ');
+    out.extend_from_slice(reason(resp.status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let bodiless = resp.status == 204 || resp.status == 304;
+    if !bodiless {
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(resp.content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        write_u64(out, resp.body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(resp.extra_headers());
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !bodiless && !head_only {
+        out.extend_from_slice(&resp.body);
+    }
+}
+
+fn write_error(out: &mut Vec<u8>, err: &ApiError) {
+    let mut resp = Response::new(PooledBuf::unpooled(256));
+    resp.error(err);
+    write_response(out, &resp, false, true);
+}

@@ -1,0 +1,21 @@
+//! HTTP/1.1 for the shards: request framing, the connection loop, responses.
+//!
+//! Protocol only: nothing here knows about Iceberg. The connection loop hands
+//! each complete request to a [`Service`] and writes what it answers.
+
+mod conn;
+mod framing;
+mod request;
+mod response;
+pub mod percent;
+
+pub use conn::{serve_connection, ConnLimits};
+pub use request::{Method, Request};
+pub use response::{reason, Response};
+
+/// What answers requests (the catalog's router, a test double...).
+#[allow(async_fn_in_trait)] // Connections stay on their shard: no Send bound.
+pub trait Service {
+    /// Fills `resp` for `req`. Errors are responses too: there is no failure path.
+    async fn call(&self, req: &Request<'_>, resp: &mut Response);
+}

@@ -1,0 +1,179 @@
+//! Turns the shards' counters into Prometheus metric families.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+
+use super::shard::{ShardStats, LATENCY_BUCKETS_US, STATUSES};
+use crate::pool::PoolStats;
+use crate::routes::Operation;
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(k.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect()
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn counter(pairs: &[(&str, &str)], v: u64) -> Metric {
+    let mut m = Metric::from_label(labels(pairs));
+    let mut c = Counter::default();
+    c.set_value(v as f64);
+    m.set_counter(c);
+    m
+}
+
+fn gauge(pairs: &[(&str, &str)], v: u64) -> Metric {
+    let mut m = Metric::from_label(labels(pairs));
+    let mut g = Gauge::default();
+    g.set_value(v as f64);
+    m.set_gauge(g);
+    m
+}
+
+/// The method an operation is reached by, for the `method` label.
+fn method_of(op: Operation) -> &'static str {
+    op.endpoint().and_then(|e| e.split(' ').next()).unwrap_or(match op {
+        Operation::GetToken => "POST",
+        Operation::Unmatched => "ANY",
+        _ => "GET",
+    })
+}
+
+/// Every family derived from the shards' counters.
+pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
+    let mut out = Vec::new();
+    let pools = |read: fn(&PoolStats) -> u64, gauge_kind: bool| {
+        let mut ms = Vec::new();
+        for s in shards {
+            let shard = s.shard.to_string();
+            for (pool, stats) in [("buffer", &*s.buffer_pool), ("arena", &*s.arena_pool)] {
+                let v = read(stats);
+                let l = [("pool", pool), ("shard", shard.as_str())];
+                ms.push(if gauge_kind { gauge(&l, v) } else { counter(&l, v) });
+            }
+        }
+        ms
+    };
+    let pool_metrics: [(&str, &str, fn(&PoolStats) -> u64, bool); 6] = [
+        ("bingsan_pool_hits_total", "Pool gets served from the free list.", |p| p.hits.load(Relaxed), false),
+        ("bingsan_pool_misses_total", "Pool gets that had to allocate.", |p| p.misses.load(Relaxed), false),
+        ("bingsan_pool_returns_total", "Items given back and kept.", |p| p.returns.load(Relaxed), false),
+        ("bingsan_pool_discards_total", "Items given back but dropped (oversized or pool full).", |p| p.discards.load(Relaxed), false),
+        ("bingsan_pool_retained_bytes", "Bytes held by idle pooled items.", |p| p.retained_bytes.load(Relaxed), true),
+        ("bingsan_pool_retained_count", "Idle pooled items.", |p| p.retained_count.load(Relaxed), true),
+    ];
+    for (name, help, read, is_gauge) in pool_metrics {
+        let kind = if is_gauge { MetricType::GAUGE } else { MetricType::COUNTER };
+        out.push(family(name, help, kind, pools(read, is_gauge)));
+    }
+
+    let per_shard = |read: fn(&ShardStats) -> u64, is_gauge: bool| -> Vec<Metric> {
+        shards
+            .iter()
+            .map(|s| {
+                let shard = s.shard.to_string();
+                let l = [("shard", shard.as_str())];
+                if is_gauge {
+                    gauge(&l, read(s))
+                } else {
+                    counter(&l, read(s))
+                }
+            })
+            .collect()
+    };
+    out.push(family(
+        "bingsan_allocs_total",
+        "Heap allocations made on the shard's thread.",
+        MetricType::COUNTER,
+        per_shard(|s| s.allocs.allocs.load(Relaxed), false),
+    ));
+    out.push(family(
+        "bingsan_alloc_bytes_total",
+        "Bytes allocated on the shard's thread.",
+        MetricType::COUNTER,
+        per_shard(|s| s.allocs.bytes.load(Relaxed), false),
+    ));
+    out.push(family(
+        "bingsan_http_connections",
+        "Open client connections.",
+        MetricType::GAUGE,
+        per_shard(|s| s.connections.load(Relaxed), true),
+    ));
+    out.push(family(
+        "bingsan_http_connections_refused_total",
+        "Connections refused at the per-shard limit.",
+        MetricType::COUNTER,
+        per_shard(|s| s.connections_refused.load(Relaxed), false),
+    ));
+
+    let mut requests = Vec::new();
+    let mut durations = Vec::new();
+    for op in Operation::ALL {
+        let i = op.index();
+        for (si, status) in STATUSES.iter().enumerate() {
+            let n: u64 = shards.iter().map(|s| s.requests[i][si].load(Relaxed)).sum();
+            if n > 0 {
+                let status = if *status == 0 { "other".to_string() } else { status.to_string() };
+                requests.push(counter(&[("route", op.name()), ("method", method_of(op)), ("status", &status)], n));
+            }
+        }
+        let count: u64 = shards.iter().map(|s| s.latency[i].count.load(Relaxed)).sum();
+        if count == 0 {
+            continue;
+        }
+        let mut h = Histogram::default();
+        h.set_sample_count(count);
+        h.set_sample_sum(shards.iter().map(|s| s.latency[i].sum_us.load(Relaxed)).sum::<u64>() as f64 / 1e6);
+        let mut cumulative = 0;
+        let buckets = LATENCY_BUCKETS_US
+            .iter()
+            .enumerate()
+            .map(|(b, ub)| {
+                cumulative += shards.iter().map(|s| s.latency[i].buckets[b].load(Relaxed)).sum::<u64>();
+                let mut bucket = Bucket::default();
+                bucket.set_upper_bound(*ub as f64 / 1e6);
+                bucket.set_cumulative_count(cumulative);
+                bucket
+            })
+            .collect();
+        h.set_bucket(buckets);
+        let mut m = Metric::from_label(labels(&[("route", op.name())]));
+        m.set_histogram(h);
+        durations.push(m);
+    }
+    out.push(family("bingsan_http_requests_total", "Requests answered.", MetricType::COUNTER, requests));
+    out.push(family(
+        "bingsan_http_request_duration_seconds",
+        "Time from a complete request to its response, per route.",
+        MetricType::HISTOGRAM,
+        durations,
+    ));
+
+    let commits: [(&str, fn(&ShardStats) -> u64); 3] = [
+        ("success", |s| s.commits_ok.load(Relaxed)),
+        ("conflict", |s| s.commits_conflict.load(Relaxed)),
+        ("failure", |s| s.commits_failed.load(Relaxed)),
+    ];
+    let commits = commits
+        .iter()
+        .map(|(result, read)| counter(&[("result", result)], shards.iter().map(|s| read(s)).sum()))
+        .collect();
+    out.push(family("bingsan_commits_total", "Table and view commits by outcome.", MetricType::COUNTER, commits));
+    out
+}

@@ -1,0 +1,10 @@
+//! Metrics: per-shard single-writer counters, and the metrics thread that
+//! aggregates them (with the `prometheus` crate's registry) into the text
+//! exposition served at `/metrics`.
+
+mod collector;
+mod shard;
+mod thread;
+
+pub use shard::{ShardStats, LATENCY_BUCKETS_US, STATUSES};
+pub use thread::{MetricsHandle, MetricsThread};

@@ -1,0 +1,106 @@
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crate::alloc::AllocCounters;
+use crate::pool::PoolStats;
+use crate::routes::Operation;
+
+/// Status codes counted one by one; anything else counts as the last slot.
+pub const STATUSES: [u16; 21] =
+    [200, 201, 204, 304, 400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 429, 431, 500, 501, 503, 504, 0];
+
+/// Upper bounds of the latency histogram buckets, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 16] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000];
+
+const OPS: usize = Operation::ALL.len();
+
+/// Latency histogram of one operation.
+#[derive(Default)]
+pub struct Latency {
+    pub buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
+    pub count: AtomicU64,
+    pub sum_us: AtomicU64,
+}
+
+/// Everything one shard counts. Written only by its shard thread.
+pub struct ShardStats {
+    pub shard: usize,
+    pub requests: [[AtomicU64; STATUSES.len()]; OPS],
+    pub latency: [Latency; OPS],
+    pub connections: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub commits_ok: AtomicU64,
+    pub commits_conflict: AtomicU64,
+    pub commits_failed: AtomicU64,
+    pub buffer_pool: Arc<PoolStats>,
+    pub arena_pool: Arc<PoolStats>,
+    pub allocs: AllocCounters,
+}
+
+#[inline]
+fn add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+impl ShardStats {
+    pub fn new(shard: usize) -> ShardStats {
+        ShardStats {
+            shard,
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            latency: std::array::from_fn(|_| Latency::default()),
+            connections: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            commits_ok: AtomicU64::new(0),
+            commits_conflict: AtomicU64::new(0),
+            commits_failed: AtomicU64::new(0),
+            buffer_pool: Arc::default(),
+            arena_pool: Arc::default(),
+            allocs: AllocCounters::default(),
+        }
+    }
+
+    /// Records one answered request.
+    pub fn record(&self, op: Operation, status: u16, micros: u64) {
+        let s = STATUSES.iter().position(|&c| c == status).unwrap_or(STATUSES.len() - 1);
+        add(&self.requests[op.index()][s], 1);
+        let lat = &self.latency[op.index()];
+        let b = LATENCY_BUCKETS_US.iter().position(|&ub| micros <= ub).unwrap_or(LATENCY_BUCKETS_US.len() - 1);
+        add(&lat.buckets[b], 1);
+        add(&lat.count, 1);
+        add(&lat.sum_us, micros);
+    }
+
+    pub fn connection_opened(&self) {
+        add(&self.connections, 1);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.store(self.connections.load(Relaxed).saturating_sub(1), Relaxed);
+    }
+
+    /// Counts a commit outcome: `Ok`, conflict (409) or other failure.
+    pub fn commit(&self, outcome: CommitOutcome) {
+        add(
+            match outcome {
+                CommitOutcome::Ok => &self.commits_ok,
+                CommitOutcome::Conflict => &self.commits_conflict,
+                CommitOutcome::Failed => &self.commits_failed,
+            },
+            1,
+        );
+    }
+
+    /// Requests answered so far, over all operations and statuses.
+    pub fn total_requests(&self) -> u64 {
+        self.requests.iter().flatten().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+/// How a commit ended, for `bingsan_commits_total{result}`.
+#[derive(Clone, Copy, Debug)]
+pub enum CommitOutcome {
+    Ok,
+    Conflict,
+    Failed,
+}

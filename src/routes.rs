@@ -1,0 +1,370 @@
+//! The route table: which operation a method and path name, with its
+//! decoded parameters.
+
+use bumpalo::Bump;
+
+use crate::error::{ApiError, ErrorKind};
+use crate::http::percent::decode;
+use crate::http::Method;
+
+/// Every operation the server can name, for dispatch and for metrics labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    GetConfig,
+    GetToken,
+    ListNamespaces,
+    CreateNamespace,
+    LoadNamespace,
+    NamespaceExists,
+    DropNamespace,
+    UpdateProperties,
+    ListTables,
+    CreateTable,
+    LoadTable,
+    TableExists,
+    UpdateTable,
+    DropTable,
+    RegisterTable,
+    RenameTable,
+    ReportMetrics,
+    LoadCredentials,
+    CommitTransaction,
+    ListViews,
+    CreateView,
+    LoadView,
+    ViewExists,
+    ReplaceView,
+    DropView,
+    RenameView,
+    RegisterView,
+    HealthLive,
+    HealthReady,
+    Metrics,
+    /// Requests that matched no route (404, 405, malformed parameters).
+    Unmatched,
+}
+
+impl Operation {
+    /// Every operation, in metrics order.
+    pub const ALL: [Operation; 31] = [
+        Operation::GetConfig,
+        Operation::GetToken,
+        Operation::ListNamespaces,
+        Operation::CreateNamespace,
+        Operation::LoadNamespace,
+        Operation::NamespaceExists,
+        Operation::DropNamespace,
+        Operation::UpdateProperties,
+        Operation::ListTables,
+        Operation::CreateTable,
+        Operation::LoadTable,
+        Operation::TableExists,
+        Operation::UpdateTable,
+        Operation::DropTable,
+        Operation::RegisterTable,
+        Operation::RenameTable,
+        Operation::ReportMetrics,
+        Operation::LoadCredentials,
+        Operation::CommitTransaction,
+        Operation::ListViews,
+        Operation::CreateView,
+        Operation::LoadView,
+        Operation::ViewExists,
+        Operation::ReplaceView,
+        Operation::DropView,
+        Operation::RenameView,
+        Operation::RegisterView,
+        Operation::HealthLive,
+        Operation::HealthReady,
+        Operation::Metrics,
+        Operation::Unmatched,
+    ];
+
+    /// Position in [`Operation::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Label for metrics (the spec's operationId, in snake case).
+    pub fn name(self) -> &'static str {
+        use Operation::*;
+        match self {
+            GetConfig => "get_config",
+            GetToken => "get_token",
+            ListNamespaces => "list_namespaces",
+            CreateNamespace => "create_namespace",
+            LoadNamespace => "load_namespace",
+            NamespaceExists => "namespace_exists",
+            DropNamespace => "drop_namespace",
+            UpdateProperties => "update_properties",
+            ListTables => "list_tables",
+            CreateTable => "create_table",
+            LoadTable => "load_table",
+            TableExists => "table_exists",
+            UpdateTable => "update_table",
+            DropTable => "drop_table",
+            RegisterTable => "register_table",
+            RenameTable => "rename_table",
+            ReportMetrics => "report_metrics",
+            LoadCredentials => "load_credentials",
+            CommitTransaction => "commit_transaction",
+            ListViews => "list_views",
+            CreateView => "create_view",
+            LoadView => "load_view",
+            ViewExists => "view_exists",
+            ReplaceView => "replace_view",
+            DropView => "drop_view",
+            RenameView => "rename_view",
+            RegisterView => "register_view",
+            HealthLive => "health_live",
+            HealthReady => "health_ready",
+            Metrics => "metrics",
+            Unmatched => "unmatched",
+        }
+    }
+
+    /// The method and path template the spec's `endpoints` list uses.
+    pub fn endpoint(self) -> Option<&'static str> {
+        use Operation::*;
+        Some(match self {
+            ListNamespaces => "GET /v1/{prefix}/namespaces",
+            CreateNamespace => "POST /v1/{prefix}/namespaces",
+            LoadNamespace => "GET /v1/{prefix}/namespaces/{namespace}",
+            NamespaceExists => "HEAD /v1/{prefix}/namespaces/{namespace}",
+            DropNamespace => "DELETE /v1/{prefix}/namespaces/{namespace}",
+            UpdateProperties => "POST /v1/{prefix}/namespaces/{namespace}/properties",
+            ListTables => "GET /v1/{prefix}/namespaces/{namespace}/tables",
+            CreateTable => "POST /v1/{prefix}/namespaces/{namespace}/tables",
+            LoadTable => "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+            TableExists => "HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+            UpdateTable => "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+            DropTable => "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+            RegisterTable => "POST /v1/{prefix}/namespaces/{namespace}/register",
+            RenameTable => "POST /v1/{prefix}/tables/rename",
+            ReportMetrics => "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
+            LoadCredentials => "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}/credentials",
+            CommitTransaction => "POST /v1/{prefix}/transactions/commit",
+            ListViews => "GET /v1/{prefix}/namespaces/{namespace}/views",
+            CreateView => "POST /v1/{prefix}/namespaces/{namespace}/views",
+            LoadView => "GET /v1/{prefix}/namespaces/{namespace}/views/{view}",
+            ViewExists => "HEAD /v1/{prefix}/namespaces/{namespace}/views/{view}",
+            ReplaceView => "POST /v1/{prefix}/namespaces/{namespace}/views/{view}",
+            DropView => "DELETE /v1/{prefix}/namespaces/{namespace}/views/{view}",
+            RenameView => "POST /v1/{prefix}/views/rename",
+            RegisterView => "POST /v1/{prefix}/namespaces/{namespace}/register-view",
+            GetConfig | GetToken | HealthLive | HealthReady | Metrics | Unmatched => return None,
+        })
+    }
+}
+
+/// A matched route: the operation and its decoded path parameters.
+#[derive(Debug)]
+pub struct Matched<'a> {
+    pub op: Operation,
+    /// Namespace parts, when the path names a namespace.
+    pub namespace: &'a [&'a str],
+    /// Table or view name, when the path names one.
+    pub name: &'a str,
+}
+
+/// Path settings the router needs.
+pub struct RouteConfig {
+    /// The catalog prefix clients may put after `/v1/` (empty: none).
+    pub prefix: String,
+    /// Extra namespace separator besides 0x1F (empty: none).
+    pub separator: String,
+}
+
+/// Resolves `method path` to an operation. 404 when no path matches, 405
+/// (with the allowed methods) when the path matches but the method does not.
+pub fn route<'a>(method: Method, path: &'a str, cfg: &RouteConfig, arena: &'a Bump) -> Result<Matched<'a>, RouteError> {
+    let mut segs = [""; 8];
+    let mut n = 0;
+    for s in path.strip_prefix('/').unwrap_or(path).split('/') {
+        if n == segs.len() {
+            return Err(RouteError::NotFound);
+        }
+        segs[n] = s;
+        n += 1;
+    }
+    let segs = &segs[..n];
+    let none: &[&str] = &[];
+    let m = |op| Ok(Matched { op, namespace: none, name: "" });
+
+    let rest = match segs {
+        ["health", "live"] => return allow(method, &[Method::Get], m(Operation::HealthLive)),
+        ["health", "ready"] => return allow(method, &[Method::Get], m(Operation::HealthReady)),
+        ["metrics"] => return allow(method, &[Method::Get], m(Operation::Metrics)),
+        ["v1", "config"] => return allow(method, &[Method::Get], m(Operation::GetConfig)),
+        ["v1", "oauth", "tokens"] => return allow(method, &[Method::Post], m(Operation::GetToken)),
+        ["v1", first, rest @ ..] if is_collection(first) => {
+            let _ = rest;
+            &segs[1..]
+        }
+        ["v1", prefix, rest @ ..] if !cfg.prefix.is_empty() && *prefix == cfg.prefix && !rest.is_empty() => rest,
+        _ => return Err(RouteError::NotFound),
+    };
+
+    use Method::*;
+    use Operation::*;
+    let ns = |raw: &'a str| parse_namespace(raw, &cfg.separator, arena);
+    let name = |raw: &'a str| decode(raw, false, arena).map_err(|_| RouteError::BadParam("invalid percent-encoding in name"));
+    let with = |op, namespace, name| Ok(Matched { op, namespace, name });
+    match rest {
+        ["namespaces"] => pick(method, &[(Get, ListNamespaces), (Post, CreateNamespace)], none, ""),
+        ["namespaces", n] => {
+            pick(method, &[(Get, LoadNamespace), (Head, NamespaceExists), (Delete, DropNamespace)], ns(n)?, "")
+        }
+        ["namespaces", n, "properties"] => pick(method, &[(Post, UpdateProperties)], ns(n)?, ""),
+        ["namespaces", n, "tables"] => pick(method, &[(Get, ListTables), (Post, CreateTable)], ns(n)?, ""),
+        ["namespaces", n, "tables", t] => pick(
+            method,
+            &[(Get, LoadTable), (Head, TableExists), (Post, UpdateTable), (Delete, DropTable)],
+            ns(n)?,
+            name(t)?,
+        ),
+        ["namespaces", n, "tables", t, "metrics"] => pick(method, &[(Post, ReportMetrics)], ns(n)?, name(t)?),
+        ["namespaces", n, "tables", t, "credentials"] => pick(method, &[(Get, LoadCredentials)], ns(n)?, name(t)?),
+        ["namespaces", n, "register"] => pick(method, &[(Post, RegisterTable)], ns(n)?, ""),
+        ["namespaces", n, "register-view"] => pick(method, &[(Post, RegisterView)], ns(n)?, ""),
+        ["namespaces", n, "views"] => pick(method, &[(Get, ListViews), (Post, CreateView)], ns(n)?, ""),
+        ["namespaces", n, "views", v] => pick(
+            method,
+            &[(Get, LoadView), (Head, ViewExists), (Post, ReplaceView), (Delete, DropView)],
+            ns(n)?,
+            name(v)?,
+        ),
+        ["tables", "rename"] => allow(method, &[Post], with(RenameTable, none, "")),
+        ["views", "rename"] => allow(method, &[Post], with(RenameView, none, "")),
+        ["transactions", "commit"] => allow(method, &[Post], with(CommitTransaction, none, "")),
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+fn is_collection(seg: &str) -> bool {
+    matches!(seg, "namespaces" | "tables" | "views" | "transactions")
+}
+
+fn allow<'a>(method: Method, methods: &[Method], m: Result<Matched<'a>, RouteError>) -> Result<Matched<'a>, RouteError> {
+    let m = m?;
+    if methods.contains(&method) || (method == Method::Head && methods.contains(&Method::Get)) {
+        Ok(m)
+    } else {
+        Err(RouteError::MethodNotAllowed(allow_header(methods)))
+    }
+}
+
+fn pick<'a>(
+    method: Method,
+    table: &[(Method, Operation)],
+    namespace: &'a [&'a str],
+    name: &'a str,
+) -> Result<Matched<'a>, RouteError> {
+    match table.iter().find(|(m, _)| *m == method) {
+        Some(&(_, op)) => Ok(Matched { op, namespace, name }),
+        None => {
+            let methods: [Method; 4] = std::array::from_fn(|i| table.get(i).map_or(Method::Other, |(m, _)| *m));
+            Err(RouteError::MethodNotAllowed(allow_header(&methods[..table.len()])))
+        }
+    }
+}
+
+/// The `Allow` header value for a set of methods.
+fn allow_header(methods: &[Method]) -> &'static str {
+    use Method::*;
+    match methods {
+        [Get] => "GET, HEAD",
+        [Post] => "POST",
+        [Get, Post] => "GET, HEAD, POST",
+        [Get, Head, Delete] => "GET, HEAD, DELETE",
+        [Get, Head, Post, Delete] => "GET, HEAD, POST, DELETE",
+        _ => "GET, HEAD, POST, DELETE",
+    }
+}
+
+/// Decodes a namespace path parameter into its parts: split on 0x1F (`%1F`)
+/// and on the configured separator.
+pub fn parse_namespace<'a>(raw: &'a str, separator: &str, arena: &'a Bump) -> Result<&'a [&'a str], RouteError> {
+    let decoded = decode(raw, false, arena).map_err(|_| RouteError::BadParam("invalid percent-encoding in namespace"))?;
+    let mut parts = bumpalo::collections::Vec::new_in(arena);
+    let split = |c: char| c == '\u{1f}' || (!separator.is_empty() && separator.len() == 1 && separator.starts_with(c));
+    if separator.len() > 1 {
+        for chunk in decoded.split(separator) {
+            parts.extend(chunk.split('\u{1f}'));
+        }
+    } else {
+        parts.extend(decoded.split(split));
+    }
+    Ok(parts.into_bump_slice())
+}
+
+/// Why a request matched no route.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteError {
+    NotFound,
+    /// The value is the `Allow` header.
+    MethodNotAllowed(&'static str),
+    BadParam(&'static str),
+}
+
+impl RouteError {
+    pub fn to_api(&self, path: &str) -> ApiError {
+        match self {
+            RouteError::NotFound => ApiError::new(ErrorKind::NotFound, format!("no route for {path}")),
+            RouteError::MethodNotAllowed(allowed) => {
+                ApiError::new(ErrorKind::MethodNotAllowed, format!("method not allowed on {path}; allowed: {allowed}"))
+            }
+            RouteError::BadParam(why) => ApiError::bad_request(*why),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RouteConfig {
+        RouteConfig { prefix: "cat".into(), separator: ".".into() }
+    }
+
+    fn op(method: Method, path: &str) -> Result<Operation, RouteError> {
+        let a = Bump::new();
+        route(method, path, &cfg(), &a).map(|m| m.op)
+    }
+
+    #[test]
+    fn with_and_without_prefix() {
+        assert_eq!(op(Method::Get, "/v1/namespaces"), Ok(Operation::ListNamespaces));
+        assert_eq!(op(Method::Get, "/v1/cat/namespaces"), Ok(Operation::ListNamespaces));
+        assert_eq!(op(Method::Get, "/v1/other/namespaces"), Err(RouteError::NotFound));
+        assert_eq!(op(Method::Post, "/v1/cat/tables/rename"), Ok(Operation::RenameTable));
+        assert_eq!(op(Method::Post, "/v1/transactions/commit"), Ok(Operation::CommitTransaction));
+    }
+
+    #[test]
+    fn methods() {
+        assert_eq!(op(Method::Head, "/v1/namespaces/a"), Ok(Operation::NamespaceExists));
+        assert_eq!(op(Method::Delete, "/v1/namespaces/a/tables/t"), Ok(Operation::DropTable));
+        assert_eq!(op(Method::Put, "/v1/namespaces/a"), Err(RouteError::MethodNotAllowed("GET, HEAD, DELETE")));
+        assert_eq!(op(Method::Head, "/v1/config"), Ok(Operation::GetConfig));
+        assert_eq!(op(Method::Delete, "/v1/config"), Err(RouteError::MethodNotAllowed("GET, HEAD")));
+    }
+
+    #[test]
+    fn namespace_and_name_are_decoded() {
+        let a = Bump::new();
+        let m = route(Method::Get, "/v1/namespaces/a%1Fb.c/tables/t%20x", &cfg(), &a).unwrap();
+        assert_eq!(m.namespace, &["a", "b", "c"]);
+        assert_eq!(m.name, "t x");
+        let m = route(Method::Get, "/v1/namespaces/a%2Eb", &cfg(), &a).unwrap();
+        assert_eq!(m.namespace, &["a", "b"]);
+        assert!(matches!(route(Method::Get, "/v1/namespaces/a%zz", &cfg(), &a), Err(RouteError::BadParam(_))));
+    }
+
+    #[test]
+    fn unknown_paths() {
+        for p in ["/", "/v2/config", "/v1/namespaces/a/b/c/d/e/f/g", "/v1/cat", "/v1/namespaces/a/nope"] {
+            assert_eq!(op(Method::Get, p), Err(RouteError::NotFound), "{p}");
+        }
+    }
+}

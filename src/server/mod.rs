@@ -1,0 +1,165 @@
+//! `bingsan serve`: start the store, the metrics thread and one shard per
+//! core; wait for SIGINT/SIGTERM; drain; make the store durable; exit.
+
+mod os;
+mod service;
+mod shard;
+mod state;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::{CpuSet, LocalExecutorBuilder, Placement};
+
+use crate::catalog::{Catalog, Settings};
+use crate::config::ServeArgs;
+use crate::http::ConnLimits;
+use crate::metrics::{MetricsThread, ShardStats};
+use crate::pool::PoolConfig;
+use crate::routes::{Operation, RouteConfig};
+use crate::store::{SledStore, Store};
+
+pub use state::Shared;
+
+/// io_uring registered memory per shard: we do little file I/O, so keep the
+/// locked-memory budget small.
+const IO_MEMORY: usize = 1 << 20;
+/// File descriptors to ask for: the 10k-connection target plus headroom.
+const WANTED_FDS: u64 = 65_536;
+
+/// Operations this server implements: the `endpoints` list of `/v1/config`.
+pub const IMPLEMENTED: &[Operation] = &[
+    Operation::ListNamespaces,
+    Operation::CreateNamespace,
+    Operation::LoadNamespace,
+    Operation::NamespaceExists,
+    Operation::DropNamespace,
+    Operation::UpdateProperties,
+];
+
+/// Runs the server until a signal; `Err` carries a message for the operator.
+pub fn run(args: ServeArgs) -> Result<(), String> {
+    args.validate()?;
+    let cpus: Vec<usize> = CpuSet::online().map_err(|e| format!("cannot list CPUs: {e}"))?.into_iter().map(|l| l.cpu).collect();
+    let shards = if args.shards == 0 { cpus.len() } else { args.shards };
+    os::raise_limits(WANTED_FDS, shards, IO_MEMORY)?;
+    let signals = os::block_signals();
+
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create data dir {:?}: {e}", args.data_dir))?;
+    let store = SledStore::open(&args.data_dir).map_err(|e| format!("cannot open store in {:?}: {e}", args.data_dir))?;
+    let stats: Vec<Arc<ShardStats>> = (0..shards).map(|i| Arc::new(ShardStats::new(i))).collect();
+    let metrics = MetricsThread::start(stats.clone(), args.metrics_listen)
+        .map_err(|e| format!("cannot start metrics on {:?}: {e}", args.metrics_listen))?;
+    let settings = Settings {
+        prefix: args.prefix.clone(),
+        separator_encoded: encode_separator(&args.namespace_separator),
+        default_page_size: args.default_page_size,
+        max_page_size: args.max_page_size,
+    };
+    let config_body = config_body(&settings);
+    let shared = Arc::new(Shared {
+        catalog: Catalog::new(store, settings),
+        shards,
+        accepting: AtomicUsize::new(0),
+        stats,
+        metrics: metrics.handle(),
+        shutdown: Default::default(),
+        config_body,
+    });
+    log_effective_config(&args, shards);
+
+    let (ready_tx, ready_rx) = channel();
+    let mut handles = Vec::with_capacity(shards);
+    for id in 0..shards {
+        let setup = shard::ShardSetup {
+            id,
+            listen: args.listen,
+            pools: PoolConfig {
+                buffer_initial: args.pool_buffer_initial,
+                buffer_max: args.pool_buffer_max,
+                buffers_per_shard: args.pool_buffers_per_shard,
+                arena_max: args.pool_arena_max,
+                arenas_per_shard: args.pool_arenas_per_shard,
+            },
+            limits: ConnLimits { max_head: args.max_header_bytes, max_body: args.max_body_bytes },
+            routes: RouteConfig { prefix: args.prefix.clone(), separator: args.namespace_separator.clone() },
+            drain: Duration::from_millis(args.drain_timeout_ms),
+        };
+        let (shared, ready) = (shared.clone(), ready_tx.clone());
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpus[id % cpus.len()]))
+            .name(&format!("bingsan-shard-{id}"))
+            .io_memory(IO_MEMORY)
+            .spawn(move || shard::run(setup, shared, ready))
+            .map_err(|e| format!("cannot start shard {id}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut failure = None;
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("a shard exited during start-up".to_string()),
+        }
+    }
+    if failure.is_none() {
+        tracing::info!(listen = %args.listen, shards, "bingsan is serving");
+        let signal = os::wait_for_signal(&signals);
+        tracing::info!(signal, "shutting down: draining connections");
+    }
+    shared.shutdown.request();
+    for h in handles {
+        let _ = h.join();
+    }
+    shared.catalog.store.sync().map_err(|e| format!("final store flush failed: {e}"))?;
+    tracing::info!("store flushed; bye");
+    failure.map_or(Ok(()), Err)
+}
+
+/// `/v1/config`: the same bytes for every request, built once.
+fn config_body(settings: &Settings) -> Vec<u8> {
+    use crate::json::{write_str, write_str_array};
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"defaults\":{},\"overrides\":{");
+    if !settings.prefix.is_empty() {
+        out.extend_from_slice(b"\"prefix\":");
+        write_str(&mut out, &settings.prefix);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"namespace-separator\":");
+    write_str(&mut out, &settings.separator_encoded);
+    out.extend_from_slice(b"},\"endpoints\":");
+    write_str_array(&mut out, IMPLEMENTED.iter().filter_map(|op| op.endpoint()));
+    out.push(b'}');
+    out
+}
+
+/// The separator as the spec advertises it: percent-encoded.
+fn encode_separator(sep: &str) -> String {
+    if sep.is_empty() {
+        return "%1F".to_string();
+    }
+    sep.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+fn log_effective_config(args: &ServeArgs, shards: usize) {
+    tracing::info!(
+        listen = %args.listen,
+        shards,
+        data_dir = ?args.data_dir,
+        warehouse = %args.warehouse,
+        prefix = %args.prefix,
+        max_header_bytes = args.max_header_bytes,
+        max_body_bytes = args.max_body_bytes,
+        pool_buffer_initial = args.pool_buffer_initial,
+        pool_buffer_max = args.pool_buffer_max,
+        pool_buffers_per_shard = args.pool_buffers_per_shard,
+        pool_arena_max = args.pool_arena_max,
+        pool_arenas_per_shard = args.pool_arenas_per_shard,
+        metrics_listen = ?args.metrics_listen,
+        drain_timeout_ms = args.drain_timeout_ms,
+        "effective configuration"
+    );
+}

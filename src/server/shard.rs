@@ -1,0 +1,99 @@
+//! One shard: a pinned glommio executor with its own listener, pools and
+//! counters. Nothing here is shared with other shards except `Shared`.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::or;
+use glommio::net::TcpListener;
+
+use super::service::ShardService;
+use super::state::Shared;
+use crate::http::{serve_connection, ConnLimits};
+use crate::metrics::ShardStats;
+use crate::pool::{ArenaPool, BufPool, PoolConfig};
+use crate::routes::RouteConfig;
+use crate::store::Store;
+
+/// What a shard needs besides the shared state.
+pub struct ShardSetup {
+    pub id: usize,
+    pub listen: SocketAddr,
+    pub pools: PoolConfig,
+    pub limits: ConnLimits,
+    pub routes: RouteConfig,
+    pub drain: Duration,
+}
+
+/// Runs a shard until shutdown; reports bind success or failure on `ready`.
+pub async fn run<S: Store>(setup: ShardSetup, shared: Arc<Shared<S>>, ready: Sender<Result<(), String>>) {
+    let stats = shared.stats[setup.id].clone();
+    // The stats live as long as the process (the metrics thread holds them).
+    let leaked: &'static ShardStats = Box::leak(Box::new(stats.clone()));
+    crate::alloc::count_this_thread(&leaked.allocs);
+
+    let p = setup.pools;
+    let bufs = BufPool::new(p.buffer_initial, p.buffer_max, p.buffers_per_shard, stats.buffer_pool.clone());
+    let arenas = ArenaPool::new(p.arena_max, p.arenas_per_shard, stats.arena_pool.clone());
+    let listener = match TcpListener::bind(setup.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {} cannot listen on {}: {e}", setup.id, setup.listen)));
+            return;
+        }
+    };
+    let svc = Rc::new(ShardService { shared: shared.clone(), routes: Rc::new(setup.routes), arenas, stats: stats.clone() });
+    let open: Rc<RefCell<HashSet<i32>>> = Rc::default();
+    shared.accepting.fetch_add(1, Ordering::AcqRel);
+    let _ = ready.send(Ok(()));
+
+    loop {
+        let accepted = or(async { Some(listener.accept().await) }, async {
+            shared.shutdown.wait().await;
+            None
+        })
+        .await;
+        let mut stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                tracing::warn!(shard = setup.id, error = %e, "accept failed");
+                // Out of descriptors: back off instead of spinning.
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let fd = stream.as_raw_fd();
+        open.borrow_mut().insert(fd);
+        stats.connection_opened();
+        let (svc, bufs, open, stats, limits) = (svc.clone(), bufs.clone(), open.clone(), stats.clone(), setup.limits);
+        glommio::spawn_local(async move {
+            serve_connection(&mut stream, &*svc, &bufs, &limits).await;
+            open.borrow_mut().remove(&fd);
+            stats.connection_closed();
+        })
+        .detach();
+    }
+
+    shared.accepting.fetch_sub(1, Ordering::AcqRel);
+    drop(listener);
+    // Idle keep-alive connections would wait forever: end their reads.
+    // In-flight requests still finish and get their response.
+    for &fd in open.borrow().iter() {
+        // SAFETY: fd belongs to a live connection task on this thread.
+        unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+    }
+    let deadline = Instant::now() + setup.drain;
+    while !open.borrow().is_empty() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!(shard = setup.id, unfinished = open.borrow().len(), "shard stopped");
+}

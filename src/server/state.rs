@@ -1,0 +1,68 @@
+//! State shared by all shards: read-mostly, behind one `Arc`.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+
+use crate::catalog::Catalog;
+use crate::metrics::{MetricsHandle, ShardStats};
+use crate::store::Store;
+
+/// Everything the shards share.
+pub struct Shared<S: Store> {
+    pub catalog: Catalog<S>,
+    pub shards: usize,
+    /// Shards whose listener is accepting.
+    pub accepting: AtomicUsize,
+    pub stats: Vec<Arc<ShardStats>>,
+    pub metrics: MetricsHandle,
+    pub shutdown: Shutdown,
+    /// The `/v1/config` response body, built once at start-up.
+    pub config_body: Vec<u8>,
+}
+
+impl<S: Store> Shared<S> {
+    /// Ready: the store is open (it is, or we would not exist) and every
+    /// shard accepts connections, and we are not shutting down.
+    pub fn ready(&self) -> bool {
+        self.accepting.load(Ordering::Acquire) == self.shards && !self.shutdown.requested()
+    }
+}
+
+/// A shutdown flag that wakes waiting shards (glommio wakers accept wakes
+/// from foreign threads), so nothing polls on a timer.
+#[derive(Default)]
+pub struct Shutdown {
+    flag: AtomicBool,
+    waiters: Mutex<Vec<Waker>>,
+}
+
+impl Shutdown {
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Sets the flag and wakes every waiter.
+    pub fn request(&self) {
+        self.flag.store(true, Ordering::Release);
+        let waiters = std::mem::take(&mut *self.waiters.lock().expect("shutdown waiters"));
+        waiters.into_iter().for_each(Waker::wake);
+    }
+
+    /// Resolves once shutdown is requested.
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.requested() {
+                return std::task::Poll::Ready(());
+            }
+            let mut waiters = self.waiters.lock().expect("shutdown waiters");
+            if self.requested() {
+                return std::task::Poll::Ready(());
+            }
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+    }
+}
