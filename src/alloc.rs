@@ -14,6 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 pub struct AllocCounters {
     pub allocs: AtomicU64,
     pub bytes: AtomicU64,
+    /// Of `allocs`, those made while a request was being parsed, handled
+    /// and its response written: Bingsan's own request path, as opposed to
+    /// the runtime's bookkeeping when the shard parks or a socket waits.
+    pub in_requests: AtomicU64,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -45,6 +49,33 @@ pub fn this_thread_allocs() -> u64 {
             unsafe { (*p).allocs.load(Relaxed) }
         }
     })
+}
+
+/// Counts the allocations made between its creation and its drop into
+/// [`AllocCounters::in_requests`]. Exact only when no other task runs in
+/// between, i.e. when the request does not suspend (the hot read path).
+pub struct RequestScope {
+    start: u64,
+}
+
+impl RequestScope {
+    pub fn begin() -> RequestScope {
+        RequestScope { start: this_thread_allocs() }
+    }
+}
+
+impl Drop for RequestScope {
+    fn drop(&mut self) {
+        let delta = this_thread_allocs() - self.start;
+        COUNTERS.with(|c| {
+            let p = c.get();
+            if !p.is_null() && delta > 0 {
+                // SAFETY: set from a &'static reference.
+                let counters = unsafe { &*p };
+                counters.in_requests.store(counters.in_requests.load(Relaxed) + delta, Relaxed);
+            }
+        });
+    }
 }
 
 /// The allocator: the system allocator, counted.

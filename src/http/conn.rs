@@ -2,9 +2,10 @@
 
 use std::rc::Rc;
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 
 use super::framing::{decode_chunked, framing, BodyFraming, FramingError};
+use super::transport::Transport;
 use super::{reason, Method, Request, Response, Service};
 use crate::error::{ApiError, ErrorKind};
 use crate::json::write_u64;
@@ -39,7 +40,7 @@ enum Step {
 /// or a response requires closing.
 pub async fn serve_connection<T, S>(stream: &mut T, svc: &S, bufs: &Rc<BufPool>, limits: &ConnLimits)
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: Transport,
     S: Service,
 {
     let mut input = bufs.get();
@@ -53,6 +54,7 @@ where
 
     loop {
         let step = if start < filled {
+            let _scope = crate::alloc::RequestScope::begin();
             parse_and_answer(&input[start..filled], svc, bufs, limits, &mut out, &mut chunked_body).await
         } else {
             Step::NeedMore { send_continue: false }
@@ -106,7 +108,7 @@ where
                     let grown = (input.len() * 2).min(most);
                     input.resize(grown, 0);
                 }
-                match stream.read(&mut input[filled..]).await {
+                match stream.read_some(&mut input[filled..]).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => filled += n,
                 }

@@ -7,11 +7,13 @@ mod conn;
 mod framing;
 mod request;
 mod response;
+mod transport;
 pub mod percent;
 
 pub use conn::{serve_connection, ConnLimits};
 pub use request::{Method, Request};
 pub use response::{reason, Response};
+pub use transport::Transport;
 
 /// What answers requests (the catalog's router, a test double...).
 #[allow(async_fn_in_trait)] // Connections stay on their shard: no Send bound.

@@ -104,6 +104,12 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
         per_shard(|s| s.allocs.allocs.load(Relaxed), false),
     ));
     out.push(family(
+        "bingsan_request_allocs_total",
+        "Heap allocations made on the shard's thread while parsing, handling and answering requests.",
+        MetricType::COUNTER,
+        per_shard(|s| s.allocs.in_requests.load(Relaxed), false),
+    ));
+    out.push(family(
         "bingsan_alloc_bytes_total",
         "Bytes allocated on the shard's thread.",
         MetricType::COUNTER,

@@ -76,6 +76,18 @@ pub fn join<'a>(a: &'a Bump, prefix: &[u8], name: &[u8]) -> &'a [u8] {
     out
 }
 
+/// The prefix a listing of `key`'s siblings scans: everything up to and
+/// including its last separator (a top-level namespace: kind and depth).
+/// Every scan prefix the catalog builds is the listing prefix of the keys
+/// under it, which is what lets the shard caches invalidate scans.
+pub fn listing_prefix(key: &[u8]) -> &[u8] {
+    let end = match key.first() {
+        Some(&NAMESPACE) => key.iter().rposition(|&b| b == PART_SEP).map_or(2, |i| i + 1),
+        _ => key.iter().rposition(|&b| b == NAME_SEP || b == PART_SEP).map_or(1, |i| i + 1),
+    };
+    &key[..end.min(key.len())]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +115,14 @@ mod tests {
         assert!(t.starts_with(prefix));
         assert!(!nested.starts_with(prefix));
         assert_eq!(join(&a, prefix, b"t"), t);
+    }
+
+    #[test]
+    fn listing_prefix_is_the_scan_prefix_of_its_siblings() {
+        let a = Bump::new();
+        assert_eq!(listing_prefix(namespace(&a, &["x"])), namespace_children(&a, &[]));
+        assert_eq!(listing_prefix(namespace(&a, &["x", "y", "z"])), namespace_children(&a, &["x", "y"]));
+        assert_eq!(listing_prefix(object(&a, TABLE, &["x", "y"], "t")), object_prefix(&a, TABLE, &["x", "y"]));
+        assert_eq!(listing_prefix(object(&a, VIEW, &["x"], "v")), object_prefix(&a, VIEW, &["x"]));
     }
 }

@@ -6,6 +6,7 @@
 //! `(key bytea primary key, version bigint, value bytea)` needs to offer too,
 //! so another backend slots in behind the same trait.
 
+mod cache;
 mod durability;
 pub mod keys;
 mod sled_store;

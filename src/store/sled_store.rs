@@ -6,8 +6,11 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Tree};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::cache::{with_cache, Epochs, ScanEntry};
 use super::durability::GroupCommit;
-use super::{Expect, Op, Store, StoreError, Versioned, Write};
+use super::{keys, Expect, Op, Store, StoreError, Versioned, Write};
 
 const VERSION_LEN: usize = 8;
 
@@ -16,7 +19,12 @@ pub struct SledStore {
     db: sled::Db,
     tree: Tree,
     group: GroupCommit,
+    /// Identifies this store's entries in the shards' caches.
+    id: u64,
+    epochs: Epochs,
 }
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A stored value without its version header; cloning shares the bytes.
 #[derive(Clone, Debug)]
@@ -52,7 +60,33 @@ impl SledStore {
         let tree = db.open_tree("catalog").map_err(io)?;
         let flush_db = db.clone();
         let group = GroupCommit::start(Box::new(move || flush_db.flush().map(drop).map_err(|e| e.to_string())));
-        Ok(SledStore { db, tree, group })
+        Ok(SledStore { db, tree, group, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), epochs: Epochs::default() })
+    }
+}
+
+impl SledStore {
+    /// Visits sled's keys under `prefix` after `after`; returns whether the
+    /// scan ran out of keys (rather than being stopped by `visit`).
+    fn scan_sled(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        mut visit: impl FnMut(&IVec, &IVec) -> bool,
+    ) -> Result<bool, StoreError> {
+        let lower = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        for item in self.tree.range::<&[u8], _>((lower, Bound::Unbounded)) {
+            let (key, raw) = item.map_err(io)?;
+            if !key.starts_with(prefix) {
+                return Ok(true);
+            }
+            if !visit(&key, &raw) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -60,7 +94,17 @@ impl Store for SledStore {
     type Value = SledValue;
 
     async fn get(&self, key: &[u8]) -> Result<Option<Versioned<SledValue>>, StoreError> {
-        let raw = self.tree.get(key).map_err(io)?;
+        // The epoch is read before sled, so a write landing in between
+        // leaves this fill already stale.
+        let epoch = self.epochs.read(key);
+        let raw = match with_cache(self.id, |c| c.get(key, epoch)) {
+            Some(hit) => hit,
+            None => {
+                let raw = self.tree.get(key).map_err(io)?;
+                with_cache(self.id, |c| c.put(key, epoch, raw.clone()));
+                raw
+            }
+        };
         Ok(raw.map(|raw| Versioned { version: split(&raw).version, value: SledValue(raw) }))
     }
 
@@ -68,16 +112,32 @@ impl Store for SledStore {
     where
         F: FnMut(&[u8], Versioned<&[u8]>) -> bool,
     {
-        let lower = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a),
-            _ => Bound::Included(prefix),
-        };
-        for item in self.tree.range::<&[u8], _>((lower, Bound::Unbounded)) {
-            let (key, raw) = item.map_err(io)?;
-            if !key.starts_with(prefix) || !visit(&key, split(&raw)) {
-                break;
+        let epoch = self.epochs.read(prefix);
+        let replay = with_cache(self.id, |c| {
+            let entry = c.scan(prefix, after, epoch)?;
+            for (k, v) in &entry.items {
+                if !visit(k, split(v)) {
+                    return Some(None);
+                }
             }
+            Some(if entry.complete { None } else { entry.items.last().map(|(k, _)| k.clone()) })
+        });
+        match replay {
+            // Served from the cache.
+            Some(None) => return Ok(()),
+            // The visitor wants more than was cached: go on in sled.
+            Some(Some(last)) => {
+                self.scan_sled(prefix, Some(&last), |k, v| visit(k, split(v)))?;
+                return Ok(());
+            }
+            None => {}
         }
+        let mut items = Vec::new();
+        let complete = self.scan_sled(prefix, after, |k, v| {
+            items.push((k.clone(), v.clone()));
+            visit(k, split(v))
+        })?;
+        with_cache(self.id, |c| c.put_scan(prefix, after, ScanEntry { epoch, items, complete }));
         Ok(())
     }
 
@@ -108,7 +168,14 @@ impl Store for SledStore {
             Ok(())
         });
         match outcome {
-            Ok(()) => self.group.durable().await.map_err(StoreError::Io),
+            Ok(()) => {
+                // Before the acknowledgement: no shard may serve the old value.
+                for w in writes.iter().filter(|w| !matches!(w.op, Op::Check)) {
+                    self.epochs.bump(w.key);
+                    self.epochs.bump(keys::listing_prefix(w.key));
+                }
+                self.group.durable().await.map_err(StoreError::Io)
+            }
             Err(TransactionError::Abort(index)) => Err(StoreError::Conflict { index }),
             Err(TransactionError::Storage(e)) => Err(io(e)),
         }
@@ -191,6 +258,38 @@ mod tests {
             .unwrap();
             assert_eq!(seen, vec![b"p/b".to_vec()]);
         });
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn writes_on_one_thread_invalidate_other_threads_caches() {
+        let (s, dir) = store();
+        let s = std::sync::Arc::new(s);
+        let a = bumpalo::Bump::new();
+        let (k, l, top) = (keys::namespace(&a, &["k"]), keys::namespace(&a, &["l"]), keys::namespace_children(&a, &[]));
+        block_on(s.apply(&[put(k, Expect::Absent, b"old")])).unwrap();
+        let listed = |s: &SledStore| {
+            let mut n = 0;
+            block_on(s.scan(top, None, |_, _| {
+                n += 1;
+                true
+            }))
+            .unwrap();
+            n
+        };
+        // Fill this thread's cache, twice to be sure it is served from it.
+        for _ in 0..2 {
+            assert_eq!(block_on(s.get(k)).unwrap().unwrap().value.as_ref(), b"old");
+            assert_eq!(listed(&s), 1);
+        }
+        let (writer, k2, l2) = (s.clone(), k.to_vec(), l.to_vec());
+        std::thread::spawn(move || {
+            block_on(writer.apply(&[put(&k2, Expect::Version(1), b"new"), put(&l2, Expect::Absent, b"")])).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(block_on(s.get(k)).unwrap().unwrap().value.as_ref(), b"new");
+        assert_eq!(listed(&s), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,0 +1,50 @@
+//! Reading from a socket without the runtime's per-wait bookkeeping when
+//! data is already there.
+//!
+//! glommio's `read` allocates a readiness source whenever it has to wait,
+//! and eagerly arms another after any short read. We first try a plain
+//! non-blocking `recv`; only an idle socket goes through glommio, and then
+//! with a one-byte read, which completes "full" and so arms nothing extra.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+/// A byte stream the connection loop can serve.
+#[allow(async_fn_in_trait)] // Connections stay on their shard.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {
+    /// Reads at least one byte into `buf` (0: the peer closed).
+    async fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl Transport for glommio::net::TcpStream {
+    async fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        debug_assert!(!buf.is_empty());
+        if let Some(n) = recv_now(self.as_raw_fd(), buf)? {
+            return Ok(n);
+        }
+        let n = self.read(&mut buf[..1]).await?;
+        if n == 0 || buf.len() == 1 {
+            return Ok(n);
+        }
+        Ok(1 + recv_now(self.as_raw_fd(), &mut buf[1..])?.unwrap_or(0))
+    }
+}
+
+/// A non-blocking `recv`: `None` when nothing is waiting.
+fn recv_now(fd: i32, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => return Ok(None),
+            io::ErrorKind::Interrupted => continue,
+            _ => return Err(err),
+        }
+    }
+}
