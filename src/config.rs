@@ -115,9 +115,4 @@ impl ServeArgs {
         }
         Ok(())
     }
-
-    /// The warehouse as a local directory.
-    pub fn warehouse_dir(&self) -> PathBuf {
-        PathBuf::from(self.warehouse.strip_prefix("file://").unwrap_or(&self.warehouse))
-    }
 }

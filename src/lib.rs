@@ -15,3 +15,4 @@ pub mod alloc;
 pub mod config;
 pub mod metrics;
 pub mod server;
+pub mod fileio;

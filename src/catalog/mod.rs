@@ -3,13 +3,18 @@
 //! Handlers write their JSON answer straight into the response buffer and
 //! return an [`ApiError`] on failure; HTTP concerns stay in `server`.
 
+mod commit;
 mod ident;
 mod namespaces;
 mod paging;
+mod record;
+mod tables;
 
 pub use ident::validate_namespace;
 pub use paging::Page;
+pub use tables::Loaded;
 
+use crate::fileio::FileIo;
 use crate::store::Store;
 
 /// Server-wide catalog settings.
@@ -25,15 +30,16 @@ pub struct Settings {
     pub max_page_size: usize,
 }
 
-/// The catalog over a store.
-pub struct Catalog<S: Store> {
+/// The catalog: records in a store, metadata files in a warehouse.
+pub struct Catalog<S: Store, F: FileIo> {
     pub store: S,
+    pub files: F,
     pub settings: Settings,
 }
 
-impl<S: Store> Catalog<S> {
-    pub fn new(store: S, settings: Settings) -> Catalog<S> {
-        Catalog { store, settings }
+impl<S: Store, F: FileIo> Catalog<S, F> {
+    pub fn new(store: S, files: F, settings: Settings) -> Catalog<S, F> {
+        Catalog { store, files, settings }
     }
 }
 

@@ -15,6 +15,7 @@ use super::ident::{validate_namespace, write_namespace};
 use super::paging::{write_next_token, Page};
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
+use crate::fileio::FileIo;
 use crate::json::write_str;
 use crate::store::{keys, Expect, Store, StoreError, Versioned, Write};
 
@@ -65,7 +66,7 @@ pub(crate) fn parse_json<'de, T: Deserialize<'de>>(body: &'de [u8], what: &str) 
     sonic_rs::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
 }
 
-impl<S: Store> Catalog<S> {
+impl<S: Store, F: FileIo> Catalog<S, F> {
     pub(crate) async fn namespace_record(&self, a: &Bump, ns: &[&str]) -> ApiResult<Option<NamespaceRecord<S::Value>>> {
         let key = keys::namespace(a, ns);
         let rec = self.store.get(key).await.map_err(store_failure)?;

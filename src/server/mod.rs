@@ -15,6 +15,7 @@ use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 
 use crate::catalog::{Catalog, Settings};
 use crate::config::ServeArgs;
+use crate::fileio::LocalFileIo;
 use crate::http::ConnLimits;
 use crate::metrics::{MetricsThread, ShardStats};
 use crate::pool::PoolConfig;
@@ -37,6 +38,16 @@ pub const IMPLEMENTED: &[Operation] = &[
     Operation::NamespaceExists,
     Operation::DropNamespace,
     Operation::UpdateProperties,
+    Operation::ListTables,
+    Operation::CreateTable,
+    Operation::LoadTable,
+    Operation::TableExists,
+    Operation::UpdateTable,
+    Operation::DropTable,
+    Operation::RegisterTable,
+    Operation::RenameTable,
+    Operation::ReportMetrics,
+    Operation::LoadCredentials,
 ];
 
 /// Runs the server until a signal; `Err` carries a message for the operator.
@@ -49,6 +60,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
 
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create data dir {:?}: {e}", args.data_dir))?;
     let store = SledStore::open(&args.data_dir).map_err(|e| format!("cannot open store in {:?}: {e}", args.data_dir))?;
+    let files = LocalFileIo::new(&args.warehouse).map_err(|e| format!("cannot open warehouse {}: {e}", args.warehouse))?;
     let stats: Vec<Arc<ShardStats>> = (0..shards).map(|i| Arc::new(ShardStats::new(i))).collect();
     let metrics = MetricsThread::start(stats.clone(), args.metrics_listen)
         .map_err(|e| format!("cannot start metrics on {:?}: {e}", args.metrics_listen))?;
@@ -60,7 +72,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     };
     let config_body = config_body(&settings);
     let shared = Arc::new(Shared {
-        catalog: Catalog::new(store, settings),
+        catalog: Catalog::new(store, files, settings),
         shards,
         accepting: AtomicUsize::new(0),
         stats,

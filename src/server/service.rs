@@ -7,23 +7,26 @@ use std::time::Instant;
 use bumpalo::Bump;
 
 use super::state::Shared;
+use crate::fileio::FileIo;
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::http::percent::query_pairs;
 use crate::http::{Request, Response, Service};
 use crate::metrics::ShardStats;
 use crate::pool::ArenaPool;
 use crate::routes::{parse_namespace, route, Matched, Operation, RouteConfig, RouteError};
-use crate::store::Store;
+use crate::catalog::Loaded;
+use crate::metrics::CommitOutcome;
+use crate::store::{keys, Store};
 
 /// One per shard; shared by that shard's connections through an `Rc`.
-pub struct ShardService<S: Store> {
-    pub shared: Arc<Shared<S>>,
+pub struct ShardService<S: Store, F: FileIo> {
+    pub shared: Arc<Shared<S, F>>,
     pub routes: Rc<RouteConfig>,
     pub arenas: Rc<ArenaPool>,
     pub stats: Arc<ShardStats>,
 }
 
-impl<S: Store> Service for ShardService<S> {
+impl<S: Store, F: FileIo> Service for ShardService<S, F> {
     async fn call(&self, req: &Request<'_>, resp: &mut Response) {
         let started = Instant::now();
         // One arena per request: requests interleave at awaits, so they
@@ -44,11 +47,18 @@ impl<S: Store> Service for ShardService<S> {
                 Operation::Unmatched
             }
         };
+        if matches!(op, Operation::UpdateTable | Operation::CommitTransaction | Operation::ReplaceView) {
+            self.stats.commit(match resp.status {
+                200..=299 => CommitOutcome::Ok,
+                409 => CommitOutcome::Conflict,
+                _ => CommitOutcome::Failed,
+            });
+        }
         self.stats.record(op, resp.status, started.elapsed().as_micros() as u64);
     }
 }
 
-impl<S: Store> ShardService<S> {
+impl<S: Store, F: FileIo> ShardService<S, F> {
     async fn dispatch(&self, m: &Matched<'_>, req: &Request<'_>, a: &Bump, resp: &mut Response) -> ApiResult<()> {
         let catalog = &self.shared.catalog;
         let out = &mut *resp.body;
@@ -88,6 +98,36 @@ impl<S: Store> ShardService<S> {
                 resp.empty(204);
             }
             Operation::UpdateProperties => catalog.update_properties(a, m.namespace, req.body, out).await?,
+            Operation::ListTables => catalog.list_objects(a, keys::TABLE, m.namespace, req.query, out).await?,
+            Operation::CreateTable => catalog.create_table(a, m.namespace, req.body, out).await?,
+            Operation::LoadTable => {
+                let mut etag = [0u8; 20];
+                let inm = req.header("if-none-match");
+                let loaded = catalog.load_table(a, m.namespace, m.name, req.query, inm, &mut etag, out).await?;
+                resp.header("ETag", &etag);
+                if let Loaded::NotModified = loaded {
+                    resp.empty(304);
+                }
+            }
+            Operation::TableExists => {
+                catalog.table_exists(a, m.namespace, m.name).await?;
+                resp.empty(204);
+            }
+            Operation::UpdateTable => catalog.commit_table(a, m.namespace, m.name, req.body, out).await?,
+            Operation::DropTable => {
+                catalog.drop_table(a, m.namespace, m.name, req.query).await?;
+                resp.empty(204);
+            }
+            Operation::RegisterTable => catalog.register_table(a, m.namespace, req.body, out).await?,
+            Operation::RenameTable => {
+                catalog.rename(a, keys::TABLE, req.body).await?;
+                resp.empty(204);
+            }
+            Operation::ReportMetrics => {
+                catalog.report_metrics(a, m.namespace, m.name, req.body).await?;
+                resp.empty(204);
+            }
+            Operation::LoadCredentials => catalog.load_credentials(a, m.namespace, m.name, out).await?,
             op => {
                 return Err(ApiError::new(
                     ErrorKind::NotImplemented,

@@ -16,6 +16,7 @@ use glommio::net::TcpListener;
 
 use super::service::ShardService;
 use super::state::Shared;
+use crate::fileio::FileIo;
 use crate::http::{serve_connection, ConnLimits};
 use crate::metrics::ShardStats;
 use crate::pool::{ArenaPool, BufPool, PoolConfig};
@@ -33,7 +34,7 @@ pub struct ShardSetup {
 }
 
 /// Runs a shard until shutdown; reports bind success or failure on `ready`.
-pub async fn run<S: Store>(setup: ShardSetup, shared: Arc<Shared<S>>, ready: Sender<Result<(), String>>) {
+pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F>>, ready: Sender<Result<(), String>>) {
     let stats = shared.stats[setup.id].clone();
     // The stats live as long as the process (the metrics thread holds them).
     let leaked: &'static ShardStats = Box::leak(Box::new(stats.clone()));

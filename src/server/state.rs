@@ -4,13 +4,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
+use crate::fileio::FileIo;
 use crate::catalog::Catalog;
 use crate::metrics::{MetricsHandle, ShardStats};
 use crate::store::Store;
 
 /// Everything the shards share.
-pub struct Shared<S: Store> {
-    pub catalog: Catalog<S>,
+pub struct Shared<S: Store, F: FileIo> {
+    pub catalog: Catalog<S, F>,
     pub shards: usize,
     /// Shards whose listener is accepting.
     pub accepting: AtomicUsize,
@@ -21,7 +22,7 @@ pub struct Shared<S: Store> {
     pub config_body: Vec<u8>,
 }
 
-impl<S: Store> Shared<S> {
+impl<S: Store, F: FileIo> Shared<S, F> {
     /// Ready: the store is open (it is, or we would not exist) and every
     /// shard accepts connections, and we are not shutting down.
     pub fn ready(&self) -> bool {

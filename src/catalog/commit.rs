@@ -1,0 +1,228 @@
+//! Creating tables and committing changes to them.
+//!
+//! A commit is optimistic: read the current record, apply the requirements
+//! and updates, write the new metadata file durably, then compare-and-swap
+//! the record. Losing the swap means another writer committed first: the
+//! requirements are checked again against the new base and, if they still
+//! hold, the commit is re-applied (bounded, with backoff), so a hot table
+//! absorbs contention. Only a failed requirement reaches the client as 409,
+//! and never when the outcome is unknown.
+
+use std::time::Duration;
+
+use bumpalo::Bump;
+
+use super::ident::{validate_namespace, validate_part};
+use super::namespaces::parse_json;
+use super::record::{file_version, Record};
+use super::tables::{already_exists, no_such_table, refs_rendering, write_load_result, RETRIES};
+use super::{store_failure, Catalog};
+use crate::error::{ApiError, ApiResult, ErrorKind};
+use crate::fileio::FileIo;
+use crate::metadata::{
+    apply_commit, new_table_metadata, record_previous, CommitTableRequest, CreateTableRequest, TableMetadata,
+    TableRequirement,
+};
+use crate::store::{keys, Expect, StoreError, Store, Write};
+
+const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A new metadata version, serialized and written.
+pub(crate) struct Written {
+    pub location: String,
+    pub json: Vec<u8>,
+    pub refs: Vec<u8>,
+}
+
+impl Written {
+    pub fn record(&self) -> Vec<u8> {
+        Record { metadata_location: &self.location, metadata: &self.json, refs_metadata: &self.refs }.encode()
+    }
+}
+
+/// A store failure after the metadata file was written: whether the swap
+/// happened is unknown, so the client must not treat it as a failure.
+fn unknown_outcome(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "commit outcome unknown");
+    ApiError::new(ErrorKind::CommitStateUnknown, format!("commit outcome unknown: {e}"))
+}
+
+impl<S: Store, F: FileIo> Catalog<S, F> {
+    /// Serializes `md` and writes it durably as metadata file `version`.
+    pub(crate) async fn write_metadata(&self, md: &TableMetadata, version: u64) -> ApiResult<Written> {
+        let json = sonic_rs::to_vec(md).map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))?;
+        let refs = refs_rendering(md)?;
+        let location = format!(
+            "{}/metadata/{version:05}-{}.metadata.json",
+            md.location.trim_end_matches('/'),
+            uuid::Uuid::new_v4()
+        );
+        self.files.write_new(&location, &json).await.map_err(|e| {
+            tracing::error!(error = %e, location, "writing metadata file failed");
+            ApiError::new(ErrorKind::ServiceUnavailable, format!("cannot write metadata file {location}: {e}"))
+        })?;
+        Ok(Written { location, json, refs })
+    }
+
+    /// Deletes a metadata file nobody will reference (a lost race).
+    async fn discard(&self, location: &str) {
+        if let Err(e) = self.files.delete(location).await {
+            tracing::warn!(error = %e, location, "could not delete an unreferenced metadata file");
+        }
+    }
+
+    /// `POST .../namespaces/{ns}/tables`.
+    pub async fn create_table(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+        validate_namespace(ns)?;
+        let req: CreateTableRequest = parse_json(body, "CreateTableRequest")?;
+        validate_part("table name", &req.name)?;
+        let ns_version = self.live_namespace_version(a, ns).await?;
+        let key = keys::object(a, keys::TABLE, ns, &req.name);
+        let view_key = keys::object(a, keys::VIEW, ns, &req.name);
+        if self.store.get(key).await.map_err(store_failure)?.is_some() {
+            return Err(already_exists("Table", ns, &req.name));
+        }
+        if self.store.get(view_key).await.map_err(store_failure)?.is_some() {
+            return Err(already_exists("View", ns, &req.name));
+        }
+        let location = match &req.location {
+            Some(l) if !l.is_empty() => l.trim_end_matches('/').to_string(),
+            _ => self.default_location(ns, &req.name),
+        };
+        let md = new_table_metadata(&req, &location, &uuid::Uuid::new_v4().to_string(), now_ms())?;
+        if req.stage_create {
+            let json = sonic_rs::to_vec(&md).map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))?;
+            write_load_result(out, None, &json, true);
+            return Ok(());
+        }
+        let written = self.write_metadata(&md, 0).await?;
+        self.insert_new_table(a, ns, &req.name, ns_version, &written).await?;
+        write_load_result(out, Some(&written.location), &written.json, true);
+        Ok(())
+    }
+
+    /// Makes a freshly written table current, atomically with the checks
+    /// that its namespace is unchanged and no table or view took the name.
+    async fn insert_new_table(&self, a: &Bump, ns: &[&str], name: &str, ns_version: u64, written: &Written) -> ApiResult<()> {
+        let key = keys::object(a, keys::TABLE, ns, name);
+        let view_key = keys::object(a, keys::VIEW, ns, name);
+        let ns_key = keys::namespace(a, ns);
+        let record = written.record();
+        let mut ns_version = ns_version;
+        for _ in 0..RETRIES {
+            let batch = [
+                Write::put(key, Expect::Absent, &record),
+                Write::check(view_key, Expect::Absent),
+                Write::check(ns_key, Expect::Version(ns_version)),
+            ];
+            match self.store.apply(&batch).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict { index }) => {
+                    let err = match index {
+                        0 => Some(already_exists("Table", ns, name)),
+                        1 => Some(already_exists("View", ns, name)),
+                        _ => None,
+                    };
+                    if let Some(err) = err {
+                        self.discard(&written.location).await;
+                        return Err(err);
+                    }
+                    // The namespace changed (properties) or is being dropped.
+                    match self.live_namespace_version(a, ns).await {
+                        Ok(v) => ns_version = v,
+                        Err(e) => {
+                            self.discard(&written.location).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(e) => return Err(unknown_outcome(e)),
+            }
+        }
+        self.discard(&written.location).await;
+        Err(ApiError::new(ErrorKind::CommitFailed, "namespace changed concurrently; retry"))
+    }
+
+    /// The default location of a table or view.
+    pub(crate) fn default_location(&self, ns: &[&str], name: &str) -> String {
+        let mut parts: Vec<&str> = ns.to_vec();
+        parts.push(name);
+        self.files.warehouse_location(&parts)
+    }
+
+    /// `POST .../tables/{t}`: the commit engine.
+    pub async fn commit_table(&self, a: &Bump, ns: &[&str], name: &str, body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+        validate_namespace(ns)?;
+        validate_part("table name", name)?;
+        let req: CommitTableRequest = parse_json(body, "CommitTableRequest")?;
+        let key = keys::object(a, keys::TABLE, ns, name);
+        for attempt in 0..RETRIES {
+            let Some(current) = self.store.get(key).await.map_err(store_failure)? else {
+                if req.requirements.iter().any(|r| matches!(r, TableRequirement::AssertCreate)) {
+                    return self.create_by_commit(a, ns, name, &req, out).await;
+                }
+                if self.namespace_record(a, ns).await?.is_none() {
+                    return Err(super::namespaces::no_such_namespace(ns));
+                }
+                return Err(no_such_table(ns, name));
+            };
+            let record = Record::decode(current.value.as_ref())?;
+            let base: TableMetadata = parse_json(record.metadata, "stored metadata")?;
+            let outcome = apply_commit(Some(&base), &req.requirements, &req.updates, now_ms())?;
+            if !outcome.changed {
+                write_load_result(out, Some(record.metadata_location), record.metadata, false);
+                return Ok(());
+            }
+            let mut md = outcome.metadata;
+            let expired = record_previous(&mut md, record.metadata_location, base.last_updated_ms);
+            let written = self.write_metadata(&md, file_version(record.metadata_location) + 1).await?;
+            match self.store.apply(&[Write::put(key, Expect::Version(current.version), &written.record())]).await {
+                Ok(()) => {
+                    if md.properties.get(DELETE_AFTER_COMMIT).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+                        for old in &expired {
+                            self.discard(old).await;
+                        }
+                    }
+                    write_load_result(out, Some(&written.location), &written.json, false);
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    // Someone committed first: our file is garbage; retry on the new base.
+                    self.discard(&written.location).await;
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(unknown_outcome(e)),
+            }
+        }
+        Err(ApiError::new(ErrorKind::CommitFailed, format!("too much contention committing to {}.{name}; retry", ns.join("."))))
+    }
+
+    /// A commit with `assert-create` on a table that does not exist yet
+    /// (the second half of a staged create).
+    async fn create_by_commit(&self, a: &Bump, ns: &[&str], name: &str, req: &CommitTableRequest, out: &mut Vec<u8>) -> ApiResult<()> {
+        let ns_version = self.live_namespace_version(a, ns).await?;
+        let mut md = apply_commit(None, &req.requirements, &req.updates, now_ms())?.metadata;
+        if md.location.is_empty() {
+            md.location = self.default_location(ns, name);
+        }
+        let written = self.write_metadata(&md, 0).await?;
+        self.insert_new_table(a, ns, name, ns_version, &written).await.map_err(|e| match e.kind {
+            // Someone created it meanwhile: the assert-create requirement failed.
+            ErrorKind::AlreadyExists => ApiError::new(ErrorKind::CommitFailed, format!("Requirement failed: table {name} was created concurrently")),
+            _ => e,
+        })?;
+        write_load_result(out, Some(&written.location), &written.json, false);
+        Ok(())
+    }
+}
+
+/// Exponential backoff with a little jitter from the clock: 0.1 ms .. ~13 ms.
+async fn backoff(attempt: usize) {
+    let base = 100u64 << attempt.min(7);
+    let jitter = (now_ms() as u64 * 7919) % base.max(1);
+    glommio::timer::sleep(Duration::from_micros(base + jitter)).await;
+}

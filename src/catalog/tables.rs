@@ -1,0 +1,305 @@
+//! Table operations other than create and commit: load, list, exists,
+//! drop, rename, register, metrics reports, credentials.
+
+use bumpalo::Bump;
+use serde::Deserialize;
+
+use super::ident::{validate_namespace, validate_part, write_namespace};
+use super::namespaces::{no_such_namespace, parse_json, write_failure};
+use super::paging::{write_next_token, Page};
+use super::record::Record;
+use super::{store_failure, Catalog};
+use crate::error::{ApiError, ApiResult, ErrorKind};
+use crate::fileio::FileIo;
+use crate::http::percent::query_pairs;
+use crate::json::write_str;
+use crate::metadata::{TableIdentifier, TableMetadata};
+use crate::store::{keys, Expect, Store, StoreError, Versioned, Write};
+
+/// Compare-and-swap attempts before giving up on a contended record.
+pub(crate) const RETRIES: usize = 16;
+
+#[derive(Deserialize)]
+struct RenameRequest {
+    source: TableIdentifier,
+    destination: TableIdentifier,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct RegisterTableRequest {
+    name: String,
+    metadata_location: String,
+    #[serde(default)]
+    overwrite: bool,
+}
+
+pub(crate) fn no_such_table(ns: &[&str], name: &str) -> ApiError {
+    ApiError::new(ErrorKind::NoSuchTable, format!("Table does not exist: {}.{name}", ns.join(".")))
+}
+
+pub(crate) fn no_such_view(ns: &[&str], name: &str) -> ApiError {
+    ApiError::new(ErrorKind::NoSuchView, format!("View does not exist: {}.{name}", ns.join(".")))
+}
+
+pub(crate) fn already_exists(what: &str, ns: &[&str], name: &str) -> ApiError {
+    ApiError::new(ErrorKind::AlreadyExists, format!("{what} already exists: {}.{name}", ns.join(".")))
+}
+
+/// ETag of one representation of one metadata version.
+pub(crate) fn etag<'a>(out: &'a mut [u8; 20], location: &str, refs_only: bool) -> &'a [u8] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in location.as_bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out[0] = b'"';
+    for i in 0..16 {
+        out[1 + i] = HEX[((h >> (60 - 4 * i)) & 15) as usize];
+    }
+    out[17] = b'-';
+    out[18] = if refs_only { b'r' } else { b'a' };
+    out[19] = b'"';
+    &out[..]
+}
+
+/// Writes a `LoadTableResult` (or `CommitTableResponse` when `config` is false).
+pub(crate) fn write_load_result(out: &mut Vec<u8>, location: Option<&str>, metadata: &[u8], config: bool) {
+    out.extend_from_slice(b"{\"metadata-location\":");
+    match location {
+        Some(l) => write_str(out, l),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"metadata\":");
+    out.extend_from_slice(metadata);
+    if config {
+        out.extend_from_slice(b",\"config\":{}");
+    }
+    out.push(b'}');
+}
+
+/// What a load answered: a body, or "not modified" for a matching ETag.
+pub enum Loaded {
+    Body,
+    NotModified,
+}
+
+impl<S: Store, F: FileIo> Catalog<S, F> {
+    /// The stored record of a table, or the right 404.
+    pub(crate) async fn table_record(&self, a: &Bump, ns: &[&str], name: &str) -> ApiResult<Versioned<S::Value>> {
+        validate_namespace(ns)?;
+        validate_part("table name", name)?;
+        let key = keys::object(a, keys::TABLE, ns, name);
+        match self.store.get(key).await.map_err(store_failure)? {
+            Some(rec) => Ok(rec),
+            None if self.namespace_record(a, ns).await?.is_none() => Err(no_such_namespace(ns)),
+            None => Err(no_such_table(ns, name)),
+        }
+    }
+
+    /// `GET .../tables/{t}`: writes the body (and the ETag into `etag_out`).
+    pub async fn load_table(
+        &self,
+        a: &Bump,
+        ns: &[&str],
+        name: &str,
+        query: &str,
+        if_none_match: Option<&[u8]>,
+        etag_out: &mut [u8; 20],
+        out: &mut Vec<u8>,
+    ) -> ApiResult<Loaded> {
+        let refs_only = match query_pairs(query).find(|(k, _)| *k == "snapshots").map(|(_, v)| v) {
+            None | Some("all") => false,
+            Some("refs") => true,
+            Some(_) => return Err(ApiError::bad_request("snapshots must be 'all' or 'refs'")),
+        };
+        let rec = self.table_record(a, ns, name).await?;
+        let record = Record::decode(rec.value.as_ref())?;
+        let tag = etag(etag_out, record.metadata_location, refs_only);
+        if if_none_match.is_some_and(|inm| inm.split(|&b| b == b',').any(|t| t.trim_ascii() == tag || t.trim_ascii() == b"*")) {
+            return Ok(Loaded::NotModified);
+        }
+        write_load_result(out, Some(record.metadata_location), record.metadata_for(refs_only), true);
+        Ok(Loaded::Body)
+    }
+
+    /// `HEAD .../tables/{t}`.
+    pub async fn table_exists(&self, a: &Bump, ns: &[&str], name: &str) -> ApiResult<()> {
+        self.table_record(a, ns, name).await.map(drop)
+    }
+
+    /// `GET .../namespaces/{ns}/tables` and `.../views`.
+    pub async fn list_objects(&self, a: &Bump, kind: u8, ns: &[&str], query: &str, out: &mut Vec<u8>) -> ApiResult<()> {
+        validate_namespace(ns)?;
+        let page = Page::from_query(query, self.settings.default_page_size, self.settings.max_page_size, a)?;
+        if self.namespace_record(a, ns).await?.is_none() {
+            return Err(no_such_namespace(ns));
+        }
+        let prefix = keys::object_prefix(a, kind, ns);
+        out.extend_from_slice(b"{\"identifiers\":[");
+        let last = self
+            .scan_names(
+                a,
+                prefix,
+                &page,
+                |i, name, out: &mut Vec<u8>| {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(b"{\"namespace\":");
+                    write_namespace(out, ns);
+                    out.extend_from_slice(b",\"name\":");
+                    write_str(out, name);
+                    out.push(b'}');
+                },
+                out,
+            )
+            .await?;
+        out.push(b']');
+        if page.paged {
+            out.push(b',');
+            write_next_token(out, last);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// `DELETE .../tables/{t}[?purgeRequested=true]`.
+    pub async fn drop_table(&self, a: &Bump, ns: &[&str], name: &str, query: &str) -> ApiResult<()> {
+        let purge = query_pairs(query).any(|(k, v)| k == "purgeRequested" && v.eq_ignore_ascii_case("true"));
+        let key = keys::object(a, keys::TABLE, ns, name);
+        for _ in 0..RETRIES {
+            let rec = self.table_record(a, ns, name).await?;
+            match self.store.apply(&[Write::delete(key, Expect::Version(rec.version))]).await {
+                Ok(()) => {
+                    if purge {
+                        let location = table_location(Record::decode(rec.value.as_ref())?.metadata)?;
+                        // The table is gone either way; a failed purge leaves files, not corruption.
+                        if let Err(e) = self.files.delete_tree(&location).await {
+                            tracing::warn!(error = %e, location, "purging table files failed");
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(write_failure(e)),
+            }
+        }
+        Err(ApiError::new(ErrorKind::CommitFailed, "table changed concurrently; retry the drop"))
+    }
+
+    /// `POST /v1/tables/rename` (and views, with `kind`).
+    pub async fn rename(&self, a: &Bump, kind: u8, body: &[u8]) -> ApiResult<()> {
+        let req: RenameRequest = parse_json(body, "RenameTableRequest")?;
+        let src_ns: Vec<&str> = req.source.namespace.iter().map(String::as_str).collect();
+        let dst_ns: Vec<&str> = req.destination.namespace.iter().map(String::as_str).collect();
+        validate_namespace(&src_ns)?;
+        validate_namespace(&dst_ns)?;
+        validate_part("name", &req.source.name)?;
+        validate_part("name", &req.destination.name)?;
+        let other = if kind == keys::TABLE { keys::VIEW } else { keys::TABLE };
+        let what = if kind == keys::TABLE { "Table" } else { "View" };
+        let src = keys::object(a, kind, &src_ns, &req.source.name);
+        let dst = keys::object(a, kind, &dst_ns, &req.destination.name);
+        let dst_other = keys::object(a, other, &dst_ns, &req.destination.name);
+        let dst_ns_key = keys::namespace(a, &dst_ns);
+        for _ in 0..RETRIES {
+            let rec = match self.store.get(src).await.map_err(store_failure)? {
+                Some(r) => r,
+                None if kind == keys::TABLE => return Err(no_such_table(&src_ns, &req.source.name)),
+                None => return Err(no_such_view(&src_ns, &req.source.name)),
+            };
+            let ns_version = self.live_namespace_version(a, &dst_ns).await?;
+            if src == dst {
+                return Ok(());
+            }
+            let batch = [
+                Write::delete(src, Expect::Version(rec.version)),
+                Write::put(dst, Expect::Absent, rec.value.as_ref()),
+                Write::check(dst_other, Expect::Absent),
+                Write::check(dst_ns_key, Expect::Version(ns_version)),
+            ];
+            match self.store.apply(&batch).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict { index: 1 }) => {
+                    return Err(already_exists(what, &dst_ns, &req.destination.name));
+                }
+                Err(StoreError::Conflict { index: 2 }) => {
+                    let other_what = if kind == keys::TABLE { "View" } else { "Table" };
+                    return Err(already_exists(other_what, &dst_ns, &req.destination.name));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(write_failure(e)),
+            }
+        }
+        Err(ApiError::new(ErrorKind::CommitFailed, "rename raced with other changes; retry"))
+    }
+
+    /// `POST .../namespaces/{ns}/register`.
+    pub async fn register_table(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+        let req: RegisterTableRequest = parse_json(body, "RegisterTableRequest")?;
+        validate_part("table name", &req.name)?;
+        let bytes = self.files.read(&req.metadata_location).await.map_err(|e| {
+            ApiError::bad_request(format!("cannot read metadata file {}: {e}", req.metadata_location))
+        })?;
+        let md: TableMetadata = parse_json(&bytes, "table metadata file")?;
+        let refs = refs_rendering(&md)?;
+        let record = Record { metadata_location: &req.metadata_location, metadata: &bytes, refs_metadata: &refs }.encode();
+        let key = keys::object(a, keys::TABLE, ns, &req.name);
+        let view_key = keys::object(a, keys::VIEW, ns, &req.name);
+        let ns_key = keys::namespace(a, ns);
+        for _ in 0..RETRIES {
+            let ns_version = self.live_namespace_version(a, ns).await?;
+            let expect = if req.overwrite { Expect::Any } else { Expect::Absent };
+            let batch = [
+                Write::put(key, expect, &record),
+                Write::check(view_key, Expect::Absent),
+                Write::check(ns_key, Expect::Version(ns_version)),
+            ];
+            match self.store.apply(&batch).await {
+                Ok(()) => {
+                    write_load_result(out, Some(&req.metadata_location), &bytes, true);
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { index: 0 }) => return Err(already_exists("Table", ns, &req.name)),
+                Err(StoreError::Conflict { index: 1 }) => return Err(already_exists("View", ns, &req.name)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(write_failure(e)),
+            }
+        }
+        Err(ApiError::new(ErrorKind::CommitFailed, "namespace changed concurrently; retry"))
+    }
+
+    /// `POST .../tables/{t}/metrics`: the report is validated and counted;
+    /// a local warehouse has nowhere further to send it.
+    pub async fn report_metrics(&self, a: &Bump, ns: &[&str], name: &str, body: &[u8]) -> ApiResult<()> {
+        sonic_rs::from_slice::<serde::de::IgnoredAny>(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid ReportMetricsRequest: {e}")))?;
+        self.table_exists(a, ns, name).await
+    }
+
+    /// `GET .../tables/{t}/credentials`: a local warehouse vends none.
+    pub async fn load_credentials(&self, a: &Bump, ns: &[&str], name: &str, out: &mut Vec<u8>) -> ApiResult<()> {
+        self.table_exists(a, ns, name).await?;
+        out.extend_from_slice(b"{\"storage-credentials\":[]}");
+        Ok(())
+    }
+}
+
+/// The `snapshots=refs` rendering, or empty when it equals the full one.
+pub(crate) fn refs_rendering(md: &TableMetadata) -> ApiResult<Vec<u8>> {
+    let referenced = |id: i64| md.refs.values().any(|r| r.snapshot_id == id);
+    if md.snapshots.iter().all(|s| referenced(s.snapshot_id)) {
+        return Ok(Vec::new());
+    }
+    sonic_rs::to_vec(&md.referenced_snapshots_only()).map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))
+}
+
+/// The table location inside stored metadata JSON.
+fn table_location(metadata: &[u8]) -> ApiResult<String> {
+    #[derive(Deserialize)]
+    struct Location {
+        location: String,
+    }
+    parse_json::<Location>(metadata, "stored metadata").map(|l| l.location)
+}

@@ -1,0 +1,158 @@
+//! The local filesystem warehouse.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use glommio::io::{Directory, OpenOptions};
+
+use super::FileIo;
+
+/// A warehouse in a local directory. Locations are absolute paths, or
+/// `file://` URIs when the warehouse was given as one.
+pub struct LocalFileIo {
+    root: PathBuf,
+    uri: bool,
+}
+
+impl LocalFileIo {
+    /// Creates the warehouse directory if needed.
+    pub fn new(warehouse: &str) -> io::Result<LocalFileIo> {
+        let (path, uri) = match warehouse.strip_prefix("file://") {
+            Some(p) => (p, true),
+            None => (warehouse, false),
+        };
+        std::fs::create_dir_all(path)?;
+        Ok(LocalFileIo { root: std::fs::canonicalize(path)?, uri })
+    }
+
+    /// The local path of a location this warehouse may touch.
+    fn path(&self, location: &str) -> io::Result<PathBuf> {
+        let p = location.strip_prefix("file://").unwrap_or(location);
+        if p.contains("://") {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("unsupported location scheme: {location}")));
+        }
+        let path = PathBuf::from(p);
+        if !path.is_absolute() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("location is not absolute: {location}")));
+        }
+        Ok(path)
+    }
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = Directory::open(dir).await?;
+    d.sync().await?;
+    d.close().await?;
+    Ok(())
+}
+
+/// Creates `dir` and any missing parents, syncing each parent whose entry
+/// changed so the new directories survive a crash.
+async fn create_dirs(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at.to_path_buf());
+        at = match at.parent() {
+            Some(p) => p,
+            None => break,
+        };
+    }
+    for d in missing.iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = d.parent() {
+            sync_dir(parent).await?;
+        }
+    }
+    Ok(())
+}
+
+impl FileIo for LocalFileIo {
+    async fn write_new(&self, location: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.path(location)?;
+        let dir = path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "location has no directory"))?;
+        create_dirs(dir).await?;
+        let file = OpenOptions::new().write(true).create_new(true).buffered_open(&path).await?;
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+            }
+            pos += n;
+        }
+        file.fdatasync().await?;
+        file.close().await?;
+        sync_dir(dir).await
+    }
+
+    async fn read(&self, location: &str) -> io::Result<Vec<u8>> {
+        let path = self.path(location)?;
+        let file = OpenOptions::new().read(true).buffered_open(&path).await?;
+        let size = file.file_size().await? as usize;
+        let mut out = Vec::with_capacity(size);
+        while out.len() < size {
+            let chunk = file.read_at(out.len() as u64, size - out.len()).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&chunk);
+        }
+        file.close().await?;
+        Ok(out)
+    }
+
+    async fn delete(&self, location: &str) -> io::Result<()> {
+        match glommio::io::remove(self.path(location)?).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e: io::Error = e.into();
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn delete_tree(&self, location: &str) -> io::Result<()> {
+        let path = self.path(location)?;
+        // Never delete outside the warehouse, whatever a table's location says.
+        if !path.starts_with(&self.root) || path == self.root {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("refusing to purge {location}: outside the warehouse"),
+            ));
+        }
+        let result = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(path)).await;
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn warehouse_location(&self, parts: &[&str]) -> String {
+        let mut path = self.root.clone();
+        // Identifiers may contain anything but control characters; keep
+        // each one a single path component that cannot climb out.
+        for p in parts {
+            match *p {
+                "." => path.push("%2E"),
+                ".." => path.push("%2E%2E"),
+                p if p.contains('/') => path.push(p.replace('%', "%25").replace('/', "%2F")),
+                p => path.push(p),
+            }
+        }
+        let path = path.to_string_lossy();
+        if self.uri {
+            format!("file://{path}")
+        } else {
+            path.into_owned()
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Where table and view metadata files live.
+//!
+//! The catalog writes and reads metadata files through [`FileIo`]; the local
+//! implementation uses glommio's io_uring file I/O. An object-store
+//! implementation (S3 with vended credentials) slots in behind the same
+//! trait without touching the catalog.
+
+mod local;
+
+pub use local::LocalFileIo;
+
+use std::io;
+
+/// File operations the catalog needs, by location string (a path or URI).
+#[allow(async_fn_in_trait)] // Runs on its shard: no Send bound.
+pub trait FileIo: 'static {
+    /// Writes a new file (failing if it exists) and returns once it is
+    /// durable: its data and its directory entry are on disk.
+    async fn write_new(&self, location: &str, bytes: &[u8]) -> io::Result<()>;
+
+    /// Reads a whole file.
+    async fn read(&self, location: &str) -> io::Result<Vec<u8>>;
+
+    /// Deletes a file; a missing file is not an error.
+    async fn delete(&self, location: &str) -> io::Result<()>;
+
+    /// Deletes everything under a location (a table's purge).
+    async fn delete_tree(&self, location: &str) -> io::Result<()>;
+
+    /// The location of `name` under the warehouse root.
+    fn warehouse_location(&self, parts: &[&str]) -> String;
+}
