@@ -20,7 +20,8 @@ use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
 use crate::metadata::{
-    apply_commit, new_table_metadata, record_previous, CommitTableRequest, CreateTableRequest, TableMetadata,
+    apply_commit, new_table_metadata, record_previous, CommitTableRequest, CommitTransactionRequest, CreateTableRequest,
+    TableMetadata,
     TableRequirement,
 };
 use crate::store::{keys, Expect, StoreError, Store, Write};
@@ -159,46 +160,128 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         validate_namespace(ns)?;
         validate_part("table name", name)?;
         let req: CommitTableRequest = parse_json(body, "CommitTableRequest")?;
-        let key = keys::object(a, keys::TABLE, ns, name);
         for attempt in 0..RETRIES {
-            let Some(current) = self.store.get(key).await.map_err(store_failure)? else {
-                if req.requirements.iter().any(|r| matches!(r, TableRequirement::AssertCreate)) {
-                    return self.create_by_commit(a, ns, name, &req, out).await;
+            let prepared = match self.prepare(a, ns, name, &req).await? {
+                Prepared::Create => return self.create_by_commit(a, ns, name, &req, out).await,
+                Prepared::Unchanged { location, metadata } => {
+                    write_load_result(out, Some(&location), &metadata, false);
+                    return Ok(());
                 }
-                if self.namespace_record(a, ns).await?.is_none() {
-                    return Err(super::namespaces::no_such_namespace(ns));
-                }
-                return Err(no_such_table(ns, name));
+                Prepared::Change(change) => change,
             };
-            let record = Record::decode(current.value.as_ref())?;
-            let base: TableMetadata = parse_json(record.metadata, "stored metadata")?;
-            let outcome = apply_commit(Some(&base), &req.requirements, &req.updates, now_ms())?;
-            if !outcome.changed {
-                write_load_result(out, Some(record.metadata_location), record.metadata, false);
-                return Ok(());
-            }
-            let mut md = outcome.metadata;
-            let expired = record_previous(&mut md, record.metadata_location, base.last_updated_ms);
-            let written = self.write_metadata(&md, file_version(record.metadata_location) + 1).await?;
-            match self.store.apply(&[Write::put(key, Expect::Version(current.version), &written.record())]).await {
+            match self.store.apply(&[prepared.write()]).await {
                 Ok(()) => {
-                    if md.properties.get(DELETE_AFTER_COMMIT).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-                        for old in &expired {
-                            self.discard(old).await;
-                        }
-                    }
-                    write_load_result(out, Some(&written.location), &written.json, false);
+                    self.after_commit(&prepared).await;
+                    write_load_result(out, Some(&prepared.written.location), &prepared.written.json, false);
                     return Ok(());
                 }
                 Err(StoreError::Conflict { .. }) => {
                     // Someone committed first: our file is garbage; retry on the new base.
-                    self.discard(&written.location).await;
+                    self.discard(&prepared.written.location).await;
                     backoff(attempt).await;
                 }
                 Err(e) => return Err(unknown_outcome(e)),
             }
         }
         Err(ApiError::new(ErrorKind::CommitFailed, format!("too much contention committing to {}.{name}; retry", ns.join("."))))
+    }
+
+    /// `POST /v1/transactions/commit`: every table moves or none does. All
+    /// new metadata files are written first; one atomic store batch then
+    /// swaps every pointer, so a crash leaves all tables old or all new.
+    pub async fn commit_transaction(&self, a: &Bump, body: &[u8]) -> ApiResult<()> {
+        let req: CommitTransactionRequest = parse_json(body, "CommitTransactionRequest")?;
+        let mut idents = Vec::with_capacity(req.table_changes.len());
+        for change in &req.table_changes {
+            let id = change
+                .identifier
+                .as_ref()
+                .ok_or_else(|| ApiError::bad_request("every table change in a transaction needs an identifier"))?;
+            let ns: Vec<&str> = id.namespace.iter().map(String::as_str).collect();
+            validate_namespace(&ns)?;
+            validate_part("table name", &id.name)?;
+            if idents.iter().any(|(n, t): &(Vec<&str>, &str)| *n == ns && *t == id.name) {
+                return Err(ApiError::bad_request(format!("table {}.{} appears twice in the transaction", ns.join("."), id.name)));
+            }
+            idents.push((ns, id.name.as_str()));
+        }
+        for attempt in 0..RETRIES {
+            let mut changes = Vec::with_capacity(idents.len());
+            let mut failure = None;
+            for ((ns, name), change) in idents.iter().zip(&req.table_changes) {
+                match self.prepare(a, ns, name, change).await {
+                    Ok(Prepared::Change(c)) => changes.push(c),
+                    Ok(Prepared::Unchanged { .. }) => {}
+                    Ok(Prepared::Create) => {
+                        failure = Some(ApiError::bad_request("creating tables inside a transaction is not supported"));
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failure {
+                for c in &changes {
+                    self.discard(&c.written.location).await;
+                }
+                return Err(e);
+            }
+            let batch: Vec<Write<'_>> = changes.iter().map(Change::write).collect();
+            match self.store.apply(&batch).await {
+                Ok(()) => {
+                    for c in &changes {
+                        self.after_commit(c).await;
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    for c in &changes {
+                        self.discard(&c.written.location).await;
+                    }
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(unknown_outcome(e)),
+            }
+        }
+        Err(ApiError::new(ErrorKind::CommitFailed, "too much contention committing the transaction; retry"))
+    }
+
+    /// Reads a table, applies a commit to it, and writes the new metadata
+    /// file, without making it current.
+    async fn prepare<'k>(&self, a: &'k Bump, ns: &[&str], name: &str, req: &CommitTableRequest) -> ApiResult<Prepared<'k>> {
+        let key = keys::object(a, keys::TABLE, ns, name);
+        let Some(current) = self.store.get(key).await.map_err(store_failure)? else {
+            if req.requirements.iter().any(|r| matches!(r, TableRequirement::AssertCreate)) {
+                return Ok(Prepared::Create);
+            }
+            if self.namespace_record(a, ns).await?.is_none() {
+                return Err(super::namespaces::no_such_namespace(ns));
+            }
+            return Err(no_such_table(ns, name));
+        };
+        let record = Record::decode(current.value.as_ref())?;
+        let base: TableMetadata = parse_json(record.metadata, "stored metadata")?;
+        let outcome = apply_commit(Some(&base), &req.requirements, &req.updates, now_ms())?;
+        if !outcome.changed {
+            return Ok(Prepared::Unchanged { location: record.metadata_location.to_string(), metadata: record.metadata.to_vec() });
+        }
+        let mut md = outcome.metadata;
+        let expired = record_previous(&mut md, record.metadata_location, base.last_updated_ms);
+        let written = self.write_metadata(&md, file_version(record.metadata_location) + 1).await?;
+        let delete_expired = md.properties.get(DELETE_AFTER_COMMIT).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let record = written.record();
+        Ok(Prepared::Change(Change { key, version: current.version, written, record, expired, delete_expired }))
+    }
+
+    /// Deletes metadata files that fell off the log, when the table asks.
+    async fn after_commit(&self, change: &Change<'_>) {
+        if change.delete_expired {
+            for old in &change.expired {
+                self.discard(old).await;
+            }
+        }
     }
 
     /// A commit with `assert-create` on a table that does not exist yet
@@ -217,6 +300,32 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         })?;
         write_load_result(out, Some(&written.location), &written.json, false);
         Ok(())
+    }
+}
+
+/// What a commit to one table will do.
+enum Prepared<'k> {
+    /// The table does not exist and the commit asserts its creation.
+    Create,
+    /// The updates change nothing: answer with the current metadata.
+    Unchanged { location: String, metadata: Vec<u8> },
+    Change(Change<'k>),
+}
+
+/// A prepared change: the new metadata file is written; swapping the
+/// record from `version` makes it current.
+struct Change<'k> {
+    key: &'k [u8],
+    version: u64,
+    written: Written,
+    record: Vec<u8>,
+    expired: Vec<String>,
+    delete_expired: bool,
+}
+
+impl Change<'_> {
+    fn write(&self) -> Write<'_> {
+        Write::put(self.key, Expect::Version(self.version), &self.record)
     }
 }
 

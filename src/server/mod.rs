@@ -48,6 +48,7 @@ pub const IMPLEMENTED: &[Operation] = &[
     Operation::RenameTable,
     Operation::ReportMetrics,
     Operation::LoadCredentials,
+    Operation::CommitTransaction,
 ];
 
 /// Runs the server until a signal; `Err` carries a message for the operator.

@@ -127,6 +127,10 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 catalog.report_metrics(a, m.namespace, m.name, req.body).await?;
                 resp.empty(204);
             }
+            Operation::CommitTransaction => {
+                catalog.commit_transaction(a, req.body).await?;
+                resp.empty(204);
+            }
             Operation::LoadCredentials => catalog.load_credentials(a, m.namespace, m.name, out).await?,
             op => {
                 return Err(ApiError::new(
