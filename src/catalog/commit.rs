@@ -28,7 +28,8 @@ use crate::store::{keys, Expect, StoreError, Store, Write};
 
 const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
 
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 

@@ -12,6 +12,7 @@ mod tables;
 
 pub use ident::validate_namespace;
 pub use paging::Page;
+pub use commit::now_ms;
 pub use tables::Loaded;
 
 use crate::fileio::FileIo;
@@ -44,7 +45,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
 }
 
 /// Maps a store failure during a read to a 500 (never a client error).
-pub(crate) fn store_failure(e: crate::store::StoreError) -> crate::error::ApiError {
+pub fn store_failure(e: crate::store::StoreError) -> crate::error::ApiError {
     tracing::error!(error = %e, "store failure");
     crate::error::ApiError::new(crate::error::ErrorKind::Internal, format!("storage failure: {e}"))
 }

@@ -1,6 +1,7 @@
 //! `bingsan serve`: start the store, the metrics thread and one shard per
 //! core; wait for SIGINT/SIGTERM; drain; make the store durable; exit.
 
+mod idempotency;
 mod os;
 mod service;
 mod shard;
@@ -143,7 +144,9 @@ fn config_body(settings: &Settings) -> Vec<u8> {
     }
     out.extend_from_slice(b"\"namespace-separator\":");
     write_str(&mut out, &settings.separator_encoded);
-    out.extend_from_slice(b"},\"endpoints\":");
+    out.extend_from_slice(b"},\"idempotency-key-lifetime\":");
+    write_str(&mut out, idempotency::LIFETIME);
+    out.extend_from_slice(b",\"endpoints\":");
     write_str_array(&mut out, IMPLEMENTED.iter().filter_map(|op| op.endpoint()));
     out.push(b'}');
     out

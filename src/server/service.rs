@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bumpalo::Bump;
 
+use super::idempotency;
 use super::state::Shared;
 use crate::fileio::FileIo;
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -34,7 +35,7 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
         let arena = self.arenas.get();
         let op = match route(req.method, req.path, &self.routes, &arena) {
             Ok(m) => {
-                if let Err(e) = self.dispatch(&m, req, &arena, resp).await {
+                if let Err(e) = self.idempotent(&m, req, &arena, resp).await {
                     resp.error(&e);
                 }
                 m.op
@@ -59,6 +60,27 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
 }
 
 impl<S: Store, F: FileIo> ShardService<S, F> {
+    /// Dispatches, honouring `Idempotency-Key` on mutations.
+    async fn idempotent(&self, m: &Matched<'_>, req: &Request<'_>, a: &Bump, resp: &mut Response) -> ApiResult<()> {
+        let key = match req.header("idempotency-key") {
+            Some(k) if idempotency::applies(m.op) => Some(idempotency::validate(k)?),
+            _ => None,
+        };
+        let Some(key) = key else {
+            return self.dispatch(m, req, a, resp).await;
+        };
+        let store = &self.shared.catalog.store;
+        let now = crate::catalog::now_ms();
+        if idempotency::replay(store, a, key, m.op, now, resp).await? {
+            return Ok(());
+        }
+        if let Err(e) = self.dispatch(m, req, a, resp).await {
+            resp.error(&e);
+        }
+        idempotency::remember(store, a, key, m.op, now, resp).await;
+        Ok(())
+    }
+
     async fn dispatch(&self, m: &Matched<'_>, req: &Request<'_>, a: &Bump, resp: &mut Response) -> ApiResult<()> {
         let catalog = &self.shared.catalog;
         let out = &mut *resp.body;

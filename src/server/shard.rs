@@ -33,6 +33,26 @@ pub struct ShardSetup {
     pub drain: Duration,
 }
 
+/// Expires idempotency records now and then (one shard does it for all).
+async fn sweep_idempotency_keys<S: Store, F: FileIo>(shared: Arc<Shared<S, F>>) {
+    loop {
+        let stop = or(async { glommio::timer::sleep(SWEEP_EVERY).await; false }, async {
+            shared.shutdown.wait().await;
+            true
+        })
+        .await;
+        if stop {
+            return;
+        }
+        let n = super::idempotency::sweep(&shared.catalog.store, crate::catalog::now_ms()).await;
+        if n > 0 {
+            tracing::debug!(expired = n, "swept idempotency records");
+        }
+    }
+}
+
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
 /// Runs a shard until shutdown; reports bind success or failure on `ready`.
 pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F>>, ready: Sender<Result<(), String>>) {
     let stats = shared.stats[setup.id].clone();
@@ -54,6 +74,9 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
     let open: Rc<RefCell<HashSet<i32>>> = Rc::default();
     shared.accepting.fetch_add(1, Ordering::AcqRel);
     let _ = ready.send(Ok(()));
+    if setup.id == 0 {
+        glommio::spawn_local(sweep_idempotency_keys(shared.clone())).detach();
+    }
 
     loop {
         let accepted = or(async { Some(listener.accept().await) }, async {
