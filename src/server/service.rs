@@ -55,7 +55,12 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
                 _ => CommitOutcome::Failed,
             });
         }
-        self.stats.record(op, resp.status, started.elapsed().as_micros() as u64);
+        let micros = started.elapsed().as_micros() as u64;
+        self.stats.record(op, resp.status, micros);
+        tracing::debug!(method = req.method.as_str(), path = req.path, status = resp.status, micros, "request");
+        if resp.status >= 500 {
+            tracing::warn!(method = req.method.as_str(), path = req.path, status = resp.status, "request failed");
+        }
     }
 }
 

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
+use futures_lite::FutureExt;
+use std::panic::AssertUnwindSafe;
 use glommio::net::TcpListener;
 
 use super::service::ShardService;
@@ -100,7 +102,11 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
         stats.connection_opened();
         let (svc, bufs, open, stats, limits) = (svc.clone(), bufs.clone(), open.clone(), stats.clone(), setup.limits);
         glommio::spawn_local(async move {
-            serve_connection(&mut stream, &*svc, &bufs, &limits).await;
+            // A bug in one request must cost one connection, not the shard.
+            let served = AssertUnwindSafe(serve_connection(&mut stream, &*svc, &bufs, &limits)).catch_unwind().await;
+            if served.is_err() {
+                tracing::error!(shard = stats.shard, "a request handler panicked; connection closed");
+            }
             open.borrow_mut().remove(&fd);
             stats.connection_closed();
         })
