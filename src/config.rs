@@ -54,6 +54,35 @@ pub struct ServeArgs {
     #[arg(long, env = "BINGSAN_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// A request's head and body must arrive within this many milliseconds
+    /// of its first byte (408 beyond): slow clients cannot hold a shard's memory.
+    #[arg(long, env = "BINGSAN_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    /// Idle keep-alive connections are closed after this many milliseconds.
+    #[arg(long, env = "BINGSAN_IDLE_TIMEOUT_MS", default_value_t = 120_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Open connections a shard accepts; beyond it, new ones get a 503 and are closed.
+    #[arg(long, env = "BINGSAN_MAX_CONNECTIONS_PER_SHARD", default_value_t = 16_384)]
+    pub max_connections_per_shard: usize,
+
+    /// Deepest JSON nesting accepted in a request body (400 beyond).
+    #[arg(long, env = "BINGSAN_MAX_JSON_DEPTH", default_value_t = 64)]
+    pub max_json_depth: usize,
+
+    /// Longest JSON string accepted in a request body, in bytes (400 beyond).
+    #[arg(long, env = "BINGSAN_MAX_JSON_STRING_BYTES", default_value_t = 1 << 20)]
+    pub max_json_string_bytes: usize,
+
+    /// PEM certificate chain: serve HTTPS (TLS 1.2 and 1.3) instead of HTTP.
+    #[arg(long, env = "BINGSAN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "BINGSAN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Page size for list requests that ask to page without a pageSize.
     #[arg(long, env = "BINGSAN_DEFAULT_PAGE_SIZE", default_value_t = 100)]
     pub default_page_size: usize,

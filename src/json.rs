@@ -82,3 +82,56 @@ mod tests {
         }
     }
 }
+
+/// Why a JSON body was refused before parsing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LimitError {
+    TooDeep,
+    StringTooLong,
+}
+
+/// Scans a JSON text for nesting depth and string length without parsing
+/// it, so hostile bodies are refused before any parser recurses or copies.
+/// Malformed JSON passes here and is rejected by the parser.
+pub fn check_limits(body: &[u8], max_depth: usize, max_string: usize) -> Result<(), LimitError> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(LimitError::TooDeep);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < body.len() && body[i] != b'"' {
+                    i += if body[i] == b'\\' { 2 } else { 1 };
+                }
+                if i.min(body.len()) - start > max_string {
+                    return Err(LimitError::StringTooLong);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn depth_and_string_limits() {
+        assert_eq!(check_limits(b"{\"a\":[1,{\"b\":\"x\"}]}", 3, 10), Ok(()));
+        assert_eq!(check_limits(b"[[[[1]]]]", 3, 10), Err(LimitError::TooDeep));
+        assert_eq!(check_limits(b"\"abcdefghijk\"", 3, 10), Err(LimitError::StringTooLong));
+        // Brackets inside strings and escaped quotes do not count.
+        assert_eq!(check_limits(b"{\"k\":\"[[[[\\\"]]]]\"}", 2, 20), Ok(()));
+    }
+}

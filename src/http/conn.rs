@@ -1,6 +1,7 @@
 //! One connection: read requests (pipelined or not), answer, repeat.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
 
@@ -23,6 +24,10 @@ pub struct ConnLimits {
     pub max_head: usize,
     /// Largest request body (413 beyond).
     pub max_body: usize,
+    /// A request must arrive whole within this time of its first byte (408).
+    pub request_timeout: Duration,
+    /// An idle keep-alive connection is closed after this time.
+    pub idle_timeout: Duration,
 }
 
 /// What one parse of the read buffer found.
@@ -51,6 +56,8 @@ where
     let mut out = bufs.get();
     let mut chunked_body: Option<PooledBuf> = None;
     let mut continue_sent = false;
+    // When the first byte of the request being received arrived.
+    let mut request_started: Option<Instant> = None;
 
     loop {
         let step = if start < filled {
@@ -63,6 +70,7 @@ where
             Step::Answered { consumed, close } => {
                 start += consumed;
                 continue_sent = false;
+                request_started = (start < filled).then(Instant::now);
                 if close {
                     let _ = stream.write_all(&out).await;
                     return;
@@ -108,9 +116,30 @@ where
                     let grown = (input.len() * 2).min(most);
                     input.resize(grown, 0);
                 }
+                let wait = match request_started {
+                    None => limits.idle_timeout,
+                    Some(t) => match limits.request_timeout.checked_sub(t.elapsed()) {
+                        Some(left) if !left.is_zero() => left,
+                        _ => {
+                            write_error(&mut out, &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"));
+                            let _ = stream.write_all(&out).await;
+                            return;
+                        }
+                    },
+                };
+                stream.set_wait_limit(wait);
                 match stream.read_some(&mut input[filled..]).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => filled += n,
+                    Ok(0) => return,
+                    Ok(n) => {
+                        filled += n;
+                        request_started.get_or_insert_with(Instant::now);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut && request_started.is_some() => {
+                        write_error(&mut out, &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"));
+                        let _ = stream.write_all(&out).await;
+                        return;
+                    }
+                    Err(_) => return,
                 }
             }
         }

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 
@@ -16,6 +17,10 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 pub trait Transport: AsyncRead + AsyncWrite + Unpin {
     /// Reads at least one byte into `buf` (0: the peer closed).
     async fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Bounds how long one wait for data, or for room to write, may take;
+    /// past it the operation fails with `TimedOut`.
+    fn set_wait_limit(&mut self, limit: Duration);
 }
 
 impl Transport for glommio::net::TcpStream {
@@ -29,6 +34,23 @@ impl Transport for glommio::net::TcpStream {
             return Ok(n);
         }
         Ok(1 + recv_now(self.as_raw_fd(), &mut buf[1..])?.unwrap_or(0))
+    }
+
+    fn set_wait_limit(&mut self, limit: Duration) {
+        let limit = Some(limit.max(Duration::from_millis(1)));
+        // Only a zero duration is refused, and it cannot be one here.
+        let _ = self.set_read_timeout(limit);
+        let _ = self.set_write_timeout(limit);
+    }
+}
+
+impl Transport for futures_rustls::server::TlsStream<glommio::net::TcpStream> {
+    async fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf).await
+    }
+
+    fn set_wait_limit(&mut self, limit: Duration) {
+        self.get_mut().0.set_wait_limit(limit);
     }
 }
 

@@ -6,8 +6,8 @@ use crate::pool::PoolStats;
 use crate::routes::Operation;
 
 /// Status codes counted one by one; anything else counts as the last slot.
-pub const STATUSES: [u16; 21] =
-    [200, 201, 204, 304, 400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 429, 431, 500, 501, 503, 504, 0];
+pub const STATUSES: [u16; 22] =
+    [200, 201, 204, 304, 400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 422, 429, 431, 500, 501, 503, 504, 0];
 
 /// Upper bounds of the latency histogram buckets, in microseconds.
 pub const LATENCY_BUCKETS_US: [u64; 16] =

@@ -6,6 +6,7 @@ mod os;
 mod service;
 mod shard;
 mod state;
+mod tls;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::channel;
@@ -16,6 +17,7 @@ use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 
 use crate::catalog::{Catalog, Settings};
 use crate::config::ServeArgs;
+use service::JsonLimits;
 use crate::fileio::LocalFileIo;
 use crate::http::ConnLimits;
 use crate::metrics::{MetricsThread, ShardStats};
@@ -82,6 +84,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         shutdown: Default::default(),
         config_body,
     });
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
     log_effective_config(&args, shards);
 
     let (ready_tx, ready_rx) = channel();
@@ -97,7 +103,15 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 arena_max: args.pool_arena_max,
                 arenas_per_shard: args.pool_arenas_per_shard,
             },
-            limits: ConnLimits { max_head: args.max_header_bytes, max_body: args.max_body_bytes },
+            limits: ConnLimits {
+                max_head: args.max_header_bytes,
+                max_body: args.max_body_bytes,
+                request_timeout: Duration::from_millis(args.request_timeout_ms),
+                idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+            },
+            max_connections: args.max_connections_per_shard,
+            json: JsonLimits { max_depth: args.max_json_depth, max_string: args.max_json_string_bytes },
+            tls: tls.clone(),
             routes: RouteConfig { prefix: args.prefix.clone(), separator: args.namespace_separator.clone() },
             drain: Duration::from_millis(args.drain_timeout_ms),
         };
@@ -175,6 +189,12 @@ fn log_effective_config(args: &ServeArgs, shards: usize) {
         pool_arena_max = args.pool_arena_max,
         pool_arenas_per_shard = args.pool_arenas_per_shard,
         metrics_listen = ?args.metrics_listen,
+        request_timeout_ms = args.request_timeout_ms,
+        idle_timeout_ms = args.idle_timeout_ms,
+        max_connections_per_shard = args.max_connections_per_shard,
+        max_json_depth = args.max_json_depth,
+        max_json_string_bytes = args.max_json_string_bytes,
+        tls = args.tls_cert.is_some(),
         drain_timeout_ms = args.drain_timeout_ms,
         "effective configuration"
     );

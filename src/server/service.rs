@@ -11,6 +11,7 @@ use super::state::Shared;
 use crate::fileio::FileIo;
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::http::percent::query_pairs;
+use crate::json::{check_limits, LimitError};
 use crate::http::{Request, Response, Service};
 use crate::metrics::ShardStats;
 use crate::pool::ArenaPool;
@@ -25,6 +26,14 @@ pub struct ShardService<S: Store, F: FileIo> {
     pub routes: Rc<RouteConfig>,
     pub arenas: Rc<ArenaPool>,
     pub stats: Arc<ShardStats>,
+    pub json: JsonLimits,
+}
+
+/// Bounds on JSON request bodies, checked before any parser sees them.
+#[derive(Clone, Copy, Debug)]
+pub struct JsonLimits {
+    pub max_depth: usize,
+    pub max_string: usize,
 }
 
 impl<S: Store, F: FileIo> Service for ShardService<S, F> {
@@ -67,6 +76,14 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
 impl<S: Store, F: FileIo> ShardService<S, F> {
     /// Dispatches, honouring `Idempotency-Key` on mutations.
     async fn idempotent(&self, m: &Matched<'_>, req: &Request<'_>, a: &Bump, resp: &mut Response) -> ApiResult<()> {
+        if !req.body.is_empty() && m.op != Operation::GetToken {
+            check_limits(req.body, self.json.max_depth, self.json.max_string).map_err(|e| match e {
+                LimitError::TooDeep => ApiError::bad_request(format!("JSON nested deeper than {}", self.json.max_depth)),
+                LimitError::StringTooLong => {
+                    ApiError::bad_request(format!("JSON string longer than {} bytes", self.json.max_string))
+                }
+            })?;
+        }
         let key = match req.header("idempotency-key") {
             Some(k) if idempotency::applies(m.op) => Some(idempotency::validate(k)?),
             _ => None,

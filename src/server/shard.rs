@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
-use futures_lite::FutureExt;
+use futures_lite::{AsyncWriteExt, FutureExt};
+use futures_rustls::TlsAcceptor;
 use std::panic::AssertUnwindSafe;
 use glommio::net::TcpListener;
 
-use super::service::ShardService;
+use super::service::{JsonLimits, ShardService};
 use super::state::Shared;
 use crate::fileio::FileIo;
-use crate::http::{serve_connection, ConnLimits};
+use crate::http::{serve_connection, ConnLimits, Transport};
 use crate::metrics::ShardStats;
 use crate::pool::{ArenaPool, BufPool, PoolConfig};
 use crate::routes::RouteConfig;
@@ -33,6 +34,10 @@ pub struct ShardSetup {
     pub limits: ConnLimits,
     pub routes: RouteConfig,
     pub drain: Duration,
+    pub max_connections: usize,
+    pub json: JsonLimits,
+    /// Serve HTTPS with this acceptor (each shard terminates its own TLS).
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Expires idempotency records now and then (one shard does it for all).
@@ -53,6 +58,12 @@ async fn sweep_idempotency_keys<S: Store, F: FileIo>(shared: Arc<Shared<S, F>>) 
     }
 }
 
+/// What a connection beyond the shard's limit is told before it is closed.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 105\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"too many connections on this shard; retry later\",\"type\":\"ServiceUnavailableException\",\"code\":503}}";
+
+/// First byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 
 /// Runs a shard until shutdown; reports bind success or failure on `ready`.
@@ -72,7 +83,13 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
             return;
         }
     };
-    let svc = Rc::new(ShardService { shared: shared.clone(), routes: Rc::new(setup.routes), arenas, stats: stats.clone() });
+    let svc = Rc::new(ShardService {
+        shared: shared.clone(),
+        routes: Rc::new(setup.routes),
+        arenas,
+        stats: stats.clone(),
+        json: setup.json,
+    });
     let open: Rc<RefCell<HashSet<i32>>> = Rc::default();
     shared.accepting.fetch_add(1, Ordering::AcqRel);
     let _ = ready.send(Ok(()));
@@ -96,14 +113,43 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
                 continue;
             }
         };
+        if open.borrow().len() >= setup.max_connections {
+            stats.connections_refused.store(stats.connections_refused.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            if setup.tls.is_none() {
+                glommio::spawn_local(async move {
+                    stream.set_wait_limit(Duration::from_secs(1));
+                    let _ = stream.write_all(REFUSAL).await;
+                })
+                .detach();
+            }
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let fd = stream.as_raw_fd();
         open.borrow_mut().insert(fd);
         stats.connection_opened();
         let (svc, bufs, open, stats, limits) = (svc.clone(), bufs.clone(), open.clone(), stats.clone(), setup.limits);
+        let tls = setup.tls.clone();
         glommio::spawn_local(async move {
+            let serve = async {
+                match tls {
+                    None => serve_connection(&mut stream, &*svc, &bufs, &limits).await,
+                    Some(acceptor) => {
+                        // The handshake is bounded like a request.
+                        stream.set_wait_limit(limits.request_timeout);
+                        // Plain HTTP on the TLS port gets nothing back, not even an alert.
+                        let mut first = [0u8; 1];
+                        if !matches!(stream.peek(&mut first).await, Ok(1)) || first[0] != TLS_HANDSHAKE {
+                            return;
+                        }
+                        if let Ok(mut tls) = acceptor.accept(stream).await {
+                            serve_connection(&mut tls, &*svc, &bufs, &limits).await;
+                        }
+                    }
+                }
+            };
             // A bug in one request must cost one connection, not the shard.
-            let served = AssertUnwindSafe(serve_connection(&mut stream, &*svc, &bufs, &limits)).catch_unwind().await;
+            let served = AssertUnwindSafe(serve).catch_unwind().await;
             if served.is_err() {
                 tracing::error!(shard = stats.shard, "a request handler panicked; connection closed");
             }
