@@ -16,7 +16,12 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the catalog server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Drive an Iceberg REST catalog with load; report throughput, latency and pool figures.
+    Bench(Box<crate::bench::BenchArgs>),
+    /// A fixed-response HTTP server: this machine's ceiling, to calibrate `bench`.
+    #[command(hide = true)]
+    StaticServer(crate::bench::static_server::StaticArgs),
 }
 
 /// Settings of `bingsan serve`. Every flag has a `BINGSAN_*` variable.

@@ -13,8 +13,10 @@ fn main() {
             if args.no_alloc_metrics {
                 bingsan::alloc::disable();
             }
-            bingsan::server::run(args)
+            bingsan::server::run(*args)
         }
+        Command::Bench(args) => bingsan::bench::run(*args).map_err(|e| e.to_string()),
+        Command::StaticServer(args) => bingsan::bench::static_server::run(args).map_err(|e| e.to_string()),
     };
     if let Err(e) = outcome {
         eprintln!("bingsan: {e}");

@@ -47,7 +47,7 @@ pub(crate) fn already_exists(what: &str, ns: &[&str], name: &str) -> ApiError {
 }
 
 /// ETag of one representation of one metadata version.
-pub(crate) fn etag<'a>(out: &'a mut [u8; 20], location: &str, refs_only: bool) -> &'a [u8] {
+fn etag(out: &mut ETag, location: &str, refs_only: bool) {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in location.as_bytes() {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
@@ -60,7 +60,6 @@ pub(crate) fn etag<'a>(out: &'a mut [u8; 20], location: &str, refs_only: bool) -
     out[17] = b'-';
     out[18] = if refs_only { b'r' } else { b'a' };
     out[19] = b'"';
-    &out[..]
 }
 
 /// Writes a `LoadTableResult` (or `CommitTableResponse` when `config` is false).
@@ -78,11 +77,15 @@ pub(crate) fn write_load_result(out: &mut Vec<u8>, location: Option<&str>, metad
     out.push(b'}');
 }
 
-/// What a load answered: a body, or "not modified" for a matching ETag.
+/// What a load answered: a body, or "not modified" for a matching ETag;
+/// either way with the ETag of the representation.
 pub enum Loaded {
-    Body,
-    NotModified,
+    Body(ETag),
+    NotModified(ETag),
 }
+
+/// A quoted ETag value, kept inline.
+pub type ETag = [u8; 20];
 
 impl<S: Store, F: FileIo> Catalog<S, F> {
     /// The stored record of a table, or the right 404.
@@ -105,7 +108,6 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         name: &str,
         query: &str,
         if_none_match: Option<&[u8]>,
-        etag_out: &mut [u8; 20],
         out: &mut Vec<u8>,
     ) -> ApiResult<Loaded> {
         let refs_only = match query_pairs(query).find(|(k, _)| *k == "snapshots").map(|(_, v)| v) {
@@ -115,12 +117,13 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         };
         let rec = self.table_record(a, ns, name).await?;
         let record = Record::decode(rec.value.as_ref())?;
-        let tag = etag(etag_out, record.metadata_location, refs_only);
+        let mut tag = [0u8; 20];
+        etag(&mut tag, record.metadata_location, refs_only);
         if if_none_match.is_some_and(|inm| inm.split(|&b| b == b',').any(|t| t.trim_ascii() == tag || t.trim_ascii() == b"*")) {
-            return Ok(Loaded::NotModified);
+            return Ok(Loaded::NotModified(tag));
         }
         write_load_result(out, Some(record.metadata_location), record.metadata_for(refs_only), true);
-        Ok(Loaded::Body)
+        Ok(Loaded::Body(tag))
     }
 
     /// `HEAD .../tables/{t}`.

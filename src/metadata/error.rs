@@ -19,7 +19,9 @@ impl MetadataError {
     /// The message without the kind.
     pub fn message(&self) -> &str {
         match self {
-            MetadataError::Conflict(m) | MetadataError::Invalid(m) | MetadataError::NoSuchTable(m) => m,
+            MetadataError::Conflict(m)
+            | MetadataError::Invalid(m)
+            | MetadataError::NoSuchTable(m) => m,
         }
     }
 }
@@ -34,13 +36,10 @@ impl std::error::Error for MetadataError {}
 
 impl From<MetadataError> for ApiError {
     fn from(e: MetadataError) -> ApiError {
-        let kind = match e {
-            MetadataError::Conflict(_) => ErrorKind::CommitFailed,
-            MetadataError::Invalid(_) => ErrorKind::BadRequest,
-            MetadataError::NoSuchTable(_) => ErrorKind::NoSuchTable,
-        };
-        let message = match e {
-            MetadataError::Conflict(m) | MetadataError::Invalid(m) | MetadataError::NoSuchTable(m) => m,
+        let (kind, message) = match e {
+            MetadataError::Conflict(m) => (ErrorKind::CommitFailed, m),
+            MetadataError::Invalid(m) => (ErrorKind::BadRequest, m),
+            MetadataError::NoSuchTable(m) => (ErrorKind::NoSuchTable, m),
         };
         ApiError::new(kind, message)
     }

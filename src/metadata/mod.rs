@@ -18,6 +18,8 @@ mod snapshot;
 mod sort;
 mod statistics;
 mod table;
+#[cfg(test)]
+mod test_support;
 mod update;
 mod view;
 mod view_commit;
@@ -28,10 +30,14 @@ pub use encryption::EncryptedKey;
 pub use error::MetadataError;
 pub use metadata_log::record_previous;
 pub use partition::{PartitionField, PartitionSpec, UnboundPartitionField, UnboundPartitionSpec};
-pub use requests::{CommitTableRequest, CommitTransactionRequest, CreateTableRequest, TableIdentifier};
+pub use requests::{
+    CommitTableRequest, CommitTransactionRequest, CreateTableRequest, TableIdentifier,
+};
 pub use requirement::TableRequirement;
 pub use schema::{ListType, MapType, PrimitiveType, Schema, StructField, StructType, Type};
-pub use snapshot::{MetadataLogEntry, Snapshot, SnapshotLogEntry, SnapshotRefType, SnapshotReference};
+pub use snapshot::{
+    MetadataLogEntry, Snapshot, SnapshotLogEntry, SnapshotRefType, SnapshotReference,
+};
 pub use sort::{NullOrder, SortDirection, SortField, SortOrder};
 pub use statistics::{BlobMetadata, PartitionStatisticsFile, StatisticsFile};
 pub use table::TableMetadata;

@@ -54,3 +54,38 @@ pub struct CommitTableRequest {
 pub struct CommitTransactionRequest {
     pub table_changes: Vec<CommitTableRequest>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::test_support::parse;
+
+    #[test]
+    fn create_request_parses_with_and_without_optional_parts() {
+        let req: CreateTableRequest = parse(
+            r#"{"name":"t","schema":{"type":"struct","fields":[{"id":1,"name":"a","required":true,"type":"string"}]},
+                "partition-spec":{"fields":[{"name":"a","transform":"identity","source-id":1}]},
+                "write-order":{"order-id":1,"fields":[]},"stage-create":true,"properties":{"format-version":"3"}}"#,
+        );
+        assert!(req.stage_create);
+        assert_eq!(req.partition_spec.unwrap().fields[0].field_id, None);
+        let req: CreateTableRequest = parse(
+            r#"{"name":"t","location":null,"schema":{"type":"struct","fields":[]},"properties":null,"stage-create":null}"#,
+        );
+        assert!(!req.stage_create && req.properties.is_empty() && req.location.is_none());
+    }
+
+    #[test]
+    fn commit_requests_parse() {
+        let req: CommitTableRequest = parse(
+            r#"{"identifier":{"namespace":["a","b"],"name":"t"},
+                "requirements":[{"type":"assert-create"}],"updates":[{"action":"set-location","location":"s3://x"}]}"#,
+        );
+        assert_eq!(req.identifier.unwrap().namespace, ["a", "b"]);
+        assert_eq!(req.requirements, [TableRequirement::AssertCreate]);
+        let tx: CommitTransactionRequest = parse(
+            r#"{"table-changes":[{"identifier":{"namespace":[],"name":"t"},"requirements":[],"updates":[]}]}"#,
+        );
+        assert_eq!(tx.table_changes.len(), 1);
+    }
+}

@@ -113,16 +113,32 @@ pub enum ViewRequirement {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(try_from = "UpdateWire")]
 pub enum ViewUpdate {
-    AssignUuid { uuid: String },
-    UpgradeFormatVersion { format_version: i32 },
-    AddSchema { schema: Schema },
-    SetLocation { location: String },
-    SetProperties { updates: BTreeMap<String, String> },
-    RemoveProperties { removals: Vec<String> },
+    AssignUuid {
+        uuid: String,
+    },
+    UpgradeFormatVersion {
+        format_version: i32,
+    },
+    AddSchema {
+        schema: Schema,
+    },
+    SetLocation {
+        location: String,
+    },
+    SetProperties {
+        updates: BTreeMap<String, String>,
+    },
+    RemoveProperties {
+        removals: Vec<String>,
+    },
     /// A `schema-id` of -1 in the version means the schema added last in this commit.
-    AddViewVersion { view_version: ViewVersion },
+    AddViewVersion {
+        view_version: ViewVersion,
+    },
     /// -1 means the version added last in this commit.
-    SetCurrentViewVersion { view_version_id: i32 },
+    SetCurrentViewVersion {
+        view_version_id: i32,
+    },
 }
 
 impl TryFrom<UpdateWire> for ViewUpdate {
@@ -132,16 +148,30 @@ impl TryFrom<UpdateWire> for ViewUpdate {
         use ViewUpdate::*;
         let a = w.action.as_str();
         Ok(match a {
-            "assign-uuid" => AssignUuid { uuid: need(w.uuid, a, "uuid")? },
-            "upgrade-format-version" => UpgradeFormatVersion { format_version: need(w.format_version, a, "format-version")? },
-            "add-schema" => AddSchema { schema: need(w.schema, a, "schema")? },
-            "set-location" => SetLocation { location: need(w.location, a, "location")? },
-            "set-properties" => SetProperties { updates: need(w.updates, a, "updates")? },
-            "remove-properties" => RemoveProperties { removals: need(w.removals, a, "removals")? },
-            "add-view-version" => AddViewVersion { view_version: need(w.view_version, a, "view-version")? },
-            "set-current-view-version" => {
-                SetCurrentViewVersion { view_version_id: need(w.view_version_id, a, "view-version-id")? }
-            }
+            "assign-uuid" => AssignUuid {
+                uuid: need(w.uuid, a, "uuid")?,
+            },
+            "upgrade-format-version" => UpgradeFormatVersion {
+                format_version: need(w.format_version, a, "format-version")?,
+            },
+            "add-schema" => AddSchema {
+                schema: need(w.schema, a, "schema")?,
+            },
+            "set-location" => SetLocation {
+                location: need(w.location, a, "location")?,
+            },
+            "set-properties" => SetProperties {
+                updates: need(w.updates, a, "updates")?,
+            },
+            "remove-properties" => RemoveProperties {
+                removals: need(w.removals, a, "removals")?,
+            },
+            "add-view-version" => AddViewVersion {
+                view_version: need(w.view_version, a, "view-version")?,
+            },
+            "set-current-view-version" => SetCurrentViewVersion {
+                view_version_id: need(w.view_version_id, a, "view-version-id")?,
+            },
             _ => return Err(format!("Unknown view update action: {a}")),
         })
     }

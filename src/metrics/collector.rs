@@ -55,6 +55,10 @@ fn method_of(op: Operation) -> &'static str {
     })
 }
 
+/// Name, help, reader and whether it is a gauge.
+type PoolMetric = (&'static str, &'static str, fn(&PoolStats) -> u64, bool);
+type ShardRead = fn(&ShardStats) -> u64;
+
 /// Every family derived from the shards' counters.
 pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
     let mut out = Vec::new();
@@ -70,7 +74,7 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
         }
         ms
     };
-    let pool_metrics: [(&str, &str, fn(&PoolStats) -> u64, bool); 6] = [
+    let pool_metrics: [PoolMetric; 6] = [
         ("bingsan_pool_hits_total", "Pool gets served from the free list.", |p| p.hits.load(Relaxed), false),
         ("bingsan_pool_misses_total", "Pool gets that had to allocate.", |p| p.misses.load(Relaxed), false),
         ("bingsan_pool_returns_total", "Items given back and kept.", |p| p.returns.load(Relaxed), false),
@@ -83,7 +87,7 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
         out.push(family(name, help, kind, pools(read, is_gauge)));
     }
 
-    let per_shard = |read: fn(&ShardStats) -> u64, is_gauge: bool| -> Vec<Metric> {
+    let per_shard = |read: ShardRead, is_gauge: bool| -> Vec<Metric> {
         shards
             .iter()
             .map(|s| {
@@ -171,7 +175,7 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
         durations,
     ));
 
-    let commits: [(&str, fn(&ShardStats) -> u64); 3] = [
+    let commits: [(&str, ShardRead); 3] = [
         ("success", |s| s.commits_ok.load(Relaxed)),
         ("conflict", |s| s.commits_conflict.load(Relaxed)),
         ("failure", |s| s.commits_failed.load(Relaxed)),

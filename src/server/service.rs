@@ -145,12 +145,13 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             Operation::ListTables => catalog.list_objects(a, keys::TABLE, m.namespace, req.query, out).await?,
             Operation::CreateTable => catalog.create_table(a, m.namespace, req.body, out).await?,
             Operation::LoadTable => {
-                let mut etag = [0u8; 20];
                 let inm = req.header("if-none-match");
-                let loaded = catalog.load_table(a, m.namespace, m.name, req.query, inm, &mut etag, out).await?;
-                resp.header("ETag", &etag);
-                if let Loaded::NotModified = loaded {
-                    resp.empty(304);
+                match catalog.load_table(a, m.namespace, m.name, req.query, inm, out).await? {
+                    Loaded::Body(etag) => resp.header("ETag", &etag),
+                    Loaded::NotModified(etag) => {
+                        resp.header("ETag", &etag);
+                        resp.empty(304);
+                    }
                 }
             }
             Operation::TableExists => {

@@ -252,7 +252,7 @@ mod tests {
             seen.clear();
             s.scan(b"p/", Some(b"p/a"), |k, _| {
                 seen.push(k.to_vec());
-                seen.len() < 1
+                seen.is_empty()
             })
             .await
             .unwrap();

@@ -1,0 +1,207 @@
+//! One generator shard: ramps up its share of the connections, waits for the
+//! common start, then drives every connection (closed- or open-loop) until
+//! the end of the run.
+
+use std::cell::RefCell;
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::sync::Semaphore;
+use glommio::timer::sleep;
+
+use super::client::Conn;
+use super::ops::{run_op, Worker};
+use super::plan::Plan;
+use super::schedule::{latency_since, OpenLoop, Phases};
+use super::stats::{OpError, ShardStats};
+
+/// Connect attempts per connection during ramp-up.
+const CONNECT_ATTEMPTS: u32 = 3;
+/// Pause after a failed connect, so a dead server is not hammered.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Coordination between the main thread and the shards.
+pub struct Shared {
+    /// Reference point for `start_ns`.
+    pub base: Instant,
+    /// Start of the run in ns after `base`; 0 until the main thread sets it.
+    pub start_ns: AtomicU64,
+    /// Shards that finished ramping up.
+    pub ready: AtomicUsize,
+    /// A shard failed to start; everyone stops.
+    pub failed: Arc<AtomicBool>,
+    pub seed: u64,
+}
+
+impl Shared {
+    pub fn new(seed: u64) -> Shared {
+        Shared {
+            base: Instant::now(),
+            start_ns: AtomicU64::new(0),
+            ready: AtomicUsize::new(0),
+            failed: Arc::new(AtomicBool::new(false)),
+            seed,
+        }
+    }
+
+    pub fn start(&self) -> Option<Instant> {
+        match self.start_ns.load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(self.base + Duration::from_nanos(ns)),
+        }
+    }
+}
+
+/// Global connection indices of shard `shard` of `shards`.
+pub fn connection_range(connections: usize, shards: usize, shard: usize) -> Range<usize> {
+    connections * shard / shards..connections * (shard + 1) / shards
+}
+
+pub async fn run_shard(plan: Arc<Plan>, shared: Arc<Shared>, conns: Range<usize>) -> ShardStats {
+    let stats = Rc::new(RefCell::new(ShardStats::new(&plan.mix)));
+
+    // Ramp up: a bounded number of connects in flight, so thousands of
+    // connections do not overflow the server's accept backlog at once.
+    let gate = Rc::new(Semaphore::new(plan.connect_concurrency as u64));
+    let connecting: Vec<_> = conns
+        .clone()
+        .map(|id| {
+            let (gate, stats, plan) = (gate.clone(), stats.clone(), plan.clone());
+            glommio::spawn_local(async move {
+                let _permit = gate.acquire_permit(1).await;
+                let mut conn = Conn::new(plan.addr, plan.timeout);
+                for attempt in 0..CONNECT_ATTEMPTS {
+                    match conn.connect().await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            if attempt == 0 && id == 0 {
+                                eprintln!("bench: connect to {} failed: {e}", plan.addr);
+                            }
+                            stats.borrow_mut().error(&OpError::Client(e), false);
+                            if attempt + 1 < CONNECT_ATTEMPTS {
+                                sleep(CONNECT_BACKOFF).await;
+                            }
+                        }
+                    }
+                }
+                conn
+            })
+        })
+        .collect();
+    let mut workers = Vec::with_capacity(connecting.len());
+    for (task, id) in connecting.into_iter().zip(conns) {
+        let conn = task.await;
+        if conn.is_connected() {
+            stats.borrow_mut().connected += 1;
+        }
+        workers.push(Worker::new(conn, id, shared.seed));
+    }
+    shared.ready.fetch_add(1, Ordering::AcqRel);
+
+    let start = loop {
+        if let Some(start) = shared.start() {
+            break start;
+        }
+        if shared.failed.load(Ordering::Acquire) {
+            return take(stats);
+        }
+        sleep(Duration::from_millis(1)).await;
+    };
+    sleep(start.saturating_duration_since(Instant::now())).await;
+    let phases = Phases::new(start, plan.warmup, plan.duration);
+    let running: Vec<_> = workers
+        .into_iter()
+        .map(|w| {
+            let schedule = plan
+                .rate
+                .map(|rate| OpenLoop::new(rate, plan.connections, w.id));
+            glommio::spawn_local(drive(w, plan.clone(), phases, schedule, stats.clone()))
+        })
+        .collect();
+    for task in running {
+        task.await;
+    }
+    take(stats)
+}
+
+fn take(stats: Rc<RefCell<ShardStats>>) -> ShardStats {
+    Rc::try_unwrap(stats)
+        .map(RefCell::into_inner)
+        .unwrap_or_else(|rc| rc.borrow().clone())
+}
+
+/// One connection's loop. Closed-loop: the next operation starts when the
+/// previous one ends. Open-loop: operation k starts at its due time (or at
+/// once if late), and its latency counts from the due time.
+async fn drive(
+    mut w: Worker,
+    plan: Arc<Plan>,
+    phases: Phases,
+    schedule: Option<OpenLoop>,
+    stats: Rc<RefCell<ShardStats>>,
+) {
+    let mut k = 0;
+    loop {
+        let now = Instant::now();
+        let due = match schedule {
+            Some(s) => {
+                let due = phases.start + s.due(k);
+                k += 1;
+                if due >= phases.end {
+                    break;
+                }
+                if due > now {
+                    sleep(due - now).await;
+                }
+                due
+            }
+            None if now >= phases.end => break,
+            None => now,
+        };
+        let kind = plan.mix.pick(w.rng.next_u64());
+        let measured = phases.measured(due);
+        match run_op(kind, &mut w, &plan, &stats, measured).await {
+            Ok(()) if measured => stats
+                .borrow_mut()
+                .op(kind, latency_since(due, Instant::now())),
+            Ok(()) => {}
+            Err(e) => {
+                {
+                    let mut s = stats.borrow_mut();
+                    // One line per shard is enough to point at the problem.
+                    if s.errors.total() == 0 && !matches!(e, OpError::CommitGaveUp) {
+                        eprintln!("bench: first error on this shard ({}): {e}", kind.name());
+                    }
+                    s.error(&e, measured);
+                }
+                if matches!(e, OpError::Client(super::client::ClientError::Connect(_))) {
+                    sleep(CONNECT_BACKOFF).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_split_evenly_and_completely() {
+        for (c, s) in [(10, 3), (10_000, 2), (1, 4), (7, 7)] {
+            let ranges: Vec<_> = (0..s).map(|i| connection_range(c, s, i)).collect();
+            assert_eq!(ranges.first().unwrap().start, 0);
+            assert_eq!(ranges.last().unwrap().end, c);
+            for w in ranges.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+            }
+            let (min, max) = ranges.iter().fold((usize::MAX, 0), |(lo, hi), r| {
+                (lo.min(r.len()), hi.max(r.len()))
+            });
+            assert!(max - min <= 1);
+        }
+    }
+}
