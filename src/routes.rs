@@ -207,7 +207,7 @@ pub fn route<'a>(method: Method, path: &'a str, cfg: &RouteConfig, arena: &'a Bu
 
     use Method::*;
     use Operation::*;
-    let ns = |raw: &'a str| parse_namespace(raw, &cfg.separator, arena);
+    let ns = |raw: &'a str| parse_namespace(raw, Source::Path, &cfg.separator, arena);
     let name = |raw: &'a str| decode(raw, false, arena).map_err(|_| RouteError::BadParam("invalid percent-encoding in name"));
     let with = |op, namespace, name| Ok(Matched { op, namespace, name });
     match rest {
@@ -282,20 +282,55 @@ fn allow_header(methods: &[Method]) -> &'static str {
     }
 }
 
-/// Decodes a namespace path parameter into its parts: split on 0x1F (`%1F`)
+/// Where a namespace parameter came from: in a query string `+` is a space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Path,
+    Query,
+}
+
+/// Decodes a namespace parameter into its parts: split on 0x1F (`%1F`)
 /// and on the configured separator.
-pub fn parse_namespace<'a>(raw: &'a str, separator: &str, arena: &'a Bump) -> Result<&'a [&'a str], RouteError> {
-    let decoded = decode(raw, false, arena).map_err(|_| RouteError::BadParam("invalid percent-encoding in namespace"))?;
+///
+/// A query parameter (`parent`) is decoded twice, as the reference server
+/// does: Java and PyIceberg clients percent-encode each part, join the parts
+/// with `%1F`, and their HTTP library encodes that whole value again. A part
+/// whose second decoding is not valid keeps its first decoding, so clients
+/// that encode once are understood too.
+pub fn parse_namespace<'a>(raw: &'a str, source: Source, separator: &str, arena: &'a Bump) -> Result<&'a [&'a str], RouteError> {
+    let decoded = decode(raw, source == Source::Query, arena)
+        .map_err(|_| RouteError::BadParam("invalid percent-encoding in namespace"))?;
     let mut parts = bumpalo::collections::Vec::new_in(arena);
-    let split = |c: char| c == '\u{1f}' || (!separator.is_empty() && separator.len() == 1 && separator.starts_with(c));
-    if separator.len() > 1 {
-        for chunk in decoded.split(separator) {
-            parts.extend(chunk.split('\u{1f}'));
+    let mut push = |part: &'a str| {
+        let part = match source {
+            Source::Query if part.contains('%') => decode(part, false, arena).unwrap_or(part),
+            _ => part,
+        };
+        parts.push(part);
+    };
+    let mut rest = decoded;
+    loop {
+        let unit = rest.find('\u{1f}').map(|i| (i, 1));
+        // After one decoding, a twice-encoded separator still reads `%1F`.
+        let escaped = if source == Source::Query { find_ci(rest, "%1f").map(|i| (i, 3)) } else { None };
+        let custom = if separator.is_empty() { None } else { rest.find(separator).map(|i| (i, separator.len())) };
+        match [unit, escaped, custom].into_iter().flatten().min() {
+            Some((i, len)) => {
+                push(&rest[..i]);
+                rest = &rest[i + len..];
+            }
+            None => {
+                push(rest);
+                break;
+            }
         }
-    } else {
-        parts.extend(decoded.split(split));
     }
     Ok(parts.into_bump_slice())
+}
+
+/// The first position of an ASCII `needle`, ignoring case.
+fn find_ci(hay: &str, needle: &str) -> Option<usize> {
+    hay.as_bytes().windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// Why a request matched no route.
@@ -358,6 +393,13 @@ mod tests {
         assert_eq!(m.name, "t x");
         let m = route(Method::Get, "/v1/namespaces/a%2Eb", &cfg(), &a).unwrap();
         assert_eq!(m.namespace, &["a", "b"]);
+        let m = route(Method::Get, "/v1/namespaces/a+b", &cfg(), &a).unwrap();
+        assert_eq!(m.namespace, &["a+b"]);
+        assert_eq!(parse_namespace("a+b%1Fc", Source::Query, "", &a).unwrap(), &["a b", "c"]);
+        // As PyIceberg and Java send it: parts encoded, joined by %1F, encoded again.
+        assert_eq!(parse_namespace("%25C3%25BC%251Fx%2520y", Source::Query, "", &a).unwrap(), &["ü", "x y"]);
+        // Encoded once, with a literal percent sign that is no valid escape.
+        assert_eq!(parse_namespace("100%25", Source::Query, "", &a).unwrap(), &["100%"]);
         assert!(matches!(route(Method::Get, "/v1/namespaces/a%zz", &cfg(), &a), Err(RouteError::BadParam(_))));
     }
 

@@ -1,5 +1,6 @@
 //! One connection: read requests (pipelined or not), answer, repeat.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,15 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
 }
 
+/// What the shard and a connection tell each other about shutdown.
+#[derive(Default, Debug)]
+pub struct ConnState {
+    /// The connection waits for a new request (nothing half-received).
+    pub idle: Cell<bool>,
+    /// The shard is shutting down: finish the request in hand, then close.
+    pub closing: Cell<bool>,
+}
+
 /// What one parse of the read buffer found.
 enum Step {
     /// A request was answered; it took this many bytes of the buffer.
@@ -43,7 +53,7 @@ enum Step {
 
 /// Serves requests on `stream` until the client closes, an I/O error occurs,
 /// or a response requires closing.
-pub async fn serve_connection<T, S>(stream: &mut T, svc: &S, bufs: &Rc<BufPool>, limits: &ConnLimits)
+pub async fn serve_connection<T, S>(stream: &mut T, svc: &S, bufs: &Rc<BufPool>, limits: &ConnLimits, state: &ConnState)
 where
     T: Transport,
     S: Service,
@@ -116,6 +126,11 @@ where
                     let grown = (input.len() * 2).min(most);
                     input.resize(grown, 0);
                 }
+                let idle = request_started.is_none();
+                if idle && state.closing.get() {
+                    return;
+                }
+                state.idle.set(idle);
                 let wait = match request_started {
                     None => limits.idle_timeout,
                     Some(t) => match limits.request_timeout.checked_sub(t.elapsed()) {
@@ -128,7 +143,9 @@ where
                     },
                 };
                 stream.set_wait_limit(wait);
-                match stream.read_some(&mut input[filled..]).await {
+                let read = stream.read_some(&mut input[filled..]).await;
+                state.idle.set(false);
+                match read {
                     Ok(0) => return,
                     Ok(n) => {
                         filled += n;

@@ -10,7 +10,7 @@ mod response;
 mod transport;
 pub mod percent;
 
-pub use conn::{serve_connection, ConnLimits};
+pub use conn::{serve_connection, ConnLimits, ConnState};
 pub use request::{Method, Request};
 pub use response::{reason, Response};
 pub use transport::Transport;

@@ -66,7 +66,7 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
         let mut ms = Vec::new();
         for s in shards {
             let shard = s.shard.to_string();
-            for (pool, stats) in [("buffer", &*s.buffer_pool), ("arena", &*s.arena_pool)] {
+            for (pool, stats) in [("buffer", &*s.buffer_pool), ("arena", &*s.arena_pool), ("token", &*s.token_pool)] {
                 let v = read(stats);
                 let l = [("pool", pool), ("shard", shard.as_str())];
                 ms.push(if gauge_kind { gauge(&l, v) } else { counter(&l, v) });

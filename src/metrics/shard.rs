@@ -35,6 +35,7 @@ pub struct ShardStats {
     pub commits_failed: AtomicU64,
     pub buffer_pool: Arc<PoolStats>,
     pub arena_pool: Arc<PoolStats>,
+    pub token_pool: Arc<PoolStats>,
     pub allocs: AllocCounters,
 }
 
@@ -56,6 +57,7 @@ impl ShardStats {
             commits_failed: AtomicU64::new(0),
             buffer_pool: Arc::default(),
             arena_pool: Arc::default(),
+            token_pool: Arc::default(),
             allocs: AllocCounters::default(),
         }
     }

@@ -27,6 +27,11 @@ pub struct PoolConfig {
     pub arenas_per_shard: usize,
 }
 
+/// Bytes of one token buffer: random bytes plus their encoding.
+pub const TOKEN_BUFFER: usize = 256;
+/// Token buffers a shard keeps.
+pub const TOKEN_BUFFERS_PER_SHARD: usize = 16;
+
 impl Default for PoolConfig {
     fn default() -> Self {
         // 128 idle buffers of 4 KiB plus 8 arenas of at most 64 KiB: 1 MiB per

@@ -15,7 +15,7 @@ use crate::json::{check_limits, LimitError};
 use crate::http::{Request, Response, Service};
 use crate::metrics::ShardStats;
 use crate::pool::ArenaPool;
-use crate::routes::{parse_namespace, route, Matched, Operation, RouteConfig, RouteError};
+use crate::routes::{parse_namespace, route, Matched, Operation, RouteConfig, RouteError, Source};
 use crate::catalog::Loaded;
 use crate::metrics::CommitOutcome;
 use crate::store::{keys, Store};
@@ -125,7 +125,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             Operation::ListNamespaces => {
                 let parent = match query_pairs(req.query).find(|(k, _)| *k == "parent") {
                     Some((_, raw)) => {
-                        parse_namespace(raw, &self.routes.separator, a).map_err(|e| e.to_api(req.path))?
+                        parse_namespace(raw, Source::Query, &self.routes.separator, a).map_err(|e| e.to_api(req.path))?
                     }
                     None => &[],
                 };

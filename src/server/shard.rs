@@ -2,7 +2,7 @@
 //! counters. Nothing here is shared with other shards except `Shared`.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -20,7 +20,7 @@ use glommio::net::TcpListener;
 use super::service::{JsonLimits, ShardService};
 use super::state::Shared;
 use crate::fileio::FileIo;
-use crate::http::{serve_connection, ConnLimits, Transport};
+use crate::http::{serve_connection, ConnLimits, ConnState, Transport};
 use crate::metrics::ShardStats;
 use crate::pool::{ArenaPool, BufPool, PoolConfig};
 use crate::routes::RouteConfig;
@@ -90,7 +90,7 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
         stats: stats.clone(),
         json: setup.json,
     });
-    let open: Rc<RefCell<HashSet<i32>>> = Rc::default();
+    let open: Rc<RefCell<HashMap<i32, Rc<ConnState>>>> = Rc::default();
     shared.accepting.fetch_add(1, Ordering::AcqRel);
     let _ = ready.send(Ok(()));
     if setup.id == 0 {
@@ -126,14 +126,15 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
         }
         let _ = stream.set_nodelay(true);
         let fd = stream.as_raw_fd();
-        open.borrow_mut().insert(fd);
+        let state = Rc::new(ConnState::default());
+        open.borrow_mut().insert(fd, state.clone());
         stats.connection_opened();
         let (svc, bufs, open, stats, limits) = (svc.clone(), bufs.clone(), open.clone(), stats.clone(), setup.limits);
         let tls = setup.tls.clone();
         glommio::spawn_local(async move {
             let serve = async {
                 match tls {
-                    None => serve_connection(&mut stream, &*svc, &bufs, &limits).await,
+                    None => serve_connection(&mut stream, &*svc, &bufs, &limits, &state).await,
                     Some(acceptor) => {
                         // The handshake is bounded like a request.
                         stream.set_wait_limit(limits.request_timeout);
@@ -143,7 +144,7 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
                             return;
                         }
                         if let Ok(mut tls) = acceptor.accept(stream).await {
-                            serve_connection(&mut tls, &*svc, &bufs, &limits).await;
+                            serve_connection(&mut tls, &*svc, &bufs, &limits, &state).await;
                         }
                     }
                 }
@@ -161,11 +162,14 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
 
     shared.accepting.fetch_sub(1, Ordering::AcqRel);
     drop(listener);
-    // Idle keep-alive connections would wait forever: end their reads.
-    // In-flight requests still finish and get their response.
-    for &fd in open.borrow().iter() {
-        // SAFETY: fd belongs to a live connection task on this thread.
-        unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+    // Connections finish the request in hand (even one still arriving),
+    // then close; idle keep-alive ones would wait forever, so end their reads.
+    for (&fd, state) in open.borrow().iter() {
+        state.closing.set(true);
+        if state.idle.get() {
+            // SAFETY: fd belongs to a live connection task on this thread.
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+        }
     }
     let deadline = Instant::now() + setup.drain;
     while !open.borrow().is_empty() && Instant::now() < deadline {

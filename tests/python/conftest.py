@@ -1,0 +1,158 @@
+"""Fixtures that run the real `bingsan` binary.
+
+Session-scoped servers are shared by every test that only adds uniquely
+named namespaces (see `harness.unique`); a test that needs a clean store,
+special flags, or kills its server uses `fresh_server` or `server_factory`.
+
+Adding table tests later: use the same `catalog` fixture (it is
+parametrized over plain / prefixed / custom-separator servers) and create a
+`harness.unique()` namespace per test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness import MEASUREMENTS, BingsanServer, bingsan_bin
+
+#: Catalog variants every PyIceberg test runs against.
+CATALOG_VARIANTS = ["plain", "prefixed", "dotsep"]
+
+
+def pytest_report_header(config):
+    return f"bingsan binary: {bingsan_bin()}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Numbers tests report without asserting (see harness.MEASUREMENTS)."""
+    if MEASUREMENTS:
+        terminalreporter.section("bingsan measurements")
+        for line in MEASUREMENTS:
+            terminalreporter.write_line(line)
+
+
+def _stop_cleanly(servers) -> list[str]:
+    """Stops each server with SIGTERM; describes those that did not exit 0."""
+    problems = []
+    for s in servers:
+        was_running = s.running
+        code = s.stop()
+        if was_running and code != 0:
+            problems.append(f"{s.name}: SIGTERM exit code {code}\n{s.log_tail()}")
+        elif not was_running and s.proc is not None and code not in (0, -9):
+            problems.append(f"{s.name}: had died with exit code {code}\n{s.log_tail()}")
+    return problems
+
+
+@pytest.fixture(scope="session")
+def binary() -> Path:
+    path = bingsan_bin()
+    if not path.is_file():
+        pytest.exit(f"server binary {path} not found: run `cargo build` or set BINGSAN_BIN", returncode=3)
+    return path
+
+
+@pytest.fixture(scope="session")
+def session_servers(tmp_path_factory, binary):
+    """Lazily started session servers by variant; all stopped at the end."""
+    servers: dict[str, BingsanServer] = {}
+
+    def get(variant: str) -> BingsanServer:
+        if variant not in servers:
+            opts = {
+                "plain": {},
+                "prefixed": {"prefix": "cat"},
+                # A prefix plus an extra separator: clients (PyIceberg) use the
+                # advertised separator ("%2E") to join namespace parts.
+                "dotsep": {"prefix": "dots", "separator": "."},
+            }[variant]
+            s = BingsanServer(tmp_path_factory.mktemp(f"srv-{variant}"), name=variant, binary=binary, **opts)
+            servers[variant] = s.start()
+        s = servers[variant]
+        if not s.running:
+            pytest.fail(f"session server {variant} died (exit {s.proc.returncode})\n{s.log_tail()}")
+        return s
+
+    yield get
+    problems = _stop_cleanly(servers.values())
+    assert not problems, "session servers did not stop cleanly:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="session")
+def server(session_servers) -> BingsanServer:
+    """Shared server: no prefix, 2 shards."""
+    return session_servers("plain")
+
+
+@pytest.fixture(scope="session")
+def prefixed_server(session_servers) -> BingsanServer:
+    """Shared server with --prefix cat."""
+    return session_servers("prefixed")
+
+
+@pytest.fixture(scope="session")
+def dotsep_server(session_servers) -> BingsanServer:
+    """Shared server with --prefix dots --namespace-separator ."""
+    return session_servers("dotsep")
+
+
+@pytest.fixture(params=CATALOG_VARIANTS)
+def any_server(request, session_servers) -> BingsanServer:
+    """Each shared server in turn."""
+    return session_servers(request.param)
+
+
+@pytest.fixture
+def catalog(any_server):
+    """A PyIceberg RestCatalog on each shared server in turn."""
+    return any_server.catalog()
+
+
+@pytest.fixture
+def plain_catalog(server):
+    """A PyIceberg RestCatalog on the shared server without prefix."""
+    return server.catalog()
+
+
+@pytest.fixture
+def prefixed_catalog(prefixed_server):
+    """A PyIceberg RestCatalog on the shared server with --prefix cat."""
+    return prefixed_server.catalog()
+
+
+@pytest.fixture
+def server_factory(tmp_path, binary):
+    """Starts servers with custom flags for one test; stops them after it."""
+    started: list[BingsanServer] = []
+
+    def make(**kwargs) -> BingsanServer:
+        kwargs.setdefault("binary", binary)
+        s = BingsanServer(tmp_path / f"srv{len(started)}", **kwargs)
+        started.append(s)
+        return s.start()
+
+    yield make
+    problems = _stop_cleanly(started)
+    assert not problems, "servers did not stop cleanly:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def fresh_server(server_factory) -> BingsanServer:
+    """A new server with an empty store, only for this test."""
+    return server_factory(name="fresh")
+
+
+@pytest.fixture
+def http():
+    """A requests session with a bounded default timeout."""
+
+    class TimeoutSession(requests.Session):
+        def request(self, *args, **kwargs):
+            kwargs.setdefault("timeout", 10)
+            return super().request(*args, **kwargs)
+
+    with TimeoutSession() as s:
+        yield s

@@ -1,0 +1,552 @@
+"""Start the real `bingsan` binary and talk to it.
+
+Everything here is loopback only (127.0.0.1) and bounded in time: every
+socket has a timeout, every wait has a deadline, and a started server dies
+with the test process (PR_SET_PDEATHSIG) even if pytest itself is killed.
+
+The pieces:
+- `BingsanServer`: one server process on free ports with its own data dir,
+  warehouse and log file; start, wait for readiness, SIGTERM, kill -9,
+  restart on the same directories and ports.
+- `RawConn`: a raw HTTP/1.1 client over one socket, for what `requests`
+  cannot express (pipelining, chunked bodies, 100-continue, broken input).
+- Prometheus helpers: scrape and sum samples by name and labels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: How long a server gets to answer /health/ready with 200.
+READY_TIMEOUT = 20.0
+#: How long a server gets to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+#: Default timeout of every HTTP call made by the tests.
+HTTP_TIMEOUT = 10.0
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+#: Lines tests report without asserting; printed after the run.
+MEASUREMENTS: list[str] = []
+
+
+def bingsan_bin() -> Path:
+    """The server binary: $BINGSAN_BIN, else <repo>/target/debug/bingsan."""
+    return Path(os.environ.get("BINGSAN_BIN") or REPO / "target" / "debug" / "bingsan")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique(prefix: str = "ns") -> str:
+    """A name no other test uses, so tests can share a server."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: SIGKILL it when the test
+    # process dies, so no server outlives an interrupted run.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class ServerError(AssertionError):
+    """The server did not start, stop or behave as a process should."""
+
+
+class BingsanServer:
+    """One `bingsan serve` process on 127.0.0.1.
+
+    `workdir` holds `data/`, `warehouse/` and one log file per start. The
+    listen and metrics ports are picked once and kept across restarts, so a
+    restart looks to clients like the same server coming back.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        prefix: str | None = None,
+        separator: str | None = None,
+        shards: int = 2,
+        extra_args: Iterable[str] = (),
+        binary: Path | None = None,
+        name: str = "bingsan",
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.workdir / "data"
+        self.warehouse = self.workdir / "warehouse"
+        self.warehouse.mkdir(exist_ok=True)
+        self.prefix = prefix or ""
+        self.separator = separator or ""
+        self.shards = shards
+        self.extra_args = list(extra_args)
+        self.binary = Path(binary) if binary else bingsan_bin()
+        self.name = name
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.log_path = self.workdir / "server-0.log"
+        self._log_file = None
+
+    # ----------------------------------------------------------- addresses
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """/metrics on --metrics-listen, served by the metrics thread."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def url(self, path: str) -> str:
+        """An absolute URL for a path such as `/v1/config`."""
+        return self.base_url + path
+
+    def api(self, path: str, prefixed: bool = True) -> str:
+        """URL of a catalog path given without `/v1`, e.g. `namespaces/a`;
+        with the `{prefix}` segment when the server has a prefix."""
+        path = path.lstrip("/")
+        if prefixed and self.prefix:
+            return f"{self.base_url}/v1/{self.prefix}/{path}"
+        return f"{self.base_url}/v1/{path}"
+
+    def api_path(self, path: str, prefixed: bool = True) -> str:
+        """Like `api` but only the path, for raw sockets."""
+        return self.api(path, prefixed)[len(self.base_url):]
+
+    # ----------------------------------------------------------- lifecycle
+    def command(self) -> list[str]:
+        cmd = [
+            str(self.binary),
+            "serve",
+            "--listen", f"127.0.0.1:{self.port}",
+            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+            "--data-dir", str(self.data_dir),
+            "--warehouse", str(self.warehouse),
+            "--shards", str(self.shards),
+        ]
+        if self.prefix:
+            cmd += ["--prefix", self.prefix]
+        if self.separator:
+            cmd += ["--namespace-separator", self.separator]
+        return cmd + self.extra_args
+
+    def start(self, ready_timeout: float = READY_TIMEOUT) -> "BingsanServer":
+        if self.proc is not None and self.proc.poll() is None:
+            raise ServerError(f"{self.name} is already running (pid {self.proc.pid})")
+        if not self.binary.is_file():
+            raise ServerError(
+                f"server binary {self.binary} not found: run `cargo build` or set BINGSAN_BIN"
+            )
+        self.log_path = self.workdir / f"server-{self.starts}.log"
+        self.starts += 1
+        self._log_file = open(self.log_path, "wb")
+        env = dict(os.environ)
+        env.setdefault("BINGSAN_LOG", "info")
+        env["NO_COLOR"] = "1"
+        # Flags below win over any BINGSAN_* the caller's environment has.
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+        self.wait_ready(ready_timeout)
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Polls GET /health/ready until 200; fails with the log otherwise."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                raise ServerError(f"{self.name} exited with {code} during start-up\n{self.log_tail()}")
+            # A raw socket closed at once: a probe must not linger as an
+            # open connection that later tests would count.
+            try:
+                with RawConn(self.port, timeout=1.0) as c:
+                    r = c.request("GET", "/health/ready", headers={"Connection": "close"})
+                if r.status == 200:
+                    return
+                last = f"{r.status} {r.body[:200]!r}"
+            except (OSError, ConnectionError) as e:
+                last = repr(e)
+            time.sleep(0.05)
+        raise ServerError(
+            f"{self.name} not ready within {timeout:.0f}s (last: {last})\n{self.log_tail()}"
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code
+        (negative for a signal, as `subprocess` reports it)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._close_log()
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        """kill -9: no drain, no final flush."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+        self._close_log()
+
+    def restart(self, *, graceful: bool = True, ready_timeout: float = READY_TIMEOUT) -> int | None:
+        """Stops (SIGTERM, or kill -9 when not graceful) and starts again on
+        the same ports and directories; returns the old exit code."""
+        if graceful:
+            code = self.stop()
+        else:
+            self.kill9()
+            code = self.proc.returncode if self.proc else None
+        self.start(ready_timeout)
+        return code
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def log_text(self) -> str:
+        try:
+            return _ANSI.sub("", self.log_path.read_text(errors="replace"))
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_text().splitlines()[-lines:]
+        return f"--- last {len(text)} lines of {self.log_path} ---\n" + "\n".join(text)
+
+    # ----------------------------------------------------------- clients
+    def catalog(self, name: str = "test", **props: str):
+        """A PyIceberg RestCatalog for this server."""
+        from pyiceberg.catalog.rest import RestCatalog
+
+        return RestCatalog(name, uri=self.base_url, warehouse=str(self.warehouse), **props)
+
+    def raw(self, timeout: float = HTTP_TIMEOUT) -> "RawConn":
+        return RawConn(self.port, timeout=timeout)
+
+    def metrics(self, via_metrics_listen: bool = True) -> "Metrics":
+        """Scrapes /metrics (from --metrics-listen by default: that thread is
+        no shard, so the scrape itself does not touch shard counters)."""
+        url = self.metrics_url if via_metrics_listen else self.url("/metrics")
+        r = requests.get(url, timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200, f"GET {url}: {r.status_code} {r.text[:300]}"
+        return Metrics(r.text)
+
+    def __repr__(self) -> str:
+        return f"<BingsanServer {self.name} {self.base_url} prefix={self.prefix!r} shards={self.shards}>"
+
+
+# --------------------------------------------------------------- metrics
+class Metrics:
+    """A parsed Prometheus text exposition."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.families = list(text_string_to_metric_families(text))
+        self.samples = [s for f in self.families for s in f.samples]
+
+    def names(self) -> set[str]:
+        """Family names and sample names (counters' samples end in _total,
+        histograms' in _bucket/_sum/_count)."""
+        return {f.name for f in self.families} | {s.name for s in self.samples}
+
+    def family(self, name: str):
+        for f in self.families:
+            if f.name == name:
+                return f
+        return None
+
+    def sum(self, sample: str, **labels: str) -> float:
+        """Sum of every sample named `sample` whose labels include `labels`."""
+        return sum(
+            s.value
+            for s in self.samples
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+        )
+
+    def by_label(self, sample: str, label: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for s in self.samples:
+            if s.name == sample and label in s.labels:
+                out[s.labels[label]] = out.get(s.labels[label], 0.0) + s.value
+        return out
+
+
+# --------------------------------------------------------------- raw HTTP
+@dataclass
+class RawResponse:
+    status: int
+    reason: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def json(self):
+        import json
+
+        return json.loads(self.body)
+
+
+class RawConn:
+    """One TCP connection speaking HTTP/1.1 by hand.
+
+    `read_response` frames responses the way the server sends them:
+    Content-Length, or no body for 1xx/204/304 and HEAD.
+    """
+
+    def __init__(self, port: int, timeout: float = HTTP_TIMEOUT) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def __enter__(self) -> "RawConn":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    @staticmethod
+    def build(method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+              version: str = "HTTP/1.1") -> bytes:
+        lines = [f"{method} {path} {version}", "Host: 127.0.0.1"]
+        hdrs = dict(headers or {})
+        if body is not None and not any(k.lower() in ("content-length", "transfer-encoding") for k in hdrs):
+            hdrs["Content-Length"] = str(len(body))
+        if body is not None and not any(k.lower() == "content-type" for k in hdrs):
+            hdrs["Content-Type"] = "application/json"
+        lines += [f"{k}: {v}" for k, v in hdrs.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> RawResponse:
+        self.send(self.build(method, path, body, headers))
+        return self.read_response(head=method == "HEAD")
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def read_response(self, head: bool = False) -> RawResponse:
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill():
+                raise ConnectionError(f"connection closed before a response head; got {self.buf[:200]!r}")
+        raw_head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = raw_head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        assert parts[0].startswith("HTTP/1."), f"bad status line {lines[0]!r}"
+        status = int(parts[1])
+        reason = parts[2] if len(parts) > 2 else ""
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        resp = RawResponse(status, reason, headers)
+        if head or status < 200 or status in (204, 304):
+            return resp
+        if "content-length" in headers:
+            n = int(headers["content-length"])
+            while len(self.buf) < n:
+                if not self._fill():
+                    raise ConnectionError("connection closed inside a response body")
+            resp.body, self.buf = self.buf[:n], self.buf[n:]
+            return resp
+        # No framing: the body runs to the end of the connection.
+        while self._fill():
+            pass
+        resp.body, self.buf = self.buf, b""
+        return resp
+
+    def closed_by_peer(self, timeout: float = 5.0) -> bool:
+        """True when the server closes (or resets) the connection within
+        `timeout` with nothing more to read."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+
+def assert_error(resp, status: int, type_name: str | None = None) -> dict:
+    """Asserts an Iceberg ErrorModel body: {"error":{"message","type","code"}}.
+
+    Works for `requests.Response` and `RawResponse`."""
+    code = getattr(resp, "status_code", None) or resp.status
+    text = resp.text if hasattr(resp, "text") else resp.body.decode("utf-8", "replace")
+    assert code == status, f"expected {status}, got {code}: {text[:500]}"
+    ctype = resp.headers.get("content-type") or resp.headers.get("Content-Type") or ""
+    assert ctype.startswith("application/json"), f"error content-type {ctype!r}"
+    body = resp.json()
+    assert set(body) == {"error"}, body
+    err = body["error"]
+    assert {"message", "type", "code"} <= set(err), err
+    assert isinstance(err["message"], str) and err["message"], err
+    assert isinstance(err["type"], str) and err["type"], err
+    assert err["code"] == status, err
+    if type_name is not None:
+        assert err["type"] == type_name, f"expected {type_name}, got {err['type']}: {err['message']}"
+    return err
+
+
+# --------------------------------------------------------------- tables
+# Shared by test_tables*.py and test_commit_oracle.py: table URLs, a raw
+# create, and the check that a metadata file on disk is what the server
+# answered with.
+
+#: A small schema in REST JSON form, ids deliberately not 1..n.
+SIMPLE_SCHEMA_JSON = {
+    "type": "struct",
+    "schema-id": 7,
+    "fields": [
+        {"id": 11, "name": "id", "type": "long", "required": True},
+        {"id": 12, "name": "name", "type": "string", "required": False},
+        {"id": 13, "name": "ts", "type": "timestamp", "required": False},
+    ],
+}
+
+
+def encode_namespace(namespace) -> str:
+    """A namespace (str or tuple of parts) as one path segment (parts
+    joined by %1F, each percent-encoded)."""
+    from urllib.parse import quote
+
+    parts = (namespace,) if isinstance(namespace, str) else tuple(namespace)
+    return "%1F".join(quote(p, safe="") for p in parts)
+
+
+def table_url(server: "BingsanServer", namespace, name: str | None = None) -> str:
+    """URL of `.../namespaces/{ns}/tables` or `.../tables/{name}`."""
+    from urllib.parse import quote
+
+    path = f"namespaces/{encode_namespace(namespace)}/tables"
+    if name is not None:
+        path += "/" + quote(name, safe="")
+    return server.api(path)
+
+
+def create_table_raw(session, server: "BingsanServer", namespace, name: str, schema: dict | None = None,
+                     **fields) -> dict:
+    """POST a CreateTableRequest; asserts 200 and returns the LoadTableResult.
+    Extra keyword arguments become request fields (`partition_spec=` ->
+    "partition-spec")."""
+    body = {"name": name, "schema": schema or SIMPLE_SCHEMA_JSON}
+    body.update({k.replace("_", "-"): v for k, v in fields.items()})
+    r = session.post(table_url(server, namespace), json=body, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, f"create {name}: {r.status_code} {r.text[:500]}"
+    return r.json()
+
+
+def assert_metadata_file_matches(location: str, metadata) -> None:
+    """The file at `location` exists, PyIceberg parses it, and it holds the
+    same table as `metadata` (a PyIceberg TableMetadata or its JSON dict):
+    uuid, current snapshot, schemas, specs, sort orders, snapshots, refs,
+    properties."""
+    from pyiceberg.table import StaticTable
+    from pyiceberg.table.metadata import TableMetadataUtil
+
+    path = location[len("file://"):] if location.startswith("file://") else location
+    assert Path(path).is_file(), f"metadata file {location} does not exist"
+    if isinstance(metadata, dict):
+        import json
+
+        metadata = TableMetadataUtil.parse_raw(json.dumps(metadata))
+    on_disk = StaticTable.from_metadata(location).metadata
+    assert str(on_disk.table_uuid) == str(metadata.table_uuid)
+    assert on_disk.current_snapshot_id == metadata.current_snapshot_id
+    assert on_disk.schemas == metadata.schemas
+    assert [s.schema_id for s in on_disk.schemas] == [s.schema_id for s in metadata.schemas]
+    assert on_disk.current_schema_id == metadata.current_schema_id
+    assert on_disk.partition_specs == metadata.partition_specs
+    assert on_disk.sort_orders == metadata.sort_orders
+    assert [s.snapshot_id for s in on_disk.snapshots] == [s.snapshot_id for s in metadata.snapshots]
+    assert on_disk.refs == metadata.refs
+    assert on_disk.properties == metadata.properties
+    assert on_disk.format_version == metadata.format_version
+
+
+# --------------------------------------------------------------- views and idempotency keys
+# Shared by test_views.py, test_transactions.py and test_idempotency.py: view
+# URLs and UUIDv7 idempotency keys.
+
+
+def view_url(server: "BingsanServer", namespace, name: str | None = None) -> str:
+    """URL of `.../namespaces/{ns}/views` or `.../views/{name}`."""
+    from urllib.parse import quote
+
+    path = f"namespaces/{encode_namespace(namespace)}/views"
+    if name is not None:
+        path += "/" + quote(name, safe="")
+    return server.api(path)
+
+
+def uuid7() -> str:
+    """A fresh UUIDv7 (RFC 9562) in its 36-character text form: the format
+    the spec asks of an `Idempotency-Key` (Python 3.11 has no uuid.uuid7)."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76                                   # version 7
+    value |= ((rand >> 62) & 0xFFF) << 64                # rand_a, 12 bits
+    value |= 0b10 << 62                                  # RFC 4122 variant
+    value |= rand & ((1 << 62) - 1)                      # rand_b, 62 bits
+    return str(uuid.UUID(int=value))

@@ -1,0 +1,158 @@
+"""/metrics in Prometheus text format, and zero allocations on hot reads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from harness import MEASUREMENTS, Metrics
+
+REQUIRED = [
+    "bingsan_pool_hits_total",
+    "bingsan_pool_misses_total",
+    "bingsan_pool_returns_total",
+    "bingsan_pool_discards_total",
+    "bingsan_pool_retained_bytes",
+    "bingsan_allocs_total",
+    "bingsan_alloc_bytes_total",
+    "bingsan_request_allocs_total",
+    "bingsan_http_requests_total",
+    "bingsan_http_request_duration_seconds",
+    "bingsan_http_connections",
+    "bingsan_commits_total",
+    "process_resident_memory_bytes",
+]
+
+
+@pytest.mark.parametrize("where", ["shard-port", "metrics-listen"])
+def test_metrics_exposition(server, where):
+    url = server.url("/metrics") if where == "shard-port" else server.metrics_url
+    r = requests.get(url, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    m = Metrics(r.text)  # raises on anything that is not Prometheus text
+    missing = [n for n in REQUIRED if n not in m.names()]
+    assert not missing, f"missing metrics: {missing}"
+    assert m.family("bingsan_http_request_duration_seconds").type == "histogram"
+    for name in ("bingsan_pool_retained_bytes", "bingsan_http_connections"):
+        assert m.family(name).type == "gauge", name
+    for name in ("bingsan_pool_hits", "bingsan_allocs", "bingsan_request_allocs", "bingsan_http_requests"):
+        assert m.family(name).type == "counter", name
+    assert m.sum("process_resident_memory_bytes") > 0
+    assert set(m.by_label("bingsan_allocs_total", "shard")) == {"0", "1"}
+
+
+def test_metrics_listen_other_paths(server):
+    r = requests.get(f"http://127.0.0.1:{server.metrics_port}/nope", timeout=10)
+    assert r.status_code == 404
+
+
+def test_request_counters_are_exact(fresh_server):
+    s = fresh_server
+    before = s.metrics()
+    with s.raw() as c:
+        for _ in range(7):
+            assert c.request("GET", "/v1/config").status == 200
+        for _ in range(3):
+            assert c.request("GET", "/v1/namespaces/nope").status == 404
+        assert c.request("POST", "/v1/namespaces", b'{"namespace":["m"]}').status == 200
+        assert c.request("GET", "/nowhere").status == 404
+    after = s.metrics()
+
+    def delta(sample, **labels):
+        return after.sum(sample, **labels) - before.sum(sample, **labels)
+
+    assert delta("bingsan_http_requests_total", route="get_config", status="200") == 7
+    assert delta("bingsan_http_requests_total", route="load_namespace", status="404") == 3
+    assert delta("bingsan_http_requests_total", route="create_namespace", status="200") == 1
+    assert delta("bingsan_http_requests_total", route="unmatched", status="404") == 1
+    assert delta("bingsan_http_request_duration_seconds_count", route="get_config") == 7
+    # Histogram buckets are cumulative and end at the count.
+    fam = after.family("bingsan_http_request_duration_seconds")
+    buckets = [(float(x.labels["le"]), x.value) for x in fam.samples
+               if x.name.endswith("_bucket") and x.labels["route"] == "get_config"]
+    values = [v for _, v in sorted(buckets)]
+    assert values == sorted(values)
+    assert values[-1] == after.sum("bingsan_http_request_duration_seconds_count", route="get_config")
+
+
+def test_pool_counters_move(fresh_server):
+    s = fresh_server
+    before = s.metrics()
+    with s.raw() as c:
+        for _ in range(50):
+            assert c.request("GET", "/v1/config").status == 200
+    after = s.metrics()
+    gets = (after.sum("bingsan_pool_hits_total") + after.sum("bingsan_pool_misses_total")
+            - before.sum("bingsan_pool_hits_total") - before.sum("bingsan_pool_misses_total"))
+    assert gets >= 50
+    assert after.sum("bingsan_pool_hits_total") > before.sum("bingsan_pool_hits_total")
+
+
+# ---------------------------------------------------------------- zero alloc
+N = 500
+WARMUP = 100
+
+
+@pytest.fixture(scope="module")
+def alloc_server(tmp_path_factory, binary):
+    """One server with a parent holding 100 namespaces."""
+    from harness import BingsanServer
+
+    s = BingsanServer(tmp_path_factory.mktemp("alloc"), name="alloc", binary=binary, shards=2).start()
+    with s.raw() as c:
+        assert c.request("POST", "/v1/namespaces", b'{"namespace":["hot"],"properties":{"owner":"me"}}').status == 200
+        assert c.request("POST", "/v1/namespaces", b'{"namespace":["parent"]}').status == 200
+        for i in range(100):
+            body = json.dumps({"namespace": ["parent", f"child{i:03d}"]}).encode()
+            assert c.request("POST", "/v1/namespaces", body).status == 200
+    yield s
+    code = s.stop()
+    assert code == 0, f"alloc server: SIGTERM exit code {code}\n{s.log_tail()}"
+
+
+HOT_READS = {
+    "GET /v1/config": ("GET", "/v1/config"),
+    "GET /v1/namespaces/{ns}": ("GET", "/v1/namespaces/hot"),
+    "HEAD /v1/namespaces/{ns}": ("HEAD", "/v1/namespaces/hot"),
+    "GET /v1/namespaces?parent (100 children)": ("GET", "/v1/namespaces?parent=parent"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOT_READS))
+def test_hot_read_path_allocates_nothing(alloc_server, name):
+    s = alloc_server
+    method, path = HOT_READS[name]
+    with s.raw() as c:
+        # Warm-up on the same connection: pools fill, caches load.
+        for _ in range(WARMUP):
+            r = c.request(method, path)
+            assert r.status in (200, 204), r.body
+        before = s.metrics()  # from --metrics-listen: not a shard thread
+        for _ in range(N):
+            r = c.request(method, path)
+            assert r.status in (200, 204), r.body
+        after = s.metrics()
+    request_allocs = after.sum("bingsan_request_allocs_total") - before.sum("bingsan_request_allocs_total")
+    all_allocs = after.sum("bingsan_allocs_total") - before.sum("bingsan_allocs_total")
+    alloc_bytes = after.sum("bingsan_alloc_bytes_total") - before.sum("bingsan_alloc_bytes_total")
+    MEASUREMENTS.append(
+        f"{name}: {N} requests on one keep-alive connection: bingsan_request_allocs_total +{request_allocs:.0f}; "
+        f"bingsan_allocs_total +{all_allocs:.0f} ({all_allocs / N:.2f}/request, {alloc_bytes / N:.0f} B/request)"
+    )
+    assert request_allocs == 0, f"{name}: {request_allocs:.0f} allocations on the request path over {N} requests"
+
+
+def test_request_alloc_counter_is_live(alloc_server):
+    """Control for the zero-allocation test: the counter does count (a create
+    parses JSON and writes to the store, which allocates)."""
+    s = alloc_server
+    before = s.metrics().sum("bingsan_request_allocs_total")
+    with s.raw() as c:
+        for i in range(20):
+            body = json.dumps({"namespace": [f"alloc_control_{i}"], "properties": {"k": "v" * 100}}).encode()
+            assert c.request("POST", "/v1/namespaces", body).status == 200
+    after = s.metrics().sum("bingsan_request_allocs_total")
+    assert after - before > 0, "bingsan_request_allocs_total did not move on creates: is counting off?"

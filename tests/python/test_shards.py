@@ -1,0 +1,104 @@
+"""Two shards: connections spread by SO_REUSEPORT must see one catalog,
+with every read seeing every write acknowledged before it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import RawConn
+
+CONNECTIONS = 20
+
+
+@pytest.fixture
+def two_shards(server_factory):
+    s = server_factory(name="two-shards", shards=2)
+    conns = [s.raw() for _ in range(CONNECTIONS)]
+    # Each connection does one request so it is accepted before we count.
+    for c in conns:
+        assert c.request("GET", "/health/live").status == 200
+    yield s, conns
+    for c in conns:
+        c.close()
+
+
+def per_shard_connections(server) -> dict[str, float]:
+    return server.metrics().by_label("bingsan_http_connections", "shard")
+
+
+def test_connections_spread_over_both_shards(two_shards):
+    s, conns = two_shards
+    by_shard = per_shard_connections(s)
+    assert sum(by_shard.values()) == CONNECTIONS, by_shard
+    # With 20 connections, all landing on one shard has probability 2^-19.
+    assert len(by_shard) == 2 and all(v > 0 for v in by_shard.values()), by_shard
+
+
+def test_read_your_writes_across_shards(two_shards):
+    s, conns = two_shards
+    created: list[str] = []
+    for i, writer in enumerate(conns):
+        name = f"x{i:02d}"
+        r = writer.request("POST", "/v1/namespaces", json.dumps({"namespace": [name], "properties": {"v": "0"}}).encode())
+        assert r.status == 200, r.body
+        created.append(name)
+        # Immediately, on every other connection (so on both shards).
+        for j, reader in enumerate(conns):
+            r = reader.request("GET", f"/v1/namespaces/{name}")
+            assert r.status == 200, f"conn {j} does not see {name} created on conn {i}: {r.body!r}"
+            assert reader.request("HEAD", f"/v1/namespaces/{name}").status in (200, 204)
+        listed = conns[(i + 7) % CONNECTIONS].request("GET", "/v1/namespaces").json()["namespaces"]
+        assert listed == [[n] for n in created]
+
+
+def test_updates_and_drops_visible_across_shards(two_shards):
+    s, conns = two_shards
+    assert conns[0].request("POST", "/v1/namespaces", b'{"namespace":["u"],"properties":{"v":"0"}}').status == 200
+    # Warm every shard's read cache with the old value first.
+    for c in conns:
+        assert c.request("GET", "/v1/namespaces/u").json()["properties"] == {"v": "0"}
+    for version in range(1, 6):
+        writer = conns[version % CONNECTIONS]
+        body = json.dumps({"updates": {"v": str(version)}}).encode()
+        assert writer.request("POST", "/v1/namespaces/u/properties", body).status == 200
+        for j, reader in enumerate(conns):
+            got = reader.request("GET", "/v1/namespaces/u").json()["properties"]
+            assert got == {"v": str(version)}, f"conn {j} reads stale properties {got} after update {version}"
+    assert conns[3].request("DELETE", "/v1/namespaces/u").status == 204
+    for j, reader in enumerate(conns):
+        assert reader.request("GET", "/v1/namespaces/u").status == 404, f"conn {j} still sees a dropped namespace"
+        assert reader.request("HEAD", "/v1/namespaces/u").status == 404
+    # Re-created with other properties: no shard serves the old ones.
+    assert conns[11].request("POST", "/v1/namespaces", b'{"namespace":["u"],"properties":{"new":"1"}}').status == 200
+    for reader in conns:
+        assert reader.request("GET", "/v1/namespaces/u").json()["properties"] == {"new": "1"}
+
+
+def test_concurrent_creates_of_one_name_one_wins(two_shards):
+    """The same create pipelined on all 20 connections at once: exactly one
+    200, the rest 409."""
+    s, conns = two_shards
+    req = RawConn.build("POST", "/v1/namespaces", b'{"namespace":["race"]}')
+    for c in conns:
+        c.send(req)
+    statuses = sorted(c.read_response().status for c in conns)
+    assert statuses == [200] + [409] * (CONNECTIONS - 1), statuses
+
+
+def test_child_create_races_parent_drop(two_shards):
+    """Parent drop and child create race on different connections: either
+    the drop wins (child 404) or the child wins (drop 409), never both."""
+    s, conns = two_shards
+    for round_ in range(10):
+        parent = f"p{round_}"
+        assert conns[0].request("POST", "/v1/namespaces", json.dumps({"namespace": [parent]}).encode()).status == 200
+        a, b = conns[(2 * round_ + 1) % CONNECTIONS], conns[(2 * round_ + 2) % CONNECTIONS]
+        a.send(RawConn.build("DELETE", f"/v1/namespaces/{parent}"))
+        b.send(RawConn.build("POST", "/v1/namespaces", json.dumps({"namespace": [parent, "c"]}).encode()))
+        drop, child = a.read_response().status, b.read_response().status
+        parent_exists = conns[5].request("GET", f"/v1/namespaces/{parent}").status == 200
+        child_exists = conns[6].request("GET", f"/v1/namespaces/{parent}%1Fc").status == 200
+        assert (drop, child) in ((204, 404), (409, 200)), (drop, child)
+        assert parent_exists == (drop == 409) and child_exists == (child == 200)
