@@ -88,6 +88,51 @@ pub struct ServeArgs {
     #[arg(long, env = "BINGSAN_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Require `Authorization: Bearer <token>` on every catalog route (401
+    /// otherwise); /health/*, /metrics and /v1/oauth/tokens stay open.
+    #[arg(long, env = "BINGSAN_AUTH")]
+    pub auth: bool,
+
+    /// OAuth2 clients, one per line `client_id:salt_hex:pbkdf2_sha256_hex:iterations`:
+    /// turns on POST /v1/oauth/tokens (client credentials). See docs/security.md.
+    #[arg(long, env = "BINGSAN_AUTH_CLIENTS")]
+    pub auth_clients_file: Option<PathBuf>,
+
+    /// Key (the file's bytes, at least 32) that signs and checks access tokens.
+    /// Absent: a random key, so tokens do not survive a restart.
+    #[arg(long, env = "BINGSAN_AUTH_TOKEN_KEY_FILE")]
+    pub auth_token_key_file: Option<PathBuf>,
+
+    /// The key before a rotation: tokens it signed are still accepted.
+    #[arg(long, env = "BINGSAN_AUTH_TOKEN_PREVIOUS_KEY_FILE", requires = "auth_token_key_file")]
+    pub auth_token_previous_key_file: Option<PathBuf>,
+
+    /// Lifetime of issued access tokens, in seconds.
+    #[arg(long, env = "BINGSAN_AUTH_TOKEN_TTL_SECS", default_value_t = 3600)]
+    pub auth_token_ttl_secs: u64,
+
+    /// A token refreshed by token exchange (no credentials) lives at most this
+    /// many seconds after the client last presented its credentials.
+    #[arg(long, env = "BINGSAN_AUTH_TOKEN_MAX_SESSION_SECS", default_value_t = 86_400)]
+    pub auth_token_max_session_secs: u64,
+
+    /// JWKS (RS256 and ES256 keys) of an external identity provider whose
+    /// JWT access tokens are accepted.
+    #[arg(long, env = "BINGSAN_AUTH_JWKS_FILE", requires_all = ["auth_jwt_issuer", "auth_jwt_audience"])]
+    pub auth_jwks_file: Option<PathBuf>,
+
+    /// The `iss` an accepted JWT must carry.
+    #[arg(long, env = "BINGSAN_AUTH_JWT_ISSUER", requires = "auth_jwks_file")]
+    pub auth_jwt_issuer: Option<String>,
+
+    /// The `aud` an accepted JWT must carry (or list).
+    #[arg(long, env = "BINGSAN_AUTH_JWT_AUDIENCE", requires = "auth_jwks_file")]
+    pub auth_jwt_audience: Option<String>,
+
+    /// Clock skew tolerated on a JWT's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "BINGSAN_AUTH_JWT_LEEWAY_SECS", default_value_t = 60)]
+    pub auth_jwt_leeway_secs: u64,
+
     /// Page size for list requests that ask to page without a pageSize.
     #[arg(long, env = "BINGSAN_DEFAULT_PAGE_SIZE", default_value_t = 100)]
     pub default_page_size: usize,

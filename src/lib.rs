@@ -2,17 +2,18 @@
 //!
 //! See `docs/architecture.md` for the map of modules and how a request flows.
 
-pub mod bench;
-pub mod metadata;
-pub mod error;
-pub mod json;
-pub mod pool;
-pub mod store;
-pub mod http;
-pub mod routes;
-pub mod catalog;
 pub mod alloc;
+pub mod auth;
+pub mod bench;
+pub mod catalog;
 pub mod config;
-pub mod metrics;
-pub mod server;
+pub mod error;
 pub mod fileio;
+pub mod http;
+pub mod json;
+pub mod metadata;
+pub mod metrics;
+pub mod pool;
+pub mod routes;
+pub mod server;
+pub mod store;

@@ -208,7 +208,8 @@ pub fn route<'a>(method: Method, path: &'a str, cfg: &RouteConfig, arena: &'a Bu
     use Method::*;
     use Operation::*;
     let ns = |raw: &'a str| parse_namespace(raw, Source::Path, &cfg.separator, arena);
-    let name = |raw: &'a str| decode(raw, false, arena).map_err(|_| RouteError::BadParam("invalid percent-encoding in name"));
+    let name =
+        |raw: &'a str| decode(raw, false, arena).map_err(|_| RouteError::BadParam("invalid percent-encoding in name"));
     let with = |op, namespace, name| Ok(Matched { op, namespace, name });
     match rest {
         ["namespaces"] => pick(method, &[(Get, ListNamespaces), (Post, CreateNamespace)], none, ""),
@@ -245,7 +246,11 @@ fn is_collection(seg: &str) -> bool {
     matches!(seg, "namespaces" | "tables" | "views" | "transactions")
 }
 
-fn allow<'a>(method: Method, methods: &[Method], m: Result<Matched<'a>, RouteError>) -> Result<Matched<'a>, RouteError> {
+fn allow<'a>(
+    method: Method,
+    methods: &[Method],
+    m: Result<Matched<'a>, RouteError>,
+) -> Result<Matched<'a>, RouteError> {
     let m = m?;
     if methods.contains(&method) || (method == Method::Head && methods.contains(&Method::Get)) {
         Ok(m)
@@ -297,7 +302,12 @@ pub enum Source {
 /// with `%1F`, and their HTTP library encodes that whole value again. A part
 /// whose second decoding is not valid keeps its first decoding, so clients
 /// that encode once are understood too.
-pub fn parse_namespace<'a>(raw: &'a str, source: Source, separator: &str, arena: &'a Bump) -> Result<&'a [&'a str], RouteError> {
+pub fn parse_namespace<'a>(
+    raw: &'a str,
+    source: Source,
+    separator: &str,
+    arena: &'a Bump,
+) -> Result<&'a [&'a str], RouteError> {
     let decoded = decode(raw, source == Source::Query, arena)
         .map_err(|_| RouteError::BadParam("invalid percent-encoding in namespace"))?;
     let mut parts = bumpalo::collections::Vec::new_in(arena);

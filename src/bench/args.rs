@@ -11,11 +11,7 @@ use super::scenario::{Mix, OpKind};
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Catalog base URL (plain http).
-    #[arg(
-        long,
-        env = "BINGSAN_BENCH_TARGET",
-        default_value = "http://127.0.0.1:8181"
-    )]
+    #[arg(long, env = "BINGSAN_BENCH_TARGET", default_value = "http://127.0.0.1:8181")]
     pub target: String,
     /// Catalog prefix path segment (/v1/{prefix}/...); if unset, the `prefix`
     /// override from /v1/config is used when present.
@@ -29,12 +25,7 @@ pub struct BenchArgs {
     pub token: Option<String>,
     /// A single scenario (default load-table; soak defaults to
     /// load-table=90,commit=10).
-    #[arg(
-        long,
-        value_enum,
-        env = "BINGSAN_BENCH_SCENARIO",
-        conflicts_with = "mix"
-    )]
+    #[arg(long, value_enum, env = "BINGSAN_BENCH_SCENARIO", conflicts_with = "mix")]
     pub scenario: Option<OpKind>,
     /// Weighted mix of scenarios, e.g. load-table=90,commit=10.
     #[arg(long, env = "BINGSAN_BENCH_MIX", value_parser = Mix::parse)]
@@ -120,9 +111,7 @@ impl BenchArgs {
 /// Accepts `250ms`, `30s`, `10m`, `1h`, or bare seconds (`1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
     let secs = match unit {
@@ -148,30 +137,18 @@ pub struct Target {
 impl Target {
     pub fn parse(url: &str) -> io::Result<Target> {
         let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{url}: {why}"));
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("only http:// URLs are supported"))?;
+        let rest = url.strip_prefix("http://").ok_or_else(|| bad("only http:// URLs are supported"))?;
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         if authority.is_empty() {
             return Err(bad("missing host"));
         }
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| !p.contains(']'))
-        {
+        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
             authority.to_string()
         } else {
             format!("{authority}:80")
         };
-        let addr = with_port
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| bad("host did not resolve"))?;
-        Ok(Target {
-            addr,
-            host: authority.to_string(),
-            base: path.trim_end_matches('/').to_string(),
-        })
+        let addr = with_port.to_socket_addrs()?.next().ok_or_else(|| bad("host did not resolve"))?;
+        Ok(Target { addr, host: authority.to_string(), base: path.trim_end_matches('/').to_string() })
     }
 }
 

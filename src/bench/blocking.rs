@@ -18,24 +18,12 @@ pub struct BlockingClient {
 
 impl BlockingClient {
     /// Returns the status and the (de-chunked) body.
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&[u8]>,
-    ) -> io::Result<(u16, Vec<u8>)> {
+    pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> io::Result<(u16, Vec<u8>)> {
         let mut stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
         stream.set_read_timeout(Some(self.timeout))?;
         stream.set_write_timeout(Some(self.timeout))?;
         let mut req = Vec::new();
-        http1::write_request(
-            &mut req,
-            method,
-            path,
-            &self.host,
-            self.token.as_deref(),
-            body,
-        );
+        http1::write_request(&mut req, method, path, &self.host, self.token.as_deref(), body);
         stream.write_all(&req)?;
         let mut buf = vec![0; 16 * 1024];
         let mut filled = 0;

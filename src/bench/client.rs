@@ -85,9 +85,8 @@ impl Conn {
         self.stream = None;
         self.filled = 0;
         self.consumed = 0;
-        let stream = TcpStream::connect_timeout(self.addr, self.timeout)
-            .await
-            .map_err(|e| ClientError::Connect(e.into()))?;
+        let stream =
+            TcpStream::connect_timeout(self.addr, self.timeout).await.map_err(|e| ClientError::Connect(e.into()))?;
         let setup = || -> io::Result<()> {
             stream.set_nodelay(true)?;
             stream.set_read_timeout(Some(self.timeout))?;
@@ -127,15 +126,11 @@ impl Conn {
 
     async fn exchange(&mut self, head_request: bool) -> Result<Response, ClientError> {
         let stream = self.stream.as_mut().expect("connected");
-        stream
-            .write_all(&self.req)
-            .await
-            .map_err(ClientError::from_io)?;
+        stream.write_all(&self.req).await.map_err(ClientError::from_io)?;
         loop {
             if self.filled > 0 {
-                let parsed =
-                    http1::parse_response(&mut self.buf[..self.filled], head_request, false)
-                        .map_err(ClientError::Protocol)?;
+                let parsed = http1::parse_response(&mut self.buf[..self.filled], head_request, false)
+                    .map_err(ClientError::Protocol)?;
                 if let Some(r) = parsed {
                     self.consumed = r.consumed;
                     return Ok(r);
@@ -150,14 +145,10 @@ impl Conn {
                 }
                 self.buf.resize(self.buf.len() * 2, 0);
             }
-            let n = stream
-                .read(&mut self.buf[self.filled..])
-                .await
-                .map_err(ClientError::from_io)?;
+            let n = stream.read(&mut self.buf[self.filled..]).await.map_err(ClientError::from_io)?;
             if n == 0 {
-                let parsed =
-                    http1::parse_response(&mut self.buf[..self.filled], head_request, true)
-                        .map_err(ClientError::Protocol)?;
+                let parsed = http1::parse_response(&mut self.buf[..self.filled], head_request, true)
+                    .map_err(ClientError::Protocol)?;
                 return match parsed {
                     Some(r) => {
                         self.consumed = r.consumed;

@@ -24,11 +24,7 @@ fn bad(_: impl std::fmt::Debug) -> io::Error {
 /// top-level metadata keys, without building a tree.
 pub fn parse_table_state(body: &[u8]) -> io::Result<TableState<'_>> {
     let metadata = sonic_rs::get_from_slice(body, &["metadata"]).map_err(bad)?;
-    let mut state = TableState {
-        current: None,
-        last_sequence_number: 0,
-        snapshots: None,
-    };
+    let mut state = TableState { current: None, last_sequence_number: 0, snapshots: None };
     for entry in metadata.into_object_iter().ok_or_else(|| bad(()))? {
         let (key, value) = entry.map_err(bad)?;
         match key.as_ref() {
@@ -46,18 +42,14 @@ pub fn parse_table_state(body: &[u8]) -> io::Result<TableState<'_>> {
 /// remain: the oldest first, never the current one.
 fn expired_ids<'s>(state: &'s TableState<'_>, keep: usize) -> impl Iterator<Item = i64> + 's {
     let snapshots = state.snapshots.as_ref().filter(|_| keep > 0);
-    let total = snapshots
-        .map(|s| sonic_rs::to_array_iter(s.as_raw_str()).count())
-        .unwrap_or(0);
+    let total = snapshots.map(|s| sonic_rs::to_array_iter(s.as_raw_str()).count()).unwrap_or(0);
     let excess = (total + 1).saturating_sub(keep);
     snapshots
         .into_iter()
         .flat_map(|s| sonic_rs::to_array_iter(s.as_raw_str()))
         .filter_map(|snap| {
             let snap = snap.ok()?;
-            sonic_rs::get_from_str(snap.as_raw_str(), &["snapshot-id"])
-                .ok()?
-                .as_i64()
+            sonic_rs::get_from_str(snap.as_raw_str(), &["snapshot-id"]).ok()?.as_i64()
         })
         .filter(move |&id| Some(id) != state.current)
         .take(excess)
@@ -77,18 +69,12 @@ pub fn write_commit_body(
     let cur = state.current;
     let seq = state.last_sequence_number + 1;
     // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        r#"{{"requirements":[{{"type":"assert-ref-snapshot-id","ref":"main","snapshot-id":"#
-    );
+    let _ = write!(out, r#"{{"requirements":[{{"type":"assert-ref-snapshot-id","ref":"main","snapshot-id":"#);
     let _ = match cur {
         Some(id) => write!(out, "{id}"),
         None => write!(out, "null"),
     };
-    let _ = write!(
-        out,
-        r#"}}],"updates":[{{"action":"add-snapshot","snapshot":{{"snapshot-id":{new_id},"#
-    );
+    let _ = write!(out, r#"}}],"updates":[{{"action":"add-snapshot","snapshot":{{"snapshot-id":{new_id},"#);
     if let Some(id) = cur {
         let _ = write!(out, r#""parent-snapshot-id":{id},"#);
     }
@@ -116,7 +102,11 @@ mod tests {
     fn load_result(current: Option<i64>, ids: &[i64]) -> String {
         let snaps: Vec<String> = ids
             .iter()
-            .map(|id| format!(r#"{{"snapshot-id":{id},"timestamp-ms":1,"manifest-list":"m","summary":{{"operation":"append"}}}}"#))
+            .map(|id| {
+                format!(
+                    r#"{{"snapshot-id":{id},"timestamp-ms":1,"manifest-list":"m","summary":{{"operation":"append"}}}}"#
+                )
+            })
             .collect();
         format!(
             r#"{{"metadata-location":"s3://x/m.json","metadata":{{"format-version":2,"table-uuid":"u",
@@ -149,10 +139,7 @@ mod tests {
         assert_eq!(snap["sequence-number"].as_i64(), Some(1));
         assert_eq!(snap["timestamp-ms"].as_i64(), Some(1234));
         assert_eq!(snap["summary"]["operation"].as_str(), Some("append"));
-        assert!(snap["manifest-list"]
-            .as_str()
-            .unwrap()
-            .ends_with("snap-7-1-bench.avro"));
+        assert!(snap["manifest-list"].as_str().unwrap().ends_with("snap-7-1-bench.avro"));
         let set = &v["updates"][1];
         assert_eq!(set["action"].as_str(), Some("set-snapshot-ref"));
         assert_eq!(set["ref-name"].as_str(), Some("main"));
@@ -175,12 +162,7 @@ mod tests {
         let v = commit_json(&load_result(Some(30), &[10, 20, 30]), 40, 2);
         let rm = &v["updates"][2];
         assert_eq!(rm["action"].as_str(), Some("remove-snapshots"));
-        let ids: Vec<_> = rm["snapshot-ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
+        let ids: Vec<_> = rm["snapshot-ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
         assert_eq!(ids, [10, 20]);
         // keep = 0 never expires; keep = 1 must not remove the parent.
         let v = commit_json(&load_result(Some(30), &[10, 20, 30]), 40, 0);

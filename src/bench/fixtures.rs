@@ -60,33 +60,16 @@ pub fn narrow_table_body(name: &str) -> String {
         ("is_test", "boolean", false),
         ("event_date", "date", false),
     ];
-    let fields = cols
-        .iter()
-        .zip(1..)
-        .map(|(&(n, t, req), id)| field(id, n, json!(t), req))
-        .collect();
+    let fields = cols.iter().zip(1..).map(|(&(n, t, req), id)| field(id, n, json!(t), req)).collect();
     table_body(name, fields)
 }
 
 /// A wide table: `WIDE_COLUMNS` columns of mixed primitive types plus a
 /// struct, a list and a map, as analytics fact tables often have.
 pub fn wide_table_body(name: &str) -> String {
-    const TYPES: [&str; 10] = [
-        "string",
-        "long",
-        "double",
-        "int",
-        "boolean",
-        "decimal(38,10)",
-        "date",
-        "timestamp",
-        "float",
-        "binary",
-    ];
-    let mut fields = vec![
-        field(1, "id", json!("long"), true),
-        field(2, "event_ts", json!("timestamptz"), true),
-    ];
+    const TYPES: [&str; 10] =
+        ["string", "long", "double", "int", "boolean", "decimal(38,10)", "date", "timestamp", "float", "binary"];
+    let mut fields = vec![field(1, "id", json!("long"), true), field(2, "event_ts", json!("timestamptz"), true)];
     // Nested element ids come after all top-level ids.
     let mut next_nested = WIDE_COLUMNS as u32 + 1;
     let mut nested_id = || {
@@ -167,10 +150,7 @@ pub fn setup(
     hot_tables: usize,
     mix: &Mix,
 ) -> io::Result<Fixtures> {
-    let mut fixtures = Fixtures {
-        prefix: prefix.map(str::to_string),
-        namespace: namespace.to_string(),
-    };
+    let mut fixtures = Fixtures { prefix: prefix.map(str::to_string), namespace: namespace.to_string() };
     if mix.kinds().all(|k| k == OpKind::Health) {
         return Ok(fixtures);
     }
@@ -178,26 +158,16 @@ pub fn setup(
     let (status, body) = client.request("GET", &path, None)?;
     expect(&format!("GET {path}"), status, &body, &[200])?;
     if fixtures.prefix.is_none() {
-        fixtures.prefix = sonic_rs::get_from_slice(&body, &["overrides", "prefix"])
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string));
+        fixtures.prefix =
+            sonic_rs::get_from_slice(&body, &["overrides", "prefix"]).ok().and_then(|v| v.as_str().map(str::to_string));
     }
-    if mix
-        .kinds()
-        .all(|k| k == OpKind::Health || k == OpKind::Config)
-    {
+    if mix.kinds().all(|k| k == OpKind::Health || k == OpKind::Config) {
         return Ok(fixtures);
     }
     let root = api_root(base, fixtures.prefix.as_deref());
     let path = format!("{root}/namespaces");
-    let (status, body) =
-        client.request("POST", &path, Some(namespace_body(namespace).as_bytes()))?;
-    expect(
-        &format!("create namespace {namespace}"),
-        status,
-        &body,
-        &[200, 409],
-    )?;
+    let (status, body) = client.request("POST", &path, Some(namespace_body(namespace).as_bytes()))?;
+    expect(&format!("create namespace {namespace}"), status, &body, &[200, 409])?;
 
     let mut tables: Vec<(String, String)> = Vec::new();
     if mix.contains(OpKind::LoadTable) {
@@ -216,12 +186,7 @@ pub fn setup(
     let path = format!("{root}/namespaces/{namespace}/tables");
     for (name, body) in &tables {
         let (status, resp) = client.request("POST", &path, Some(body.as_bytes()))?;
-        expect(
-            &format!("create table {namespace}.{name}"),
-            status,
-            &resp,
-            &[200, 409],
-        )?;
+        expect(&format!("create table {namespace}.{name}"), status, &resp, &[200, 409])?;
     }
     Ok(fixtures)
 }
@@ -293,10 +258,7 @@ mod tests {
     fn paths() {
         assert_eq!(api_root("", None), "/v1");
         assert_eq!(api_root("/x", Some("wh")), "/x/v1/wh");
-        assert_eq!(
-            config_path("", Some("s3://b/w h")),
-            "/v1/config?warehouse=s3%3A%2F%2Fb%2Fw%20h"
-        );
+        assert_eq!(config_path("", Some("s3://b/w h")), "/v1/config?warehouse=s3%3A%2F%2Fb%2Fw%20h");
         assert_eq!(config_path("", None), "/v1/config");
     }
 }

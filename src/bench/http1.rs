@@ -47,11 +47,7 @@ pub fn write_request(
     }
     match body {
         Some(body) => {
-            let _ = write!(
-                out,
-                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            );
+            let _ = write!(out, "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
             out.extend_from_slice(body);
         }
         None => out.extend_from_slice(b"\r\n"),
@@ -68,11 +64,7 @@ fn invalid(msg: &'static str) -> io::Error {
 /// which completes a close-delimited body. A chunked body is de-chunked in
 /// place so callers always see one contiguous body slice. Interim 1xx
 /// responses are skipped.
-pub fn parse_response(
-    buf: &mut [u8],
-    head_request: bool,
-    eof: bool,
-) -> io::Result<Option<Response>> {
+pub fn parse_response(buf: &mut [u8], head_request: bool, eof: bool) -> io::Result<Option<Response>> {
     let mut start = 0;
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -138,9 +130,7 @@ pub fn parse_response(
 }
 
 fn contains_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Reads one CRLF-terminated line at `pos`; returns the line and the index
@@ -151,18 +141,12 @@ fn line_at(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
 }
 
 fn chunk_size(line: &[u8]) -> io::Result<usize> {
-    let hex = line
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or(line)
-        .trim_ascii();
+    let hex = line.split(|&b| b == b';').next().unwrap_or(line).trim_ascii();
     if hex.is_empty() || hex.len() > 15 {
         return Err(invalid("bad chunk size"));
     }
     hex.iter().try_fold(0usize, |acc, &b| {
-        let d = (b as char)
-            .to_digit(16)
-            .ok_or_else(|| invalid("bad chunk size"))?;
+        let d = (b as char).to_digit(16).ok_or_else(|| invalid("bad chunk size"))?;
         Ok(acc * 16 + d as usize)
     })
 }
@@ -257,19 +241,15 @@ mod tests {
         let mut buf = [one.as_slice(), two.as_slice()].concat();
         let r = parse_response(&mut buf, false, false).unwrap().unwrap();
         assert_eq!(r.consumed, one.len());
-        let r2 = parse_response(&mut buf[r.consumed..], false, false)
-            .unwrap()
-            .unwrap();
+        let r2 = parse_response(&mut buf[r.consumed..], false, false).unwrap().unwrap();
         assert_eq!((r2.status, r2.consumed), (404, two.len()));
     }
 
     #[test]
     fn bodiless_statuses_and_head() {
         // 204/304 and HEAD responses may carry Content-Length but no body.
-        for raw in [
-            &b"HTTP/1.1 204 No Content\r\n\r\n"[..],
-            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
-        ] {
+        for raw in [&b"HTTP/1.1 204 No Content\r\n\r\n"[..], b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"]
+        {
             let (r, body) = parse(raw).unwrap();
             assert!(body.is_empty());
             assert_eq!(r.consumed, raw.len());
@@ -281,17 +261,14 @@ mod tests {
 
     #[test]
     fn interim_close_and_errors() {
-        let (r, body) =
-            parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx")
-                .unwrap();
+        let (r, body) = parse(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+        )
+        .unwrap();
         assert_eq!((r.status, r.close, body.as_slice()), (201, true, &b"x"[..]));
         let mut until_close = b"HTTP/1.1 200 OK\r\n\r\nabc".to_vec();
-        assert!(parse_response(&mut until_close, false, false)
-            .unwrap()
-            .is_none());
-        let r = parse_response(&mut until_close, false, true)
-            .unwrap()
-            .unwrap();
+        assert!(parse_response(&mut until_close, false, false).unwrap().is_none());
+        let r = parse_response(&mut until_close, false, true).unwrap().unwrap();
         assert!(r.close && r.body.len() == 3);
         let mut bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec();
         assert!(parse_response(&mut bad, false, false).is_err());

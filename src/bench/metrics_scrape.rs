@@ -34,11 +34,7 @@ impl ServerMetrics {
         (hits + misses > 0.0).then(|| hits / (hits + misses))
     }
 
-    pub fn allocs_per_request(
-        before: &ServerMetrics,
-        after: &ServerMetrics,
-        requests: u64,
-    ) -> Option<f64> {
+    pub fn allocs_per_request(before: &ServerMetrics, after: &ServerMetrics, requests: u64) -> Option<f64> {
         let allocs = after.allocs? - before.allocs?;
         (requests > 0).then(|| allocs / requests as f64)
     }
@@ -121,17 +117,8 @@ impl Scraper {
     pub fn new(url: &str, token: Option<String>) -> std::io::Result<Scraper> {
         let target = Target::parse(url)?;
         Ok(Scraper {
-            client: BlockingClient {
-                addr: target.addr,
-                host: target.host,
-                token,
-                timeout: Duration::from_secs(5),
-            },
-            path: if target.base.is_empty() {
-                "/".into()
-            } else {
-                target.base
-            },
+            client: BlockingClient { addr: target.addr, host: target.host, token, timeout: Duration::from_secs(5) },
+            path: if target.base.is_empty() { "/".into() } else { target.base },
         })
     }
 
@@ -172,10 +159,7 @@ bingsan_up 1
         assert_eq!(m.pool_retained_bytes, Some(12288.0));
         assert_eq!(sum_metric(TEXT, "bingsan_up", None), Some(1.0));
         assert_eq!(sum_metric(TEXT, "bingsan_missing", None), None);
-        assert_eq!(
-            sum_metric(TEXT, "bingsan_pool_hits_total", Some(("pool", "arena"))),
-            Some(1000.0)
-        );
+        assert_eq!(sum_metric(TEXT, "bingsan_pool_hits_total", Some(("pool", "arena"))), Some(1000.0));
     }
 
     #[test]
@@ -201,14 +185,8 @@ bingsan_up 1
             pool_retained_bytes: None,
         };
         assert_eq!(ServerMetrics::hit_rate(&before, &after), Some(0.9));
-        assert_eq!(
-            ServerMetrics::allocs_per_request(&before, &after, 250),
-            Some(2.0)
-        );
+        assert_eq!(ServerMetrics::allocs_per_request(&before, &after, 250), Some(2.0));
         assert_eq!(ServerMetrics::allocs_per_request(&before, &after, 0), None);
-        assert_eq!(
-            ServerMetrics::hit_rate(&before, &ServerMetrics::default()),
-            None
-        );
+        assert_eq!(ServerMetrics::hit_rate(&before, &ServerMetrics::default()), None);
     }
 }

@@ -91,9 +91,7 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
         return Err(invalid("--connections must be at least 1"));
     }
     if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-        return Err(invalid(
-            "--rate must be a positive number of requests per second",
-        ));
+        return Err(invalid("--rate must be a positive number of requests per second"));
     }
     if args.duration.is_zero() {
         return Err(invalid("--duration must be positive"));
@@ -112,10 +110,7 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
 
     let (seed, tag_bits) = uuid::Uuid::new_v4().as_u64_pair();
     let run_tag = format!("{:08x}", tag_bits as u32);
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| format!("bench_{run_tag}"));
+    let namespace = args.namespace.clone().unwrap_or_else(|| format!("bench_{run_tag}"));
     let client = BlockingClient {
         addr: target.addr,
         host: target.host.clone(),
@@ -133,10 +128,8 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
         &mix,
     )?;
     let plan = Arc::new(Plan::new(args, &target, &fx, &run_tag));
-    let metrics_url = args
-        .metrics_url
-        .clone()
-        .unwrap_or_else(|| format!("{}/metrics", args.target.trim_end_matches('/')));
+    let metrics_url =
+        args.metrics_url.clone().unwrap_or_else(|| format!("{}/metrics", args.target.trim_end_matches('/')));
     let scraper = Scraper::new(&metrics_url, args.token.clone())?;
 
     let shared = Arc::new(Shared::new(seed));
@@ -144,12 +137,9 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
     for (i, &cpu) in cpus.iter().enumerate() {
         let (plan, shared2) = (plan.clone(), shared.clone());
         let conns = shard::connection_range(args.connections, cpus.len(), i);
-        match runtime::spawn_shard(
-            format!("bench-{i}"),
-            cpu,
-            shared.failed.clone(),
-            move || shard::run_shard(plan, shared2, conns),
-        ) {
+        match runtime::spawn_shard(format!("bench-{i}"), cpu, shared.failed.clone(), move || {
+            shard::run_shard(plan, shared2, conns)
+        }) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 shared.failed.store(true, Ordering::SeqCst);
@@ -159,11 +149,7 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
         }
     }
 
-    eprintln!(
-        "bench: opening {} connections on {} shards (cpus {cpus:?})",
-        args.connections,
-        cpus.len()
-    );
+    eprintln!("bench: opening {} connections on {} shards (cpus {cpus:?})", args.connections, cpus.len());
     while shared.ready.load(Ordering::Acquire) < handles.len() {
         if shared.failed.load(Ordering::Acquire) {
             join_all(handles)?;
@@ -172,15 +158,9 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
         std::thread::sleep(Duration::from_millis(1));
     }
     let start = Instant::now() + START_LEAD;
-    shared
-        .start_ns
-        .store((start - shared.base).as_nanos() as u64, Ordering::Release);
+    shared.start_ns.store((start - shared.base).as_nanos() as u64, Ordering::Release);
     let phases = Phases::new(start, args.warmup, args.duration);
-    eprintln!(
-        "bench: running {}s warm-up + {}s",
-        args.warmup.as_secs_f64(),
-        args.duration.as_secs_f64()
-    );
+    eprintln!("bench: running {}s warm-up + {}s", args.warmup.as_secs_f64(), args.duration.as_secs_f64());
 
     let observed = observe(&handles, &phases, args, &scraper);
     let stats = join_all(handles)?;
@@ -194,11 +174,7 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
         (Some(before), Some(after)) => ServerReport {
             scraped: true,
             pool_hit_rate: ServerMetrics::hit_rate(&before, &after),
-            allocs_per_request: ServerMetrics::allocs_per_request(
-                &before,
-                &after,
-                stats.http_requests,
-            ),
+            allocs_per_request: ServerMetrics::allocs_per_request(&before, &after, stats.http_requests),
             pool_retained_bytes: after.pool_retained_bytes,
         },
         _ => {
@@ -217,11 +193,7 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
     };
     let mut report = Report::new(info, &stats, server);
     if args.soak {
-        report.soak = Some(soak::judge(
-            samples,
-            stats.errors.total(),
-            args.rss_tolerance,
-        ));
+        report.soak = Some(soak::judge(samples, stats.errors.total(), args.rss_tolerance));
     }
     Ok(report)
 }
@@ -234,12 +206,7 @@ struct Observed {
 
 /// Waits for the shards, scraping /metrics at the end of warm-up and, in
 /// soak mode, sampling every `--sample-interval`.
-fn observe<T>(
-    handles: &[JoinHandle<T>],
-    phases: &Phases,
-    args: &BenchArgs,
-    scraper: &Scraper,
-) -> Observed {
+fn observe<T>(handles: &[JoinHandle<T>], phases: &Phases, args: &BenchArgs, scraper: &Scraper) -> Observed {
     let mut before = None;
     let mut scraped = false;
     let mut samples = Vec::new();

@@ -22,21 +22,12 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(conn: Conn, id: usize, seed: u64) -> Worker {
-        Worker {
-            conn,
-            rng: Rng::new(seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            id,
-            created: 0,
-        }
+        Worker { conn, rng: Rng::new(seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)), id, created: 0 }
     }
 }
 
 /// Sends the request already in `conn.req` and counts its response.
-async fn send(
-    conn: &mut Conn,
-    stats: &RefCell<ShardStats>,
-    measured: bool,
-) -> Result<Response, OpError> {
+async fn send(conn: &mut Conn, stats: &RefCell<ShardStats>, measured: bool) -> Result<Response, OpError> {
     let r = conn.roundtrip(false).await?;
     stats.borrow_mut().response(r.status, measured);
     Ok(r)
@@ -68,14 +59,7 @@ pub async fn run_op(
         OpKind::Commit => return commit(w, plan, stats, measured).await,
     };
     w.conn.req.clear();
-    write_request(
-        &mut w.conn.req,
-        "GET",
-        path,
-        &plan.host,
-        plan.token.as_deref(),
-        None,
-    );
+    write_request(&mut w.conn.req, "GET", path, &plan.host, plan.token.as_deref(), None);
     success(&send(&mut w.conn, stats, measured).await?)
 }
 
@@ -107,12 +91,7 @@ async fn create_namespace(
 
 /// A writer's append: load the table, commit a new snapshot on top of what
 /// it saw, and on 409 (someone else committed first) reload and try again.
-async fn commit(
-    w: &mut Worker,
-    plan: &Plan,
-    stats: &RefCell<ShardStats>,
-    measured: bool,
-) -> Result<(), OpError> {
+async fn commit(w: &mut Worker, plan: &Plan, stats: &RefCell<ShardStats>, measured: bool) -> Result<(), OpError> {
     let hot = &plan.paths.hot_tables;
     let table = &hot[(w.rng.next_u64() % hot.len() as u64) as usize];
     for attempt in 0..=plan.commit_retries {
@@ -121,41 +100,18 @@ async fn commit(
             backoff(plan.commit_backoff, attempt, &mut w.rng).await;
         }
         w.conn.req.clear();
-        write_request(
-            &mut w.conn.req,
-            "GET",
-            &table.path,
-            &plan.host,
-            plan.token.as_deref(),
-            None,
-        );
+        write_request(&mut w.conn.req, "GET", &table.path, &plan.host, plan.token.as_deref(), None);
         let loaded = send(&mut w.conn, stats, measured).await?;
         success(&loaded)?;
         let new_id = w.rng.positive_i64();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let (body, scratch) = w.conn.body_and_scratch(&loaded);
         let state = commit::parse_table_state(body).map_err(|_| OpError::Body)?;
         scratch.clear();
-        commit::write_commit_body(
-            scratch,
-            &state,
-            new_id,
-            now_ms,
-            &table.manifest_prefix,
-            plan.keep_snapshots,
-        );
+        commit::write_commit_body(scratch, &state, new_id, now_ms, &table.manifest_prefix, plan.keep_snapshots);
         let conn = &mut w.conn;
         conn.req.clear();
-        write_request(
-            &mut conn.req,
-            "POST",
-            &table.path,
-            &plan.host,
-            plan.token.as_deref(),
-            Some(&conn.scratch),
-        );
+        write_request(&mut conn.req, "POST", &table.path, &plan.host, plan.token.as_deref(), Some(&conn.scratch));
         let r = send(conn, stats, measured).await?;
         if r.status != 409 {
             return success(&r);

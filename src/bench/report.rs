@@ -82,11 +82,7 @@ impl Report {
             })
             .collect();
         Report {
-            mode: if info.rate.is_some() {
-                "open-loop"
-            } else {
-                "closed-loop"
-            },
+            mode: if info.rate.is_some() { "open-loop" } else { "closed-loop" },
             target: info.target,
             workload: info.workload,
             rate: info.rate,
@@ -101,11 +97,7 @@ impl Report {
             http_rps: per_s(stats.http_requests),
             latency,
             by_op,
-            status: stats
-                .statuses
-                .iter()
-                .map(|&(s, n)| (s.to_string(), n))
-                .collect(),
+            status: stats.statuses.iter().map(|&(s, n)| (s.to_string(), n)).collect(),
             errors: stats.errors,
             errors_total: stats.errors.total(),
             commit_retries: stats.commit_retries,
@@ -121,23 +113,12 @@ impl Report {
 
     pub fn to_table(&self) -> String {
         let mut s = String::new();
-        let rate = self
-            .rate
-            .map_or(String::new(), |r| format!(" at {r} req/s"));
-        let _ = writeln!(
-            s,
-            "bingsan bench  {}  workload {}",
-            self.target, self.workload
-        );
+        let rate = self.rate.map_or(String::new(), |r| format!(" at {r} req/s"));
+        let _ = writeln!(s, "bingsan bench  {}  workload {}", self.target, self.workload);
         let _ = writeln!(
             s,
             "  {}{rate}, {} shards, {}/{} connections, {}s warm-up + {}s measured",
-            self.mode,
-            self.shards,
-            self.connected,
-            self.connections,
-            self.warmup_s,
-            self.duration_s
+            self.mode, self.shards, self.connected, self.connections, self.warmup_s, self.duration_s
         );
         let _ = writeln!(
             s,
@@ -162,11 +143,7 @@ impl Report {
                 row(op.op, op.ops, op.throughput_rps, &op.latency);
             }
         }
-        let statuses: Vec<_> = self
-            .status
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
+        let statuses: Vec<_> = self.status.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let _ = writeln!(s, "\n  status       {}", statuses.join("  "));
         let e = &self.errors;
         let _ = writeln!(
@@ -188,10 +165,7 @@ impl Report {
                 "  server       pool hit rate {}, allocs/request {}, pool retained {}",
                 fmt(self.server.pool_hit_rate, &|v| format!("{:.1}%", v * 100.0)),
                 fmt(self.server.allocs_per_request, &|v| format!("{v:.2}")),
-                fmt(self.server.pool_retained_bytes, &|v| format!(
-                    "{:.1} KiB",
-                    v / 1024.0
-                )),
+                fmt(self.server.pool_retained_bytes, &|v| format!("{:.1} KiB", v / 1024.0)),
             );
         } else {
             let _ = writeln!(s, "  server       /metrics not available");
@@ -204,10 +178,7 @@ impl Report {
                     "    {:>8.1}s{} {:>10} {:>12}",
                     x.t_s,
                     if x.post_warmup { " " } else { "*" },
-                    fmt(x.rss_bytes.map(|b| b as f64), &|v| format!(
-                        "{:.1}",
-                        v / 1048576.0
-                    )),
+                    fmt(x.rss_bytes.map(|b| b as f64), &|v| format!("{:.1}", v / 1048576.0)),
                     fmt(x.pool_retained_bytes, &|v| format!("{:.1}", v / 1024.0)),
                 );
             }
@@ -265,9 +236,6 @@ mod tests {
         assert_eq!(v["by_op"][1]["op"].as_str(), Some("commit"));
         assert_eq!(v["mode"].as_str(), Some("closed-loop"));
         let table = r.to_table();
-        assert!(
-            table.contains("load-table") && table.contains("1 retries"),
-            "{table}"
-        );
+        assert!(table.contains("load-table") && table.contains("1 retries"), "{table}");
     }
 }

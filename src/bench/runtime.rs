@@ -26,9 +26,7 @@ pub fn allowed_cpus() -> Vec<usize> {
             let n = std::thread::available_parallelism().map_or(1, |n| n.get());
             return (0..n).collect();
         }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
     }
 }
 
@@ -48,10 +46,7 @@ pub fn shard_cpus(shards: Option<usize>, cpus: Option<&[usize]>) -> io::Result<V
     }
     let shards = shards.unwrap_or(cpus.len());
     if shards == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "--shards must be at least 1",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "--shards must be at least 1"));
     }
     Ok((0..shards).map(|i| cpus[i % cpus.len()]).collect())
 }
@@ -59,10 +54,7 @@ pub fn shard_cpus(shards: Option<usize>, cpus: Option<&[usize]>) -> io::Result<V
 /// Makes sure at least `needed` file descriptors can be open, raising the
 /// soft (and if allowed, hard) RLIMIT_NOFILE. Returns the resulting limit.
 pub fn raise_nofile(needed: u64) -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
@@ -70,10 +62,7 @@ pub fn raise_nofile(needed: u64) -> io::Result<u64> {
     if lim.rlim_cur >= needed {
         return Ok(lim.rlim_cur);
     }
-    let want = libc::rlimit {
-        rlim_cur: needed,
-        rlim_max: lim.rlim_max.max(needed),
-    };
+    let want = libc::rlimit { rlim_cur: needed, rlim_max: lim.rlim_max.max(needed) };
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
         return Ok(needed);
     }
@@ -89,10 +78,7 @@ pub fn raise_nofile(needed: u64) -> io::Result<u64> {
 /// Raises the soft RLIMIT_NOFILE to the hard limit, for servers that cannot
 /// know how many clients will come.
 pub fn raise_nofile_to_hard() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: as above.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
@@ -126,30 +112,23 @@ where
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            let _flag = PanicFlag(failed.clone());
-            let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                .name(&name)
-                .io_memory(IO_MEMORY)
-                .make()
-                .map_err(|e| {
-                    failed.store(true, Ordering::SeqCst);
-                    io::Error::other(format!(
-                        "{name}: cannot start a glommio executor on cpu {cpu}: {e} \
+    std::thread::Builder::new().name(name.clone()).spawn(move || {
+        let _flag = PanicFlag(failed.clone());
+        let executor =
+            LocalExecutorBuilder::new(Placement::Fixed(cpu)).name(&name).io_memory(IO_MEMORY).make().map_err(|e| {
+                failed.store(true, Ordering::SeqCst);
+                io::Error::other(format!(
+                    "{name}: cannot start a glommio executor on cpu {cpu}: {e} \
                      (io_uring needs RLIMIT_MEMLOCK >= 512 KiB; see ulimit -l)"
-                    ))
-                })?;
-            Ok(executor.run(work()))
-        })
+                ))
+            })?;
+        Ok(executor.run(work()))
+    })
 }
 
 /// Joins shard threads, turning a panic into an error.
 pub fn join<T>(handle: JoinHandle<io::Result<T>>) -> io::Result<T> {
-    handle
-        .join()
-        .map_err(|_| io::Error::other("a shard thread panicked"))?
+    handle.join().map_err(|_| io::Error::other("a shard thread panicked"))?
 }
 
 #[cfg(test)]
@@ -173,15 +152,10 @@ mod tests {
     #[test]
     fn executor_starts_here() {
         let failed = Arc::new(AtomicBool::new(false));
-        let h = spawn_shard(
-            "bench-test".into(),
-            allowed_cpus()[0],
-            failed.clone(),
-            || async {
-                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-                7
-            },
-        )
+        let h = spawn_shard("bench-test".into(), allowed_cpus()[0], failed.clone(), || async {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            7
+        })
         .unwrap();
         assert_eq!(join(h).unwrap(), 7);
         assert!(!failed.load(Ordering::SeqCst));

@@ -61,9 +61,7 @@ pub struct Mix {
 
 impl Mix {
     pub fn single(kind: OpKind) -> Mix {
-        Mix {
-            entries: vec![(kind, 1)],
-        }
+        Mix { entries: vec![(kind, 1)] }
     }
 
     /// Parses `kind[=weight],...`; a missing weight means 1.
@@ -73,10 +71,7 @@ impl Mix {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, weight) = match part.split_once('=') {
                 Some((n, w)) => {
-                    let w: u64 = w
-                        .trim()
-                        .parse()
-                        .map_err(|_| format!("bad weight in {part:?}"))?;
+                    let w: u64 = w.trim().parse().map_err(|_| format!("bad weight in {part:?}"))?;
                     (n.trim(), w)
                 }
                 None => (part, 1),
@@ -107,11 +102,7 @@ impl Mix {
             return self.entries[0].0;
         }
         let r = random % total;
-        self.entries
-            .iter()
-            .find(|&&(_, cum)| r < cum)
-            .expect("r < total")
-            .0
+        self.entries.iter().find(|&&(_, cum)| r < cum).expect("r < total").0
     }
 
     pub fn kinds(&self) -> impl Iterator<Item = OpKind> + '_ {
@@ -169,10 +160,7 @@ mod tests {
     fn parses_and_prints_mixes() {
         let m = Mix::parse("load-table=90, commit=10").unwrap();
         assert_eq!(m.to_string(), "load-table=90,commit=10");
-        assert_eq!(
-            m.kinds().collect::<Vec<_>>(),
-            [OpKind::LoadTable, OpKind::Commit]
-        );
+        assert_eq!(m.kinds().collect::<Vec<_>>(), [OpKind::LoadTable, OpKind::Commit]);
         assert_eq!(Mix::parse("health").unwrap(), Mix::single(OpKind::Health));
         assert!(Mix::parse("load-table=0").is_err());
         assert!(Mix::parse("nope=1").is_err());

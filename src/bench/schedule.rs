@@ -13,11 +13,7 @@ pub struct Phases {
 
 impl Phases {
     pub fn new(start: Instant, warmup: Duration, duration: Duration) -> Phases {
-        Phases {
-            start,
-            warmup_end: start + warmup,
-            end: start + warmup + duration,
-        }
+        Phases { start, warmup_end: start + warmup, end: start + warmup + duration }
     }
 
     /// Whether an operation that began (or was scheduled) at `t` is recorded.
@@ -41,10 +37,7 @@ pub struct OpenLoop {
 
 impl OpenLoop {
     pub fn new(rate: f64, connections: usize, conn_index: usize) -> OpenLoop {
-        OpenLoop {
-            offset_ns: conn_index as f64 * 1e9 / rate,
-            interval_ns: connections as f64 * 1e9 / rate,
-        }
+        OpenLoop { offset_ns: conn_index as f64 * 1e9 / rate, interval_ns: connections as f64 * 1e9 / rate }
     }
 
     /// Due time of request `k`, relative to the start of the run.

@@ -115,9 +115,7 @@ pub async fn run_shard(plan: Arc<Plan>, shared: Arc<Shared>, conns: Range<usize>
     let running: Vec<_> = workers
         .into_iter()
         .map(|w| {
-            let schedule = plan
-                .rate
-                .map(|rate| OpenLoop::new(rate, plan.connections, w.id));
+            let schedule = plan.rate.map(|rate| OpenLoop::new(rate, plan.connections, w.id));
             glommio::spawn_local(drive(w, plan.clone(), phases, schedule, stats.clone()))
         })
         .collect();
@@ -128,9 +126,7 @@ pub async fn run_shard(plan: Arc<Plan>, shared: Arc<Shared>, conns: Range<usize>
 }
 
 fn take(stats: Rc<RefCell<ShardStats>>) -> ShardStats {
-    Rc::try_unwrap(stats)
-        .map(RefCell::into_inner)
-        .unwrap_or_else(|rc| rc.borrow().clone())
+    Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_else(|rc| rc.borrow().clone())
 }
 
 /// One connection's loop. Closed-loop: the next operation starts when the
@@ -164,9 +160,7 @@ async fn drive(
         let kind = plan.mix.pick(w.rng.next_u64());
         let measured = phases.measured(due);
         match run_op(kind, &mut w, &plan, &stats, measured).await {
-            Ok(()) if measured => stats
-                .borrow_mut()
-                .op(kind, latency_since(due, Instant::now())),
+            Ok(()) if measured => stats.borrow_mut().op(kind, latency_since(due, Instant::now())),
             Ok(()) => {}
             Err(e) => {
                 {
@@ -198,9 +192,7 @@ mod tests {
             for w in ranges.windows(2) {
                 assert_eq!(w[0].end, w[1].start);
             }
-            let (min, max) = ranges.iter().fold((usize::MAX, 0), |(lo, hi), r| {
-                (lo.min(r.len()), hi.max(r.len()))
-            });
+            let (min, max) = ranges.iter().fold((usize::MAX, 0), |(lo, hi), r| (lo.min(r.len()), hi.max(r.len())));
             assert!(max - min <= 1);
         }
     }

@@ -19,11 +19,7 @@ pub fn read_rss(pid: u32) -> Option<u64> {
 
 fn parse_vmrss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line["VmRSS:".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
+    let kib: u64 = line["VmRSS:".len()..].split_whitespace().next()?.parse().ok()?;
     Some(kib * 1024)
 }
 
@@ -87,11 +83,7 @@ pub struct SoakReport {
 /// `tolerance` (fitted or peak) after warm-up.
 pub fn judge(samples: Vec<Sample>, errors: u64, tolerance: f64) -> SoakReport {
     let series = |f: fn(&Sample) -> Option<f64>| -> Vec<(f64, f64)> {
-        samples
-            .iter()
-            .filter(|s| s.post_warmup)
-            .filter_map(|s| Some((s.t_s, f(s)?)))
-            .collect()
+        samples.iter().filter(|s| s.post_warmup).filter_map(|s| Some((s.t_s, f(s)?))).collect()
     };
     let rss = trend(&series(|s| s.rss_bytes.map(|b| b as f64)));
     let pool_retained = trend(&series(|s| s.pool_retained_bytes));
@@ -101,28 +93,14 @@ pub fn judge(samples: Vec<Sample>, errors: u64, tolerance: f64) -> SoakReport {
         problems.push(format!("{errors} errors"));
     }
     if rss_grew == Some(true) {
-        problems.push(format!(
-            "RSS grew more than {:.0}% after warm-up",
-            tolerance * 100.0
-        ));
+        problems.push(format!("RSS grew more than {:.0}% after warm-up", tolerance * 100.0));
     }
     let verdict = match (problems.is_empty(), rss_grew) {
         (false, _) => format!("FAIL: {}", problems.join(", ")),
-        (true, None) => {
-            "PASS (no errors; RSS not judged: needs --server-pid and 3+ post-warm-up samples)"
-                .into()
-        }
+        (true, None) => "PASS (no errors; RSS not judged: needs --server-pid and 3+ post-warm-up samples)".into(),
         (true, Some(_)) => "PASS (no errors, RSS flat after warm-up)".into(),
     };
-    SoakReport {
-        samples,
-        rss,
-        pool_retained,
-        rss_grew,
-        errors,
-        passed: problems.is_empty(),
-        verdict,
-    }
+    SoakReport { samples, rss, pool_retained, rss_grew, errors, passed: problems.is_empty(), verdict }
 }
 
 #[cfg(test)]
@@ -152,9 +130,7 @@ mod tests {
     #[test]
     fn slope_of_a_line() {
         // 1 MiB per 10 s = 6 MiB per minute.
-        let pts: Vec<_> = (0..6)
-            .map(|i| (i as f64 * 10.0, (100 + i) as f64 * 1048576.0))
-            .collect();
+        let pts: Vec<_> = (0..6).map(|i| (i as f64 * 10.0, (100 + i) as f64 * 1048576.0)).collect();
         let t = trend(&pts).unwrap();
         assert!((t.slope_per_min - 6.0 * 1048576.0).abs() < 1.0);
         assert!((t.fitted_growth - 0.05).abs() < 1e-9);

@@ -48,12 +48,7 @@ const MAX_REQUEST: usize = 1 << 20;
 pub fn run(args: StaticArgs) -> io::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let server = start(&args, stop.clone())?;
-    eprintln!(
-        "static server on http://{} ({} shards, {}-byte body)",
-        server.addr,
-        server.shards.len(),
-        args.body_size
-    );
+    eprintln!("static server on http://{} ({} shards, {}-byte body)", server.addr, server.shards.len(), args.body_size);
     if let Some(d) = args.run_for {
         std::thread::sleep(d);
         stop.store(true, Ordering::SeqCst);
@@ -77,12 +72,11 @@ impl StaticServer {
 /// Starts the shards and returns once all of them listen. The first shard
 /// binds first so an ephemeral port is known before the others share it.
 pub fn start(args: &StaticArgs, stop: Arc<AtomicBool>) -> io::Result<StaticServer> {
-    let mut addr = args.listen.to_socket_addrs()?.next().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "listen address did not resolve",
-        )
-    })?;
+    let mut addr = args
+        .listen
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "listen address did not resolve"))?;
     let cpus = runtime::shard_cpus(args.shards, args.cpus.as_deref())?;
     runtime::raise_nofile_to_hard();
     let response: Arc<[u8]> = response_bytes(args.body_size).into();
@@ -120,11 +114,8 @@ fn response_bytes(size: usize) -> Vec<u8> {
     } else {
         format!("{{}}{}", " ".repeat(size - 2))
     };
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .into_bytes()
 }
 
 async fn shard(
@@ -217,10 +208,7 @@ fn answer(buf: &[u8], response: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool
         let mut close = req.version == Some(0);
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
-                body = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or(())?;
+                body = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok()).ok_or(())?;
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 // Chunked uploads are not part of any benchmark.
                 return Err(());
@@ -248,9 +236,7 @@ mod tests {
     fn response_has_exact_json_body() {
         for size in [2, 5, 10, 11, 512, 4096] {
             let mut bytes = response_bytes(size);
-            let r = http1::parse_response(&mut bytes, false, false)
-                .unwrap()
-                .unwrap();
+            let r = http1::parse_response(&mut bytes, false, false).unwrap().unwrap();
             assert_eq!(r.status, 200);
             assert_eq!(r.body.len(), size);
             let _: sonic_rs::Value = sonic_rs::from_slice(&bytes[r.body]).unwrap();

@@ -83,15 +83,9 @@ pub struct ShardStats {
 
 impl ShardStats {
     pub fn new(mix: &Mix) -> ShardStats {
-        let mut by_kind: Vec<_> = mix
-            .kinds()
-            .map(|k| (k, LatencyHistogram::default()))
-            .collect();
+        let mut by_kind: Vec<_> = mix.kinds().map(|k| (k, LatencyHistogram::default())).collect();
         by_kind.sort_by_key(|&(k, _)| k);
-        ShardStats {
-            by_kind,
-            ..ShardStats::default()
-        }
+        ShardStats { by_kind, ..ShardStats::default() }
     }
 
     pub fn response(&mut self, status: u16, measured: bool) {
@@ -174,14 +168,8 @@ mod tests {
         assert_eq!(a.http_requests, 3);
         a.statuses.sort();
         assert_eq!(a.statuses, [(200, 2), (409, 1)]);
-        assert_eq!(
-            (a.errors.status, a.errors.timeout, a.errors.total()),
-            (1, 1, 2)
-        );
-        assert_eq!(
-            (a.commit_retries, a.commit_gave_up, a.all.count()),
-            (3, 1, 2)
-        );
+        assert_eq!((a.errors.status, a.errors.timeout, a.errors.total()), (1, 1, 2));
+        assert_eq!((a.commit_retries, a.commit_gave_up, a.all.count()), (3, 1, 2));
         let counts: Vec<_> = a.by_kind.iter().map(|(k, h)| (*k, h.count())).collect();
         assert_eq!(counts, [(OpKind::LoadTable, 1), (OpKind::Commit, 1)]);
     }

@@ -29,9 +29,7 @@ fn bench_args(extra: &[&str]) -> BenchArgs {
 
 /// Runs `f` against a one-shard static server, then stops it.
 fn with_static_server(f: impl FnOnce(String)) {
-    let args = StaticCli::try_parse_from(["static", "--listen", "127.0.0.1:0", "--shards", "1"])
-        .unwrap()
-        .args;
+    let args = StaticCli::try_parse_from(["static", "--listen", "127.0.0.1:0", "--shards", "1"]).unwrap().args;
     let stop = Arc::new(AtomicBool::new(false));
     let server = static_server::start(&args, stop.clone()).expect("static server starts");
     let url = format!("http://{}", server.addr);
@@ -77,8 +75,19 @@ fn mixed_catalog_reads_and_creates_against_static_server() {
     // scenarios go through the full request path.
     with_static_server(|url| {
         let args = bench_args(&[
-            "--target", &url, "--connections", "4", "--shards", "2", "--duration", "500ms",
-            "--warmup", "0s", "--warehouse", "wh", "--mix",
+            "--target",
+            &url,
+            "--connections",
+            "4",
+            "--shards",
+            "2",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+            "--warehouse",
+            "wh",
+            "--mix",
             "health=1,config=1,get-namespace=1,list-namespaces=1,load-table=1,load-table-wide=1,create-namespace=1",
         ]);
         let r = execute(&args).expect("bench runs");
@@ -162,14 +171,8 @@ fn unreachable_target_fails_clearly() {
 fn argument_defaults_and_workloads() {
     let a = bench_args(&[]);
     assert_eq!(a.workload(), Mix::single(OpKind::LoadTable));
-    assert_eq!(
-        (a.connections, a.duration.as_secs(), a.warmup.as_secs()),
-        (100, 10, 2)
-    );
-    assert_eq!(
-        bench_args(&["--soak"]).workload().to_string(),
-        "load-table=90,commit=10"
-    );
+    assert_eq!((a.connections, a.duration.as_secs(), a.warmup.as_secs()), (100, 10, 2));
+    assert_eq!(bench_args(&["--soak"]).workload().to_string(), "load-table=90,commit=10");
     let a = bench_args(&["--mix", "load-table=90,commit=10", "--cpus", "0,1"]);
     assert_eq!(a.workload().to_string(), "load-table=90,commit=10");
     assert_eq!(a.cpus, Some(vec![0, 1]));
@@ -234,9 +237,7 @@ mod fake_catalog {
                 .headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .map_or(0, |h| {
-                    std::str::from_utf8(h.value).unwrap().parse().unwrap()
-                });
+                .map_or(0, |h| std::str::from_utf8(h.value).unwrap().parse().unwrap());
             if buf.len() < head + len {
                 match s.read(&mut chunk) {
                     Ok(0) | Err(_) => return,
@@ -244,10 +245,7 @@ mod fake_catalog {
                 }
                 continue;
             }
-            let (method, path) = (
-                req.method.unwrap().to_string(),
-                req.path.unwrap().to_string(),
-            );
+            let (method, path) = (req.method.unwrap().to_string(), req.path.unwrap().to_string());
             let body = buf[head..head + len].to_vec();
             buf.drain(..head + len);
             let (status, json) = handle(&method, &path, &body, &tables, &mut posts);
@@ -260,10 +258,7 @@ mod fake_catalog {
                     b.len()
                 )
             } else {
-                format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{json}",
-                    json.len()
-                )
+                format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{json}", json.len())
             };
             if s.write_all(out.as_bytes()).is_err() {
                 return;
@@ -275,7 +270,11 @@ mod fake_catalog {
         let snaps: Vec<String> = t
             .snapshots
             .iter()
-            .map(|id| format!(r#"{{"snapshot-id":{id},"timestamp-ms":0,"manifest-list":"m","summary":{{"operation":"append"}}}}"#))
+            .map(|id| {
+                format!(
+                    r#"{{"snapshot-id":{id},"timestamp-ms":0,"manifest-list":"m","summary":{{"operation":"append"}}}}"#
+                )
+            })
             .collect();
         format!(
             r#"{{"metadata-location":"mem://m.json","metadata":{{"format-version":2,"table-uuid":"u","location":"mem://t","last-sequence-number":{},"current-snapshot-id":{},"snapshots":[{}],"refs":{{}}}}}}"#,
@@ -285,13 +284,7 @@ mod fake_catalog {
         )
     }
 
-    fn handle(
-        method: &str,
-        path: &str,
-        body: &[u8],
-        tables: &Tables,
-        posts: &mut u64,
-    ) -> (u16, String) {
+    fn handle(method: &str, path: &str, body: &[u8], tables: &Tables, posts: &mut u64) -> (u16, String) {
         let ok = || (200, "{}".to_string());
         if path.starts_with("/v1/config") {
             return (200, r#"{"defaults":{},"overrides":{"prefix":"wh"}}"#.into());
@@ -342,12 +335,8 @@ mod fake_catalog {
                     return (400, "{}".into());
                 }
                 if let Some(rm) = v["updates"].get(2) {
-                    let ids: Vec<i64> = rm["snapshot-ids"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .filter_map(|x| x.as_i64())
-                        .collect();
+                    let ids: Vec<i64> =
+                        rm["snapshot-ids"].as_array().unwrap().iter().filter_map(|x| x.as_i64()).collect();
                     t.snapshots.retain(|s| !ids.contains(s));
                 }
                 let id = snap["snapshot-id"].as_i64().unwrap();
@@ -390,19 +379,10 @@ fn commits_reload_and_retry_on_conflict() {
     assert_eq!(r.errors_total, 0, "{}", r.to_table());
     assert!(r.ops > 0 && r.commit_retries > 0, "{}", r.to_table());
     let tables = tables.lock().unwrap();
-    assert_eq!(
-        tables.len(),
-        2,
-        "fixtures created the hot tables under the discovered prefix"
-    );
+    assert_eq!(tables.len(), 2, "fixtures created the hot tables under the discovered prefix");
     // Every successful commit (and every simulated rival one) advanced a
     // table's sequence number exactly once; expiry kept metadata bounded.
     let seqs: i64 = tables.values().map(|t| t.seq - t.external).sum();
     assert_eq!(seqs as u64, r.ops);
-    assert!(
-        tables
-            .values()
-            .all(|t| t.snapshots.len() <= fake_catalog::KEEP),
-        "{tables:?}"
-    );
+    assert!(tables.values().all(|t| t.snapshots.len() <= fake_catalog::KEEP), "{tables:?}");
 }

@@ -15,16 +15,15 @@ use bumpalo::Bump;
 use super::ident::{validate_namespace, validate_part};
 use super::namespaces::parse_json;
 use super::record::{file_version, Record};
-use super::tables::{already_exists, no_such_table, refs_rendering, write_load_result, RETRIES};
+use super::tables::{already_exists, kind_name, no_such_table, other_kind, refs_rendering, write_load_result, RETRIES};
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
 use crate::metadata::{
-    apply_commit, new_table_metadata, record_previous, CommitTableRequest, CommitTransactionRequest, CreateTableRequest,
-    TableMetadata,
-    TableRequirement,
+    apply_commit, new_table_metadata, record_previous, CommitTableRequest, CommitTransactionRequest,
+    CreateTableRequest, TableMetadata, TableRequirement,
 };
-use crate::store::{keys, Expect, StoreError, Store, Write};
+use crate::store::{keys, Expect, Store, StoreError, Write};
 
 const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
 
@@ -58,11 +57,22 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     pub(crate) async fn write_metadata(&self, md: &TableMetadata, version: u64) -> ApiResult<Written> {
         let json = sonic_rs::to_vec(md).map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))?;
         let refs = refs_rendering(md)?;
-        let location = format!(
-            "{}/metadata/{version:05}-{}.metadata.json",
-            md.location.trim_end_matches('/'),
-            uuid::Uuid::new_v4()
-        );
+        self.write_metadata_json(&md.location, version, json, refs).await
+    }
+
+    /// Writes serialized table or view metadata durably as metadata file
+    /// `version` under `root` (the object's location); `refs` is the
+    /// `snapshots=refs` rendering to store with it (empty: the same).
+    pub(crate) async fn write_metadata_json(
+        &self,
+        root: &str,
+        version: u64,
+        json: Vec<u8>,
+        refs: Vec<u8>,
+    ) -> ApiResult<Written> {
+        self.files.check_location(root).map_err(|e| ApiError::bad_request(format!("unusable location {root}: {e}")))?;
+        let location =
+            format!("{}/metadata/{version:05}-{}.metadata.json", root.trim_end_matches('/'), uuid::Uuid::new_v4());
         self.files.write_new(&location, &json).await.map_err(|e| {
             tracing::error!(error = %e, location, "writing metadata file failed");
             ApiError::new(ErrorKind::ServiceUnavailable, format!("cannot write metadata file {location}: {e}"))
@@ -82,19 +92,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         validate_namespace(ns)?;
         let req: CreateTableRequest = parse_json(body, "CreateTableRequest")?;
         validate_part("table name", &req.name)?;
-        let ns_version = self.live_namespace_version(a, ns).await?;
-        let key = keys::object(a, keys::TABLE, ns, &req.name);
-        let view_key = keys::object(a, keys::VIEW, ns, &req.name);
-        if self.store.get(key).await.map_err(store_failure)?.is_some() {
-            return Err(already_exists("Table", ns, &req.name));
-        }
-        if self.store.get(view_key).await.map_err(store_failure)?.is_some() {
-            return Err(already_exists("View", ns, &req.name));
-        }
-        let location = match &req.location {
-            Some(l) if !l.is_empty() => l.trim_end_matches('/').to_string(),
-            _ => self.default_location(ns, &req.name),
-        };
+        self.live_namespace_version(a, ns).await?;
+        self.ensure_name_free(a, keys::TABLE, ns, &req.name).await?;
+        let location = self.object_location(req.location.as_deref(), ns, &req.name);
         let md = new_table_metadata(&req, &location, &uuid::Uuid::new_v4().to_string(), now_ms())?;
         if req.stage_create {
             let json = sonic_rs::to_vec(&md).map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))?;
@@ -102,51 +102,91 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             return Ok(());
         }
         let written = self.write_metadata(&md, 0).await?;
-        self.insert_new_table(a, ns, &req.name, ns_version, &written).await?;
+        self.insert_new(a, keys::TABLE, ns, &req.name, &written).await?;
         write_load_result(out, Some(&written.location), &written.json, true);
         Ok(())
     }
 
-    /// Makes a freshly written table current, atomically with the checks
-    /// that its namespace is unchanged and no table or view took the name.
-    async fn insert_new_table(&self, a: &Bump, ns: &[&str], name: &str, ns_version: u64, written: &Written) -> ApiResult<()> {
-        let key = keys::object(a, keys::TABLE, ns, name);
-        let view_key = keys::object(a, keys::VIEW, ns, name);
+    /// Makes a freshly written table or view (`kind`) current, atomically
+    /// with the checks that its namespace is unchanged and no table or view
+    /// took the name; the file is deleted when that is refused.
+    pub(crate) async fn insert_new(
+        &self,
+        a: &Bump,
+        kind: u8,
+        ns: &[&str],
+        name: &str,
+        written: &Written,
+    ) -> ApiResult<()> {
+        match self.insert_object(a, kind, ns, name, &written.record(), Expect::Absent).await {
+            Ok(()) => Ok(()),
+            Err(Refused::Client(e)) => {
+                self.discard(&written.location).await;
+                Err(e)
+            }
+            Err(Refused::Unknown(e)) => Err(unknown_outcome(e)),
+        }
+    }
+
+    /// Puts the record of a table or view (`kind`) that `expect`s its key
+    /// (absent, or anything to overwrite), atomically with the checks that
+    /// no object of the other kind has the name and that the namespace is
+    /// live and unchanged since read (re-read and retried when it changed).
+    pub(crate) async fn insert_object(
+        &self,
+        a: &Bump,
+        kind: u8,
+        ns: &[&str],
+        name: &str,
+        record: &[u8],
+        expect: Expect,
+    ) -> Result<(), Refused> {
+        let key = keys::object(a, kind, ns, name);
+        let other_key = keys::object(a, other_kind(kind), ns, name);
         let ns_key = keys::namespace(a, ns);
-        let record = written.record();
-        let mut ns_version = ns_version;
+        let mut ns_version = self.live_namespace_version(a, ns).await.map_err(Refused::Client)?;
         for _ in 0..RETRIES {
             let batch = [
-                Write::put(key, Expect::Absent, &record),
-                Write::check(view_key, Expect::Absent),
+                Write::put(key, expect, record),
+                Write::check(other_key, Expect::Absent),
                 Write::check(ns_key, Expect::Version(ns_version)),
             ];
             match self.store.apply(&batch).await {
                 Ok(()) => return Ok(()),
-                Err(StoreError::Conflict { index }) => {
-                    let err = match index {
-                        0 => Some(already_exists("Table", ns, name)),
-                        1 => Some(already_exists("View", ns, name)),
-                        _ => None,
-                    };
-                    if let Some(err) = err {
-                        self.discard(&written.location).await;
-                        return Err(err);
-                    }
-                    // The namespace changed (properties) or is being dropped.
-                    match self.live_namespace_version(a, ns).await {
-                        Ok(v) => ns_version = v,
-                        Err(e) => {
-                            self.discard(&written.location).await;
-                            return Err(e);
-                        }
-                    }
+                Err(StoreError::Conflict { index: 0 }) => {
+                    return Err(Refused::Client(already_exists(kind_name(kind), ns, name)))
                 }
-                Err(e) => return Err(unknown_outcome(e)),
+                Err(StoreError::Conflict { index: 1 }) => {
+                    return Err(Refused::Client(already_exists(kind_name(other_kind(kind)), ns, name)))
+                }
+                // The namespace changed (properties) or is being dropped.
+                Err(StoreError::Conflict { .. }) => {
+                    ns_version = self.live_namespace_version(a, ns).await.map_err(Refused::Client)?
+                }
+                Err(e) => return Err(Refused::Unknown(e)),
             }
         }
-        self.discard(&written.location).await;
-        Err(ApiError::new(ErrorKind::CommitFailed, "namespace changed concurrently; retry"))
+        Err(Refused::Client(ApiError::new(ErrorKind::CommitFailed, "namespace changed concurrently; retry")))
+    }
+
+    /// A 409 when a table or view already has the name of a new `kind`
+    /// object (checked again atomically when it is inserted; this spares
+    /// writing a metadata file for nothing).
+    pub(crate) async fn ensure_name_free(&self, a: &Bump, kind: u8, ns: &[&str], name: &str) -> ApiResult<()> {
+        for k in [kind, other_kind(kind)] {
+            if self.store.get(keys::object(a, k, ns, name)).await.map_err(store_failure)?.is_some() {
+                return Err(already_exists(kind_name(k), ns, name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The location of a new table or view: the requested one, else the default.
+    pub(crate) fn object_location(&self, requested: Option<&str>, ns: &[&str], name: &str) -> String {
+        match requested {
+            Some(l) if !l.is_empty() => l.trim_end_matches('/').to_string(),
+            _ => self.default_location(ns, name),
+        }
     }
 
     /// The default location of a table or view.
@@ -157,24 +197,52 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `POST .../tables/{t}`: the commit engine.
-    pub async fn commit_table(&self, a: &Bump, ns: &[&str], name: &str, body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+    pub async fn commit_table(
+        &self,
+        a: &Bump,
+        ns: &[&str],
+        name: &str,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> ApiResult<()> {
         validate_namespace(ns)?;
         validate_part("table name", name)?;
         let req: CommitTableRequest = parse_json(body, "CommitTableRequest")?;
+        let committed =
+            self.commit_with_retries(ns, name, async || self.prepare(a, ns, name, &req).await, false, out).await?;
+        if !committed {
+            return self.create_by_commit(a, ns, name, &req, out).await;
+        }
+        Ok(())
+    }
+
+    /// The optimistic loop of a table or view commit: `prepare` on the
+    /// current base, swap, and on a lost race start over on the new base.
+    /// Writes the result (a `LoadTableResult`/`LoadViewResult` when `config`,
+    /// else a `CommitTableResponse`); false when `prepare` asked for a create
+    /// (nothing written).
+    pub(crate) async fn commit_with_retries<'k>(
+        &self,
+        ns: &[&str],
+        name: &str,
+        mut prepare: impl AsyncFnMut() -> ApiResult<Prepared<'k>>,
+        config: bool,
+        out: &mut Vec<u8>,
+    ) -> ApiResult<bool> {
         for attempt in 0..RETRIES {
-            let prepared = match self.prepare(a, ns, name, &req).await? {
-                Prepared::Create => return self.create_by_commit(a, ns, name, &req, out).await,
+            let prepared = match prepare().await? {
+                Prepared::Create => return Ok(false),
                 Prepared::Unchanged { location, metadata } => {
-                    write_load_result(out, Some(&location), &metadata, false);
-                    return Ok(());
+                    write_load_result(out, Some(&location), &metadata, config);
+                    return Ok(true);
                 }
                 Prepared::Change(change) => change,
             };
             match self.store.apply(&[prepared.write()]).await {
                 Ok(()) => {
                     self.after_commit(&prepared).await;
-                    write_load_result(out, Some(&prepared.written.location), &prepared.written.json, false);
-                    return Ok(());
+                    write_load_result(out, Some(&prepared.written.location), &prepared.written.json, config);
+                    return Ok(true);
                 }
                 Err(StoreError::Conflict { .. }) => {
                     // Someone committed first: our file is garbage; retry on the new base.
@@ -184,7 +252,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 Err(e) => return Err(unknown_outcome(e)),
             }
         }
-        Err(ApiError::new(ErrorKind::CommitFailed, format!("too much contention committing to {}.{name}; retry", ns.join("."))))
+        Err(ApiError::new(
+            ErrorKind::CommitFailed,
+            format!("too much contention committing to {}.{name}; retry", ns.join(".")),
+        ))
     }
 
     /// `POST /v1/transactions/commit`: every table moves or none does. All
@@ -202,7 +273,11 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             validate_namespace(&ns)?;
             validate_part("table name", &id.name)?;
             if idents.iter().any(|(n, t): &(Vec<&str>, &str)| *n == ns && *t == id.name) {
-                return Err(ApiError::bad_request(format!("table {}.{} appears twice in the transaction", ns.join("."), id.name)));
+                return Err(ApiError::bad_request(format!(
+                    "table {}.{} appears twice in the transaction",
+                    ns.join("."),
+                    id.name
+                )));
             }
             idents.push((ns, id.name.as_str()));
         }
@@ -251,7 +326,13 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
 
     /// Reads a table, applies a commit to it, and writes the new metadata
     /// file, without making it current.
-    async fn prepare<'k>(&self, a: &'k Bump, ns: &[&str], name: &str, req: &CommitTableRequest) -> ApiResult<Prepared<'k>> {
+    async fn prepare<'k>(
+        &self,
+        a: &'k Bump,
+        ns: &[&str],
+        name: &str,
+        req: &CommitTableRequest,
+    ) -> ApiResult<Prepared<'k>> {
         let key = keys::object(a, keys::TABLE, ns, name);
         let Some(current) = self.store.get(key).await.map_err(store_failure)? else {
             if req.requirements.iter().any(|r| matches!(r, TableRequirement::AssertCreate)) {
@@ -266,7 +347,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let base: TableMetadata = parse_json(record.metadata, "stored metadata")?;
         let outcome = apply_commit(Some(&base), &req.requirements, &req.updates, now_ms())?;
         if !outcome.changed {
-            return Ok(Prepared::Unchanged { location: record.metadata_location.to_string(), metadata: record.metadata.to_vec() });
+            return Ok(Prepared::Unchanged {
+                location: record.metadata_location.to_string(),
+                metadata: record.metadata.to_vec(),
+            });
         }
         let mut md = outcome.metadata;
         let expired = record_previous(&mut md, record.metadata_location, base.last_updated_ms);
@@ -287,16 +371,26 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
 
     /// A commit with `assert-create` on a table that does not exist yet
     /// (the second half of a staged create).
-    async fn create_by_commit(&self, a: &Bump, ns: &[&str], name: &str, req: &CommitTableRequest, out: &mut Vec<u8>) -> ApiResult<()> {
-        let ns_version = self.live_namespace_version(a, ns).await?;
+    async fn create_by_commit(
+        &self,
+        a: &Bump,
+        ns: &[&str],
+        name: &str,
+        req: &CommitTableRequest,
+        out: &mut Vec<u8>,
+    ) -> ApiResult<()> {
+        self.live_namespace_version(a, ns).await?;
         let mut md = apply_commit(None, &req.requirements, &req.updates, now_ms())?.metadata;
         if md.location.is_empty() {
             md.location = self.default_location(ns, name);
         }
         let written = self.write_metadata(&md, 0).await?;
-        self.insert_new_table(a, ns, name, ns_version, &written).await.map_err(|e| match e.kind {
+        self.insert_new(a, keys::TABLE, ns, name, &written).await.map_err(|e| match e.kind {
             // Someone created it meanwhile: the assert-create requirement failed.
-            ErrorKind::AlreadyExists => ApiError::new(ErrorKind::CommitFailed, format!("Requirement failed: table {name} was created concurrently")),
+            ErrorKind::AlreadyExists => ApiError::new(
+                ErrorKind::CommitFailed,
+                format!("Requirement failed: table {name} was created concurrently"),
+            ),
             _ => e,
         })?;
         write_load_result(out, Some(&written.location), &written.json, false);
@@ -304,24 +398,47 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 }
 
-/// What a commit to one table will do.
-enum Prepared<'k> {
+/// Why a new object's record was not put.
+pub(crate) enum Refused {
+    /// An answer for the client (exists, no namespace, contention).
+    Client(ApiError),
+    /// The store failed: whether the put happened is unknown.
+    Unknown(StoreError),
+}
+
+impl Refused {
+    /// The client's answer, mapping an unknown outcome with `unknown`.
+    pub fn into_api(self, unknown: fn(StoreError) -> ApiError) -> ApiError {
+        match self {
+            Refused::Client(e) => e,
+            Refused::Unknown(e) => unknown(e),
+        }
+    }
+}
+
+/// What a commit to one table (or view) will do.
+pub(crate) enum Prepared<'k> {
     /// The table does not exist and the commit asserts its creation.
     Create,
     /// The updates change nothing: answer with the current metadata.
-    Unchanged { location: String, metadata: Vec<u8> },
+    Unchanged {
+        location: String,
+        metadata: Vec<u8>,
+    },
     Change(Change<'k>),
 }
 
 /// A prepared change: the new metadata file is written; swapping the
 /// record from `version` makes it current.
-struct Change<'k> {
-    key: &'k [u8],
-    version: u64,
-    written: Written,
-    record: Vec<u8>,
-    expired: Vec<String>,
-    delete_expired: bool,
+pub(crate) struct Change<'k> {
+    pub key: &'k [u8],
+    pub version: u64,
+    pub written: Written,
+    pub record: Vec<u8>,
+    /// Metadata files that fell off the log, deleted after the swap when
+    /// `delete_expired`.
+    pub expired: Vec<String>,
+    pub delete_expired: bool,
 }
 
 impl Change<'_> {

@@ -9,10 +9,11 @@ mod namespaces;
 mod paging;
 mod record;
 mod tables;
+mod views;
 
+pub use commit::now_ms;
 pub use ident::validate_namespace;
 pub use paging::Page;
-pub use commit::now_ms;
 pub use tables::Loaded;
 
 use crate::fileio::FileIo;

@@ -120,7 +120,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         } else {
             let parent_version = self.live_namespace_version(a, parent).await?;
             let parent_key = keys::namespace(a, parent);
-            let batch = [Write::check(parent_key, Expect::Version(parent_version)), Write::put(key, Expect::Absent, &value)];
+            let batch =
+                [Write::check(parent_key, Expect::Version(parent_version)), Write::put(key, Expect::Absent, &value)];
             self.store.apply(&batch).await
         };
         match outcome {
@@ -250,18 +251,24 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let prefix = keys::namespace_children(a, parent);
         out.extend_from_slice(b"{\"namespaces\":[");
         let last = self
-            .scan_names(a, prefix, &page, |i, name, out: &mut Vec<u8>| {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.push(b'[');
-                for p in parent {
-                    write_str(out, p);
-                    out.push(b',');
-                }
-                write_str(out, name);
-                out.push(b']');
-            }, out)
+            .scan_names(
+                a,
+                prefix,
+                &page,
+                |i, name, out: &mut Vec<u8>| {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'[');
+                    for p in parent {
+                        write_str(out, p);
+                        out.push(b',');
+                    }
+                    write_str(out, name);
+                    out.push(b']');
+                },
+                out,
+            )
             .await?;
         out.extend_from_slice(b"]");
         if page.paged {

@@ -21,7 +21,12 @@ impl<'a> Page<'a> {
     /// Reads `pageToken` and `pageSize` from a query string. Without either,
     /// everything comes in one response: clients that never page must still
     /// see every entry.
-    pub fn from_query(query: &'a str, default_size: usize, max_size: usize, arena: &'a bumpalo::Bump) -> ApiResult<Page<'a>> {
+    pub fn from_query(
+        query: &'a str,
+        default_size: usize,
+        max_size: usize,
+        arena: &'a bumpalo::Bump,
+    ) -> ApiResult<Page<'a>> {
         let mut page = Page { after: None, size: usize::MAX, paged: false };
         for (k, v) in query_pairs(query) {
             match k {
@@ -33,7 +38,8 @@ impl<'a> Page<'a> {
                     }
                 }
                 "pageSize" => {
-                    let n: usize = v.parse().map_err(|_| ApiError::bad_request("pageSize must be a positive integer"))?;
+                    let n: usize =
+                        v.parse().map_err(|_| ApiError::bad_request("pageSize must be a positive integer"))?;
                     if n == 0 {
                         return Err(ApiError::bad_request("pageSize must be a positive integer"));
                     }

@@ -30,7 +30,8 @@ fn take<'a>(raw: &mut &'a [u8]) -> Option<&'a [u8]> {
 
 impl<'a> Record<'a> {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.metadata_location.len() + self.metadata.len() + self.refs_metadata.len());
+        let mut out =
+            Vec::with_capacity(16 + self.metadata_location.len() + self.metadata.len() + self.refs_metadata.len());
         out.push(FORMAT);
         put(&mut out, self.metadata_location.as_bytes());
         put(&mut out, self.metadata);
@@ -47,11 +48,7 @@ impl<'a> Record<'a> {
         let location = take(&mut rest).ok_or_else(corrupt)?;
         let metadata = take(&mut rest).ok_or_else(corrupt)?;
         let refs_metadata = take(&mut rest).ok_or_else(corrupt)?;
-        Ok(Record {
-            metadata_location: std::str::from_utf8(location).map_err(|_| corrupt())?,
-            metadata,
-            refs_metadata,
-        })
+        Ok(Record { metadata_location: std::str::from_utf8(location).map_err(|_| corrupt())?, metadata, refs_metadata })
     }
 
     /// The metadata for a `snapshots` mode: all (default) or refs only.
@@ -78,7 +75,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let r = Record { metadata_location: "/w/t/metadata/00001-x.metadata.json", metadata: b"{\"a\":1}", refs_metadata: b"" };
+        let r = Record {
+            metadata_location: "/w/t/metadata/00001-x.metadata.json",
+            metadata: b"{\"a\":1}",
+            refs_metadata: b"",
+        };
         let raw = r.encode();
         let back = Record::decode(&raw).unwrap();
         assert_eq!(back.metadata_location, r.metadata_location);

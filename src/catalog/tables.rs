@@ -46,6 +46,33 @@ pub(crate) fn already_exists(what: &str, ns: &[&str], name: &str) -> ApiError {
     ApiError::new(ErrorKind::AlreadyExists, format!("{what} already exists: {}.{name}", ns.join(".")))
 }
 
+/// The 404 for a missing table or view (`kind`).
+pub(crate) fn no_such_object(kind: u8, ns: &[&str], name: &str) -> ApiError {
+    if kind == keys::TABLE {
+        no_such_table(ns, name)
+    } else {
+        no_such_view(ns, name)
+    }
+}
+
+/// "Table" or "View", for messages.
+pub(crate) fn kind_name(kind: u8) -> &'static str {
+    if kind == keys::TABLE {
+        "Table"
+    } else {
+        "View"
+    }
+}
+
+/// Tables and views share names: the kind a name may not also be.
+pub(crate) fn other_kind(kind: u8) -> u8 {
+    if kind == keys::TABLE {
+        keys::VIEW
+    } else {
+        keys::TABLE
+    }
+}
+
 /// ETag of one representation of one metadata version.
 fn etag(out: &mut ETag, location: &str, refs_only: bool) {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -90,13 +117,24 @@ pub type ETag = [u8; 20];
 impl<S: Store, F: FileIo> Catalog<S, F> {
     /// The stored record of a table, or the right 404.
     pub(crate) async fn table_record(&self, a: &Bump, ns: &[&str], name: &str) -> ApiResult<Versioned<S::Value>> {
+        self.object_record(a, keys::TABLE, ns, name).await
+    }
+
+    /// The stored record of a table or view (`kind`), or the right 404.
+    pub(crate) async fn object_record(
+        &self,
+        a: &Bump,
+        kind: u8,
+        ns: &[&str],
+        name: &str,
+    ) -> ApiResult<Versioned<S::Value>> {
         validate_namespace(ns)?;
-        validate_part("table name", name)?;
-        let key = keys::object(a, keys::TABLE, ns, name);
+        validate_part(if kind == keys::TABLE { "table name" } else { "view name" }, name)?;
+        let key = keys::object(a, kind, ns, name);
         match self.store.get(key).await.map_err(store_failure)? {
             Some(rec) => Ok(rec),
             None if self.namespace_record(a, ns).await?.is_none() => Err(no_such_namespace(ns)),
-            None => Err(no_such_table(ns, name)),
+            None => Err(no_such_object(kind, ns, name)),
         }
     }
 
@@ -119,7 +157,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let record = Record::decode(rec.value.as_ref())?;
         let mut tag = [0u8; 20];
         etag(&mut tag, record.metadata_location, refs_only);
-        if if_none_match.is_some_and(|inm| inm.split(|&b| b == b',').any(|t| t.trim_ascii() == tag || t.trim_ascii() == b"*")) {
+        if if_none_match
+            .is_some_and(|inm| inm.split(|&b| b == b',').any(|t| t.trim_ascii() == tag || t.trim_ascii() == b"*"))
+        {
             return Ok(Loaded::NotModified(tag));
         }
         write_load_result(out, Some(record.metadata_location), record.metadata_for(refs_only), true);
@@ -170,25 +210,36 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// `DELETE .../tables/{t}[?purgeRequested=true]`.
     pub async fn drop_table(&self, a: &Bump, ns: &[&str], name: &str, query: &str) -> ApiResult<()> {
         let purge = query_pairs(query).any(|(k, v)| k == "purgeRequested" && v.eq_ignore_ascii_case("true"));
-        let key = keys::object(a, keys::TABLE, ns, name);
+        let rec = self.delete_object(a, keys::TABLE, ns, name).await?;
+        if purge {
+            let location = table_location(Record::decode(rec.value.as_ref())?.metadata)?;
+            // The table is gone either way; a failed purge leaves files, not corruption.
+            if let Err(e) = self.files.delete_tree(&location).await {
+                tracing::warn!(error = %e, location, "purging table files failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a table or view (`kind`); returns the record it had.
+    pub(crate) async fn delete_object(
+        &self,
+        a: &Bump,
+        kind: u8,
+        ns: &[&str],
+        name: &str,
+    ) -> ApiResult<Versioned<S::Value>> {
+        let key = keys::object(a, kind, ns, name);
         for _ in 0..RETRIES {
-            let rec = self.table_record(a, ns, name).await?;
+            let rec = self.object_record(a, kind, ns, name).await?;
             match self.store.apply(&[Write::delete(key, Expect::Version(rec.version))]).await {
-                Ok(()) => {
-                    if purge {
-                        let location = table_location(Record::decode(rec.value.as_ref())?.metadata)?;
-                        // The table is gone either way; a failed purge leaves files, not corruption.
-                        if let Err(e) = self.files.delete_tree(&location).await {
-                            tracing::warn!(error = %e, location, "purging table files failed");
-                        }
-                    }
-                    return Ok(());
-                }
+                Ok(()) => return Ok(rec),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(write_failure(e)),
             }
         }
-        Err(ApiError::new(ErrorKind::CommitFailed, "table changed concurrently; retry the drop"))
+        let what = if kind == keys::TABLE { "table" } else { "view" };
+        Err(ApiError::new(ErrorKind::CommitFailed, format!("{what} changed concurrently; retry the drop")))
     }
 
     /// `POST /v1/tables/rename` (and views, with `kind`).
@@ -200,8 +251,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         validate_namespace(&dst_ns)?;
         validate_part("name", &req.source.name)?;
         validate_part("name", &req.destination.name)?;
-        let other = if kind == keys::TABLE { keys::VIEW } else { keys::TABLE };
-        let what = if kind == keys::TABLE { "Table" } else { "View" };
+        let other = other_kind(kind);
         let src = keys::object(a, kind, &src_ns, &req.source.name);
         let dst = keys::object(a, kind, &dst_ns, &req.destination.name);
         let dst_other = keys::object(a, other, &dst_ns, &req.destination.name);
@@ -209,8 +259,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         for _ in 0..RETRIES {
             let rec = match self.store.get(src).await.map_err(store_failure)? {
                 Some(r) => r,
-                None if kind == keys::TABLE => return Err(no_such_table(&src_ns, &req.source.name)),
-                None => return Err(no_such_view(&src_ns, &req.source.name)),
+                None => return Err(no_such_object(kind, &src_ns, &req.source.name)),
             };
             let ns_version = self.live_namespace_version(a, &dst_ns).await?;
             if src == dst {
@@ -225,11 +274,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             match self.store.apply(&batch).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { index: 1 }) => {
-                    return Err(already_exists(what, &dst_ns, &req.destination.name));
+                    return Err(already_exists(kind_name(kind), &dst_ns, &req.destination.name));
                 }
                 Err(StoreError::Conflict { index: 2 }) => {
-                    let other_what = if kind == keys::TABLE { "View" } else { "Table" };
-                    return Err(already_exists(other_what, &dst_ns, &req.destination.name));
+                    return Err(already_exists(kind_name(other), &dst_ns, &req.destination.name));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(write_failure(e)),
@@ -242,35 +290,25 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     pub async fn register_table(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
         let req: RegisterTableRequest = parse_json(body, "RegisterTableRequest")?;
         validate_part("table name", &req.name)?;
-        let bytes = self.files.read(&req.metadata_location).await.map_err(|e| {
-            ApiError::bad_request(format!("cannot read metadata file {}: {e}", req.metadata_location))
-        })?;
+        let bytes = self.read_metadata_file(&req.metadata_location).await?;
         let md: TableMetadata = parse_json(&bytes, "table metadata file")?;
         let refs = refs_rendering(&md)?;
-        let record = Record { metadata_location: &req.metadata_location, metadata: &bytes, refs_metadata: &refs }.encode();
-        let key = keys::object(a, keys::TABLE, ns, &req.name);
-        let view_key = keys::object(a, keys::VIEW, ns, &req.name);
-        let ns_key = keys::namespace(a, ns);
-        for _ in 0..RETRIES {
-            let ns_version = self.live_namespace_version(a, ns).await?;
-            let expect = if req.overwrite { Expect::Any } else { Expect::Absent };
-            let batch = [
-                Write::put(key, expect, &record),
-                Write::check(view_key, Expect::Absent),
-                Write::check(ns_key, Expect::Version(ns_version)),
-            ];
-            match self.store.apply(&batch).await {
-                Ok(()) => {
-                    write_load_result(out, Some(&req.metadata_location), &bytes, true);
-                    return Ok(());
-                }
-                Err(StoreError::Conflict { index: 0 }) => return Err(already_exists("Table", ns, &req.name)),
-                Err(StoreError::Conflict { index: 1 }) => return Err(already_exists("View", ns, &req.name)),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(write_failure(e)),
-            }
-        }
-        Err(ApiError::new(ErrorKind::CommitFailed, "namespace changed concurrently; retry"))
+        let record =
+            Record { metadata_location: &req.metadata_location, metadata: &bytes, refs_metadata: &refs }.encode();
+        let expect = if req.overwrite { Expect::Any } else { Expect::Absent };
+        self.insert_object(a, keys::TABLE, ns, &req.name, &record, expect)
+            .await
+            .map_err(|r| r.into_api(write_failure))?;
+        write_load_result(out, Some(&req.metadata_location), &bytes, true);
+        Ok(())
+    }
+
+    /// A metadata file named by a client (register): unreadable is a 400.
+    pub(crate) async fn read_metadata_file(&self, location: &str) -> ApiResult<Vec<u8>> {
+        self.files
+            .read(location)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read metadata file {location}: {e}")))
     }
 
     /// `POST .../tables/{t}/metrics`: the report is validated and counted;
@@ -295,7 +333,8 @@ pub(crate) fn refs_rendering(md: &TableMetadata) -> ApiResult<Vec<u8>> {
     if md.snapshots.iter().all(|s| referenced(s.snapshot_id)) {
         return Ok(Vec::new());
     }
-    sonic_rs::to_vec(&md.referenced_snapshots_only()).map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))
+    sonic_rs::to_vec(&md.referenced_snapshots_only())
+        .map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))
 }
 
 /// The table location inside stored metadata JSON.

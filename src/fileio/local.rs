@@ -25,6 +25,24 @@ impl LocalFileIo {
         Ok(LocalFileIo { root: std::fs::canonicalize(path)?, uri })
     }
 
+    /// The resolved local path of `location` if it lies inside the warehouse
+    /// (`..` and symbolic links resolved), `None` if it does not exist.
+    fn inside_warehouse(&self, location: &str) -> io::Result<Option<PathBuf>> {
+        let path = self.path(location)?;
+        let resolved = match std::fs::canonicalize(&path) {
+            Ok(p) => p,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !resolved.starts_with(&self.root) || resolved == self.root {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("refusing to delete {location}: outside the warehouse"),
+            ));
+        }
+        Ok(Some(resolved))
+    }
+
     /// The local path of a location this warehouse may touch.
     fn path(&self, location: &str) -> io::Result<PathBuf> {
         let p = location.strip_prefix("file://").unwrap_or(location);
@@ -74,7 +92,8 @@ async fn create_dirs(dir: &Path) -> io::Result<()> {
 impl FileIo for LocalFileIo {
     async fn write_new(&self, location: &str, bytes: &[u8]) -> io::Result<()> {
         let path = self.path(location)?;
-        let dir = path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "location has no directory"))?;
+        let dir =
+            path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "location has no directory"))?;
         create_dirs(dir).await?;
         let file = OpenOptions::new().write(true).create_new(true).buffered_open(&path).await?;
         let mut pos = 0;
@@ -106,8 +125,15 @@ impl FileIo for LocalFileIo {
         Ok(out)
     }
 
+    fn check_location(&self, location: &str) -> Result<(), String> {
+        self.path(location).map(drop).map_err(|e| e.to_string())
+    }
+
     async fn delete(&self, location: &str) -> io::Result<()> {
-        match glommio::io::remove(self.path(location)?).await {
+        let Some(path) = self.inside_warehouse(location)? else {
+            return Ok(());
+        };
+        match glommio::io::remove(path).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let e: io::Error = e.into();
@@ -121,14 +147,9 @@ impl FileIo for LocalFileIo {
     }
 
     async fn delete_tree(&self, location: &str) -> io::Result<()> {
-        let path = self.path(location)?;
-        // Never delete outside the warehouse, whatever a table's location says.
-        if !path.starts_with(&self.root) || path == self.root {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("refusing to purge {location}: outside the warehouse"),
-            ));
-        }
+        let Some(path) = self.inside_warehouse(location)? else {
+            return Ok(());
+        };
         let result = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(path)).await;
         match result {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

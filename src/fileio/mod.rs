@@ -21,10 +21,16 @@ pub trait FileIo: 'static {
     /// Reads a whole file.
     async fn read(&self, location: &str) -> io::Result<Vec<u8>>;
 
-    /// Deletes a file; a missing file is not an error.
+    /// Whether files can be written at `location`: `Err` says why not (the
+    /// request asked for a location this warehouse cannot serve).
+    fn check_location(&self, location: &str) -> Result<(), String>;
+
+    /// Deletes a file; a missing file is not an error. Only files inside the
+    /// warehouse are ever deleted, whatever a metadata log names.
     async fn delete(&self, location: &str) -> io::Result<()>;
 
-    /// Deletes everything under a location (a table's purge).
+    /// Deletes everything under a location (a table's purge); refused
+    /// outside the warehouse.
     async fn delete_tree(&self, location: &str) -> io::Result<()>;
 
     /// The location of `name` under the warehouse root.

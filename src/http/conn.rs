@@ -136,7 +136,10 @@ where
                     Some(t) => match limits.request_timeout.checked_sub(t.elapsed()) {
                         Some(left) if !left.is_zero() => left,
                         _ => {
-                            write_error(&mut out, &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"));
+                            write_error(
+                                &mut out,
+                                &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"),
+                            );
                             let _ = stream.write_all(&out).await;
                             return;
                         }
@@ -152,7 +155,10 @@ where
                         request_started.get_or_insert_with(Instant::now);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::TimedOut && request_started.is_some() => {
-                        write_error(&mut out, &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"));
+                        write_error(
+                            &mut out,
+                            &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"),
+                        );
                         let _ = stream.write_all(&out).await;
                         return;
                     }
@@ -235,9 +241,10 @@ async fn parse_and_answer<S: Service>(
 }
 
 fn header_has(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
-    headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).any(|h| {
-        std::str::from_utf8(h.value).is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .any(|h| std::str::from_utf8(h.value).is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
 }
 
 fn write_response(out: &mut Vec<u8>, resp: &Response, head_only: bool, close: bool) {

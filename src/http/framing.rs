@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(framing(&[], 100), Ok(BodyFraming::Length(0)));
         assert_eq!(framing(&[h("content-length", "101")], 100), Err(FramingError::TooLarge));
         assert!(matches!(framing(&[h("Content-Length", "-1")], 100), Err(FramingError::Malformed(_))));
-        assert!(matches!(framing(&[h("Content-Length", "1"), h("Content-Length", "2")], 100), Err(FramingError::Malformed(_))));
+        assert!(matches!(
+            framing(&[h("Content-Length", "1"), h("Content-Length", "2")], 100),
+            Err(FramingError::Malformed(_))
+        ));
         assert_eq!(framing(&[h("Content-Length", "99999999999999999999999")], 100), Err(FramingError::TooLarge));
     }
 

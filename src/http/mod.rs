@@ -5,10 +5,10 @@
 
 mod conn;
 mod framing;
+pub mod percent;
 mod request;
 mod response;
 mod transport;
-pub mod percent;
 
 pub use conn::{serve_connection, ConnLimits, ConnState};
 pub use request::{Method, Request};

@@ -8,16 +8,12 @@
 use super::create::{parse_format_version, FORMAT_VERSION_PROPERTY};
 use super::encryption::EncryptedKey;
 use super::error::{conflict, invalid, MetadataError};
-use super::partition::{
-    PartitionField, PartitionSpec, UnboundPartitionSpec, PARTITION_DATA_ID_START,
-};
+use super::partition::{PartitionField, PartitionSpec, UnboundPartitionSpec, PARTITION_DATA_ID_START};
 use super::requirement::TableRequirement;
 use super::schema::Schema;
 use super::snapshot::{Snapshot, SnapshotLogEntry, SnapshotRefType, SnapshotReference};
 use super::sort::SortOrder;
-use super::table::{
-    trim_location, TableMetadata, DEFAULT_FORMAT_VERSION, MAIN_BRANCH, MAX_FORMAT_VERSION,
-};
+use super::table::{trim_location, TableMetadata, DEFAULT_FORMAT_VERSION, MAIN_BRANCH, MAX_FORMAT_VERSION};
 use super::update::TableUpdate;
 
 /// "The one added last in this commit" in set-current-schema, set-default-spec,
@@ -47,14 +43,9 @@ pub fn apply_commit(
             base.clone()
         }
         None if !requirements.contains(&TableRequirement::AssertCreate) => {
-            return Err(MetadataError::NoSuchTable(
-                "Table does not exist".to_owned(),
-            ))
+            return Err(MetadataError::NoSuchTable("Table does not exist".to_owned()))
         }
-        None if requirements
-            .iter()
-            .any(|r| *r != TableRequirement::AssertCreate) =>
-        {
+        None if requirements.iter().any(|r| *r != TableRequirement::AssertCreate) => {
             return invalid!("Invalid create requirements: only assert-create is allowed");
         }
         None => empty_table(updates, now_ms),
@@ -72,19 +63,12 @@ fn empty_table(updates: &[TableUpdate], now_ms: i64) -> TableMetadata {
     let format_version = updates
         .iter()
         .find_map(|u| match u {
-            TableUpdate::UpgradeFormatVersion { format_version } => {
-                u8::try_from(*format_version).ok()
-            }
+            TableUpdate::UpgradeFormatVersion { format_version } => u8::try_from(*format_version).ok(),
             _ => None,
         })
         .filter(|v| (1..=MAX_FORMAT_VERSION).contains(v))
         .unwrap_or(DEFAULT_FORMAT_VERSION);
-    TableMetadata::empty(
-        format_version,
-        uuid::Uuid::new_v4().to_string(),
-        String::new(),
-        now_ms,
-    )
+    TableMetadata::empty(format_version, uuid::Uuid::new_v4().to_string(), String::new(), now_ms)
 }
 
 /// Metadata being changed, plus what this commit did so far.
@@ -121,9 +105,7 @@ impl Builder {
         let md = &mut self.md;
         match update {
             AssignUuid { uuid } => self.assign_uuid(uuid)?,
-            UpgradeFormatVersion { format_version } => {
-                self.upgrade_format_version(*format_version)?
-            }
+            UpgradeFormatVersion { format_version } => self.upgrade_format_version(*format_version)?,
             AddSchema { schema, .. } => self.add_schema(schema)?,
             SetCurrentSchema { schema_id } => {
                 let id = resolve_last_added(*schema_id, self.last_added_schema, "schema")?;
@@ -149,10 +131,7 @@ impl Builder {
                 md.default_sort_order_id = id;
             }
             AddSnapshot { snapshot } => self.add_snapshot(snapshot)?,
-            SetSnapshotRef {
-                ref_name,
-                reference,
-            } => self.set_ref(ref_name, reference)?,
+            SetSnapshotRef { ref_name, reference } => self.set_ref(ref_name, reference)?,
             RemoveSnapshots { snapshot_ids } => self.remove_snapshots(snapshot_ids),
             RemoveSnapshotRef { ref_name } => {
                 if ref_name == MAIN_BRANCH {
@@ -174,39 +153,29 @@ impl Builder {
             RemoveProperties { removals } => removals.iter().for_each(|k| {
                 md.properties.remove(k);
             }),
-            SetStatistics {
-                snapshot_id,
-                statistics,
-            } => {
+            SetStatistics { snapshot_id, statistics } => {
                 if snapshot_id.is_some_and(|id| id != statistics.snapshot_id) {
                     return invalid!(
                         "Snapshot id in statistics ({}) does not match the update's snapshot-id",
                         statistics.snapshot_id
                     );
                 }
-                md.statistics
-                    .retain(|s| s.snapshot_id != statistics.snapshot_id);
+                md.statistics.retain(|s| s.snapshot_id != statistics.snapshot_id);
                 md.statistics.push(statistics.clone());
             }
-            RemoveStatistics { snapshot_id } => {
-                md.statistics.retain(|s| s.snapshot_id != *snapshot_id)
-            }
-            SetPartitionStatistics {
-                partition_statistics: file,
-            } => {
-                md.partition_statistics
-                    .retain(|s| s.snapshot_id != file.snapshot_id);
+            RemoveStatistics { snapshot_id } => md.statistics.retain(|s| s.snapshot_id != *snapshot_id),
+            SetPartitionStatistics { partition_statistics: file } => {
+                md.partition_statistics.retain(|s| s.snapshot_id != file.snapshot_id);
                 md.partition_statistics.push(file.clone());
             }
-            RemovePartitionStatistics { snapshot_id } => md
-                .partition_statistics
-                .retain(|s| s.snapshot_id != *snapshot_id),
+            RemovePartitionStatistics { snapshot_id } => {
+                md.partition_statistics.retain(|s| s.snapshot_id != *snapshot_id)
+            }
             RemovePartitionSpecs { spec_ids } => {
                 if spec_ids.contains(&md.default_spec_id) {
                     return invalid!("Cannot remove the default partition spec");
                 }
-                md.partition_specs
-                    .retain(|s| !spec_ids.contains(&s.spec_id));
+                md.partition_specs.retain(|s| !spec_ids.contains(&s.spec_id));
             }
             RemoveSchemas { schema_ids } => {
                 if schema_ids.contains(&md.current_schema_id) {
@@ -242,29 +211,22 @@ impl Builder {
                 Ok(())
             }
             Ok(v) if (1..=MAX_FORMAT_VERSION).contains(&v) => invalid!("Cannot downgrade v{current} table to v{v}"),
-            _ => invalid!("Cannot upgrade table to unsupported format version: v{version} (supported: v{MAX_FORMAT_VERSION})"),
+            _ => invalid!(
+                "Cannot upgrade table to unsupported format version: v{version} (supported: v{MAX_FORMAT_VERSION})"
+            ),
         }
     }
 
     /// Adds the schema, or reuses the id of an identical one; ids come from the table, not the client.
     fn add_schema(&mut self, schema: &Schema) -> Result<(), MetadataError> {
         let md = &mut self.md;
-        schema
-            .validate(md.format_version)
-            .map_err(MetadataError::Invalid)?;
+        schema.validate(md.format_version).map_err(MetadataError::Invalid)?;
         md.last_column_id = md.last_column_id.max(schema.highest_field_id());
         let id = match md.schemas.iter().find(|s| s.same_schema(schema)) {
             Some(existing) => existing.schema_id,
             None => {
-                let id = md
-                    .schemas
-                    .iter()
-                    .map(|s| s.schema_id + 1)
-                    .fold(md.current_schema_id, i32::max);
-                md.schemas.push(Schema {
-                    schema_id: id,
-                    ..schema.clone()
-                });
+                let id = md.schemas.iter().map(|s| s.schema_id + 1).fold(md.current_schema_id, i32::max);
+                md.schemas.push(Schema { schema_id: id, ..schema.clone() });
                 id
             }
         };
@@ -279,27 +241,13 @@ impl Builder {
         let Some(schema) = md.current_schema() else {
             return invalid!("Cannot add a partition spec before a schema");
         };
-        bound
-            .check_compatible(schema)
-            .map_err(MetadataError::Invalid)?;
-        let id = match md
-            .partition_specs
-            .iter()
-            .find(|s| s.compatible_with(&bound))
-        {
+        bound.check_compatible(schema).map_err(MetadataError::Invalid)?;
+        let id = match md.partition_specs.iter().find(|s| s.compatible_with(&bound)) {
             Some(existing) => existing.spec_id,
             None => {
-                let id = md
-                    .partition_specs
-                    .iter()
-                    .map(|s| s.spec_id + 1)
-                    .max()
-                    .unwrap_or(0);
+                let id = md.partition_specs.iter().map(|s| s.spec_id + 1).max().unwrap_or(0);
                 md.last_partition_id = md.last_partition_id.max(bound.last_assigned_field_id());
-                md.partition_specs.push(PartitionSpec {
-                    spec_id: id,
-                    ..bound
-                });
+                md.partition_specs.push(PartitionSpec { spec_id: id, ..bound });
                 id
             }
         };
@@ -318,9 +266,7 @@ impl Builder {
             let field_id = if md.format_version == 1 {
                 match f.field_id {
                     Some(id) if id != sequential => {
-                        return invalid!(
-                            "Spec does not use sequential IDs that are required in v1: {id}"
-                        )
+                        return invalid!("Spec does not use sequential IDs that are required in v1: {id}")
                     }
                     _ => sequential,
                 }
@@ -352,11 +298,7 @@ impl Builder {
     /// Adds the order, or reuses one with the same fields; unsorted is always id 0.
     fn add_sort_order(&mut self, order: &SortOrder) -> Result<(), MetadataError> {
         let md = &mut self.md;
-        let existing = md
-            .sort_orders
-            .iter()
-            .find(|o| o.fields == order.fields)
-            .map(|o| o.order_id);
+        let existing = md.sort_orders.iter().find(|o| o.fields == order.fields).map(|o| o.order_id);
         let id = match existing {
             Some(id) => id,
             None if order.is_unsorted() => {
@@ -367,18 +309,9 @@ impl Builder {
                 let Some(schema) = md.current_schema() else {
                     return invalid!("Cannot add a sort order before a schema");
                 };
-                order
-                    .check_compatible(schema)
-                    .map_err(MetadataError::Invalid)?;
-                let id = md
-                    .sort_orders
-                    .iter()
-                    .map(|o| o.order_id + 1)
-                    .fold(1, i32::max);
-                md.sort_orders.push(SortOrder {
-                    order_id: id,
-                    fields: order.fields.clone(),
-                });
+                order.check_compatible(schema).map_err(MetadataError::Invalid)?;
+                let id = md.sort_orders.iter().map(|o| o.order_id + 1).fold(1, i32::max);
+                md.sort_orders.push(SortOrder { order_id: id, fields: order.fields.clone() });
                 id
             }
         };
@@ -398,18 +331,11 @@ impl Builder {
         if let Some(schema_id) = snapshot.schema_id.filter(|&s| md.schema(s).is_none()) {
             return invalid!("Snapshot {id} references unknown schema {schema_id}");
         }
-        if let Some(parent) = snapshot
-            .parent_snapshot_id
-            .filter(|&p| md.snapshot(p).is_none())
-        {
-            return conflict!(
-                "Cannot add snapshot {id}: parent snapshot {parent} no longer exists"
-            );
+        if let Some(parent) = snapshot.parent_snapshot_id.filter(|&p| md.snapshot(p).is_none()) {
+            return conflict!("Cannot add snapshot {id}: parent snapshot {parent} no longer exists");
         }
         if md.format_version > 1 {
-            if snapshot.sequence_number <= md.last_sequence_number
-                && snapshot.parent_snapshot_id.is_some()
-            {
+            if snapshot.sequence_number <= md.last_sequence_number && snapshot.parent_snapshot_id.is_some() {
                 return conflict!(
                     "Cannot add snapshot with sequence number {} older than last sequence number {}",
                     snapshot.sequence_number,
@@ -419,12 +345,8 @@ impl Builder {
             md.last_sequence_number = md.last_sequence_number.max(snapshot.sequence_number);
         }
         if md.format_version >= 3 {
-            let (Some(first_row_id), Some(added_rows)) =
-                (snapshot.first_row_id, snapshot.added_rows)
-            else {
-                return invalid!(
-                    "Cannot add a snapshot: first-row-id and added-rows are required from v3"
-                );
+            let (Some(first_row_id), Some(added_rows)) = (snapshot.first_row_id, snapshot.added_rows) else {
+                return invalid!("Cannot add a snapshot: first-row-id and added-rows are required from v3");
             };
             if first_row_id < md.next_row_id {
                 return conflict!(
@@ -452,25 +374,17 @@ impl Builder {
         if name == MAIN_BRANCH && is_tag {
             return invalid!("Cannot set {MAIN_BRANCH} to a tag, it must be a branch");
         }
-        if is_tag
-            && (reference.min_snapshots_to_keep.is_some()
-                || reference.max_snapshot_age_ms.is_some())
-        {
+        if is_tag && (reference.min_snapshots_to_keep.is_some() || reference.max_snapshot_age_ms.is_some()) {
             return invalid!("Tags do not support min-snapshots-to-keep or max-snapshot-age-ms");
         }
-        let positive = [
-            reference.min_snapshots_to_keep.map(i64::from),
-            reference.max_snapshot_age_ms,
-            reference.max_ref_age_ms,
-        ];
+        let positive =
+            [reference.min_snapshots_to_keep.map(i64::from), reference.max_snapshot_age_ms, reference.max_ref_age_ms];
         if positive.into_iter().flatten().any(|v| v <= 0) {
             return invalid!("Ref retention settings of {name} must be greater than 0");
         }
         let added_now = self.added_snapshots.contains(&id);
         // A snapshot written on top of a head that has moved on would drop the newer commits.
-        if let (true, Some(parent), Some(head)) =
-            (added_now, snapshot.parent_snapshot_id, md.refs.get(name))
-        {
+        if let (true, Some(parent), Some(head)) = (added_now, snapshot.parent_snapshot_id, md.refs.get(name)) {
             if head.ref_type == SnapshotRefType::Branch && head.snapshot_id != parent {
                 return conflict!(
                     "Cannot set branch {name} to snapshot {id}: its parent {parent} is no longer the head {}",
@@ -480,15 +394,8 @@ impl Builder {
         }
         if name == MAIN_BRANCH {
             // A snapshot added now became current at its own time; a rollback happens now.
-            let timestamp_ms = if added_now {
-                snapshot.timestamp_ms
-            } else {
-                self.now_ms
-            };
-            md.snapshot_log.push(SnapshotLogEntry {
-                timestamp_ms,
-                snapshot_id: id,
-            });
+            let timestamp_ms = if added_now { snapshot.timestamp_ms } else { self.now_ms };
+            md.snapshot_log.push(SnapshotLogEntry { timestamp_ms, snapshot_id: id });
             md.current_snapshot_id = Some(id);
             self.main_history.push(id);
         }
@@ -506,8 +413,7 @@ impl Builder {
         }
         self.removed_snapshots = true;
         md.statistics.retain(|s| !ids.contains(&s.snapshot_id));
-        md.partition_statistics
-            .retain(|s| !ids.contains(&s.snapshot_id));
+        md.partition_statistics.retain(|s| !ids.contains(&s.snapshot_id));
         md.refs.retain(|_, r| !ids.contains(&r.snapshot_id));
         if md.current_snapshot_id.is_some_and(|id| ids.contains(&id)) {
             md.current_snapshot_id = None;
@@ -518,12 +424,7 @@ impl Builder {
         if self.md.format_version < 3 {
             return invalid!("Encryption keys are not supported before v3");
         }
-        if !self
-            .md
-            .encryption_keys
-            .iter()
-            .any(|k| k.key_id == key.key_id)
-        {
+        if !self.md.encryption_keys.iter().any(|k| k.key_id == key.key_id) {
             self.md.encryption_keys.push(key.clone());
         }
         Ok(())
@@ -534,10 +435,7 @@ impl Builder {
         self.settle_snapshot_log();
         let mut md = self.md;
         if base == Some(&md) {
-            return Ok(CommitOutcome {
-                metadata: md,
-                changed: false,
-            });
+            return Ok(CommitOutcome { metadata: md, changed: false });
         }
         let Some(schema) = md.current_schema() else {
             return invalid!("Cannot find current schema {}", md.current_schema_id);
@@ -546,24 +444,15 @@ impl Builder {
             return invalid!("Cannot find default partition spec {}", md.default_spec_id);
         };
         let Some(order) = md.default_sort_order() else {
-            return invalid!(
-                "Cannot find default sort order {}",
-                md.default_sort_order_id
-            );
+            return invalid!("Cannot find default sort order {}", md.default_sort_order_id);
         };
-        spec.check_compatible(schema)
-            .map_err(MetadataError::Invalid)?;
-        order
-            .check_compatible(schema)
-            .map_err(MetadataError::Invalid)?;
+        spec.check_compatible(schema).map_err(MetadataError::Invalid)?;
+        order.check_compatible(schema).map_err(MetadataError::Invalid)?;
         if md.location.is_empty() && base.is_some() {
             return invalid!("Table location is required");
         }
         md.last_updated_ms = self.now_ms;
-        Ok(CommitOutcome {
-            metadata: md,
-            changed: true,
-        })
+        Ok(CommitOutcome { metadata: md, changed: true })
     }
 
     /// Drops log entries of snapshots that were current only in the middle of this commit,
@@ -595,11 +484,7 @@ impl Builder {
 }
 
 /// Resolves -1 to the id added last in this commit.
-pub(crate) fn resolve_last_added(
-    id: i32,
-    last_added: Option<i32>,
-    what: &str,
-) -> Result<i32, MetadataError> {
+pub(crate) fn resolve_last_added(id: i32, last_added: Option<i32>, what: &str) -> Result<i32, MetadataError> {
     match (id, last_added) {
         (LAST_ADDED, Some(added)) => Ok(added),
         (LAST_ADDED, None) => invalid!("Cannot set last added {what}: no {what} has been added"),
@@ -615,17 +500,8 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
-    fn commit(
-        base: &TableMetadata,
-        requirements: &str,
-        updates: &str,
-    ) -> Result<CommitOutcome, MetadataError> {
-        apply_commit(
-            Some(base),
-            &parse::<Vec<_>>(requirements),
-            &parse::<Vec<_>>(updates),
-            NOW,
-        )
+    fn commit(base: &TableMetadata, requirements: &str, updates: &str) -> Result<CommitOutcome, MetadataError> {
+        apply_commit(Some(base), &parse::<Vec<_>>(requirements), &parse::<Vec<_>>(updates), NOW)
     }
 
     fn updated(base: &TableMetadata, updates: &str) -> TableMetadata {
@@ -648,16 +524,10 @@ mod tests {
         }
     }
 
-    fn snapshot(
-        id: i64,
-        parent: Option<i64>,
-        sequence_number: i64,
-        rows: Option<(i64, i64)>,
-    ) -> String {
+    fn snapshot(id: i64, parent: Option<i64>, sequence_number: i64, rows: Option<(i64, i64)>) -> String {
         let parent = parent.map_or(String::new(), |p| format!(r#""parent-snapshot-id":{p},"#));
-        let rows = rows.map_or(String::new(), |(first, added)| {
-            format!(r#","first-row-id":{first},"added-rows":{added}"#)
-        });
+        let rows =
+            rows.map_or(String::new(), |(first, added)| format!(r#","first-row-id":{first},"added-rows":{added}"#));
         format!(
             r#"{{"action":"add-snapshot","snapshot":{{"snapshot-id":{id},{parent}"sequence-number":{sequence_number},"timestamp-ms":{},"manifest-list":"s3://m/{id}.avro","summary":{{"operation":"append"}},"schema-id":0{rows}}}}}"#,
             1_790_000_000_000 + id
@@ -665,9 +535,7 @@ mod tests {
     }
 
     fn set_main(id: i64) -> String {
-        format!(
-            r#"{{"action":"set-snapshot-ref","ref-name":"main","type":"branch","snapshot-id":{id}}}"#
-        )
+        format!(r#"{{"action":"set-snapshot-ref","ref-name":"main","type":"branch","snapshot-id":{id}}}"#)
     }
 
     /// The updates PyIceberg's `CreateTableTransaction` sends for a staged table.
@@ -688,56 +556,28 @@ mod tests {
 
     #[test]
     fn create_transaction_rebuilds_what_create_table_would() {
-        let outcome = apply_commit(
-            None,
-            &[TableRequirement::AssertCreate],
-            &parse::<Vec<_>>(PYICEBERG_CREATE),
-            NOW,
-        )
-        .unwrap();
+        let outcome =
+            apply_commit(None, &[TableRequirement::AssertCreate], &parse::<Vec<_>>(PYICEBERG_CREATE), NOW).unwrap();
         assert!(outcome.changed);
         let req = parse(
             r#"{"name":"cities","schema":{"type":"struct","fields":[{"id":1,"name":"id","type":"long","required":true},{"id":2,"name":"city","type":"string","required":false}]},
                 "partition-spec":{"fields":[{"source-id":2,"transform":"identity","name":"city"}]},"properties":{"owner":"py"}}"#,
         );
-        let expected = new_table_metadata(
-            &req,
-            "s3://warehouse/db/cities",
-            "9d2a4f5e-6b7c-4d8e-9f00-112233445566",
-            NOW,
-        )
-        .unwrap();
+        let expected =
+            new_table_metadata(&req, "s3://warehouse/db/cities", "9d2a4f5e-6b7c-4d8e-9f00-112233445566", NOW).unwrap();
         assert_eq!(outcome.metadata, expected);
     }
 
     #[test]
     fn create_transaction_may_pick_v1_and_add_data() {
-        let updates = PYICEBERG_CREATE
-            .replace(r#""format-version":2"#, r#""format-version":1"#)
-            .replace(
-                r#"{"action":"set-properties""#,
-                &format!(
-                    r#"{},{},{{"action":"set-properties""#,
-                    snapshot(5, None, 0, None),
-                    set_main(5)
-                ),
-            );
-        let md = apply_commit(
-            None,
-            &[TableRequirement::AssertCreate],
-            &parse::<Vec<_>>(&updates),
-            NOW,
-        )
-        .unwrap()
-        .metadata;
-        assert_eq!((md.format_version, md.current_snapshot_id), (1, Some(5)));
-        assert_eq!(
-            md.snapshot_log,
-            [SnapshotLogEntry {
-                timestamp_ms: 1_790_000_000_005,
-                snapshot_id: 5
-            }]
+        let updates = PYICEBERG_CREATE.replace(r#""format-version":2"#, r#""format-version":1"#).replace(
+            r#"{"action":"set-properties""#,
+            &format!(r#"{},{},{{"action":"set-properties""#, snapshot(5, None, 0, None), set_main(5)),
         );
+        let md =
+            apply_commit(None, &[TableRequirement::AssertCreate], &parse::<Vec<_>>(&updates), NOW).unwrap().metadata;
+        assert_eq!((md.format_version, md.current_snapshot_id), (1, Some(5)));
+        assert_eq!(md.snapshot_log, [SnapshotLogEntry { timestamp_ms: 1_790_000_000_005, snapshot_id: 5 }]);
         assert_eq!(to_value(&md)["partition-spec"][0]["field-id"], 1000);
     }
 
@@ -746,37 +586,18 @@ mod tests {
         let updates: Vec<TableUpdate> = parse(PYICEBERG_CREATE);
         let err = apply_commit(None, &[], &updates, NOW).unwrap_err();
         assert!(matches!(err, MetadataError::NoSuchTable(_)));
-        let reqs = [
-            TableRequirement::AssertCreate,
-            TableRequirement::AssertCurrentSchemaId {
-                current_schema_id: 0,
-            },
-        ];
-        assert!(matches!(
-            apply_commit(None, &reqs, &updates, NOW),
-            Err(MetadataError::Invalid(_))
-        ));
+        let reqs = [TableRequirement::AssertCreate, TableRequirement::AssertCurrentSchemaId { current_schema_id: 0 }];
+        assert!(matches!(apply_commit(None, &reqs, &updates, NOW), Err(MetadataError::Invalid(_))));
         let base = table("v2_full");
         assert!(matches!(
-            apply_commit(
-                Some(&base),
-                &[TableRequirement::AssertCreate],
-                &updates,
-                NOW
-            ),
+            apply_commit(Some(&base), &[TableRequirement::AssertCreate], &updates, NOW),
             Err(MetadataError::Conflict(_))
         ));
         // Without set-location the caller fills in its default; without a schema nothing can be built.
-        let no_location: Vec<TableUpdate> = updates
-            .iter()
-            .filter(|u| !matches!(u, TableUpdate::SetLocation { .. }))
-            .cloned()
-            .collect();
+        let no_location: Vec<TableUpdate> =
+            updates.iter().filter(|u| !matches!(u, TableUpdate::SetLocation { .. })).cloned().collect();
         assert_eq!(
-            apply_commit(None, &[TableRequirement::AssertCreate], &no_location, NOW)
-                .unwrap()
-                .metadata
-                .location,
+            apply_commit(None, &[TableRequirement::AssertCreate], &no_location, NOW).unwrap().metadata.location,
             ""
         );
         let no_schema: Vec<TableUpdate> = updates[..2].to_vec();
@@ -813,47 +634,22 @@ mod tests {
             assert!(!outcome.changed, "{updates}");
             assert_eq!(outcome.metadata, base);
         }
-        assert_eq!(
-            updated(
-                &base,
-                r#"[{"action":"set-properties","updates":{"k":"v"}}]"#
-            )
-            .last_updated_ms,
-            NOW
-        );
+        assert_eq!(updated(&base, r#"[{"action":"set-properties","updates":{"k":"v"}}]"#).last_updated_ms, NOW);
     }
 
     #[test]
     fn uuid_and_format_version_updates() {
         let base = table("v2_full");
-        invalid(
-            &base,
-            r#"[{"action":"assign-uuid","uuid":"00000000-0000-4000-8000-000000000000"}]"#,
-        );
-        invalid(
-            &base,
-            r#"[{"action":"upgrade-format-version","format-version":1}]"#,
-        );
-        invalid(
-            &base,
-            r#"[{"action":"upgrade-format-version","format-version":4}]"#,
-        );
-        let v3 = updated(
-            &base,
-            r#"[{"action":"upgrade-format-version","format-version":3}]"#,
-        );
+        invalid(&base, r#"[{"action":"assign-uuid","uuid":"00000000-0000-4000-8000-000000000000"}]"#);
+        invalid(&base, r#"[{"action":"upgrade-format-version","format-version":1}]"#);
+        invalid(&base, r#"[{"action":"upgrade-format-version","format-version":4}]"#);
+        let v3 = updated(&base, r#"[{"action":"upgrade-format-version","format-version":3}]"#);
         assert_eq!((v3.format_version, v3.next_row_id), (3, 0));
         assert_eq!(to_value(&v3)["next-row-id"], 0);
-        let v3 = updated(
-            &base,
-            r#"[{"action":"set-properties","updates":{"format-version":"3","a":"b"}}]"#,
-        );
+        let v3 = updated(&base, r#"[{"action":"set-properties","updates":{"format-version":"3","a":"b"}}]"#);
         assert_eq!(v3.format_version, 3);
         assert!(!v3.properties.contains_key("format-version"));
-        invalid(
-            &v3,
-            r#"[{"action":"set-properties","updates":{"format-version":"2"}}]"#,
-        );
+        invalid(&v3, r#"[{"action":"set-properties","updates":{"format-version":"2"}}]"#);
     }
 
     #[test]
@@ -867,24 +663,16 @@ mod tests {
                    "last-column-id":14},
                {"action":"set-current-schema","schema-id":-1}]"#,
         );
-        assert_eq!(
-            (md.current_schema_id, md.last_column_id, md.schemas.len()),
-            (2, 14, 3)
-        );
+        assert_eq!((md.current_schema_id, md.last_column_id, md.schemas.len()), (2, 14, 3));
         // Same columns as schema 0 (whatever the schema id sent): reused, and -1 points at it.
         let md = updated(
             &base,
             &format!(
                 r#"[{{"action":"add-schema","schema":{}}},{{"action":"set-current-schema","schema-id":-1}}]"#,
-                sonic_rs::to_string(&base.schemas[0])
-                    .unwrap()
-                    .replace(r#""schema-id":0"#, r#""schema-id":5"#)
+                sonic_rs::to_string(&base.schemas[0]).unwrap().replace(r#""schema-id":0"#, r#""schema-id":5"#)
             ),
         );
-        assert_eq!(
-            (md.current_schema_id, md.schemas.len(), md.last_column_id),
-            (0, 2, 13)
-        );
+        assert_eq!((md.current_schema_id, md.schemas.len(), md.last_column_id), (0, 2, 13));
         invalid(&base, r#"[{"action":"set-current-schema","schema-id":-1}]"#);
         invalid(&base, r#"[{"action":"set-current-schema","schema-id":8}]"#);
         // A current schema that lost a partition source column is rejected.
@@ -898,10 +686,7 @@ mod tests {
             &base,
             r#"[{"action":"add-schema","schema":{"type":"struct","fields":[{"id":1,"name":"v","required":false,"type":"variant"}]}}]"#,
         );
-        let md = updated(
-            &base,
-            r#"[{"action":"remove-schemas","schema-ids":[0, 42]}]"#,
-        );
+        let md = updated(&base, r#"[{"action":"remove-schemas","schema-ids":[0, 42]}]"#);
         assert_eq!(md.schemas.len(), 1);
         invalid(&base, r#"[{"action":"remove-schemas","schema-ids":[1]}]"#);
     }
@@ -926,14 +711,7 @@ mod tests {
             r#"[{"action":"add-spec","spec":{"spec-id":7,"fields":[{"name":"ts_day","transform":"day","source-id":2,"field-id":1000}]}},
                {"action":"set-default-spec","spec-id":-1}]"#,
         );
-        assert_eq!(
-            (
-                md.default_spec_id,
-                md.partition_specs.len(),
-                md.last_partition_id
-            ),
-            (0, 2, 1002)
-        );
+        assert_eq!((md.default_spec_id, md.partition_specs.len(), md.last_partition_id), (0, 2, 1002));
         invalid(&base, r#"[{"action":"set-default-spec","spec-id":-1}]"#);
         invalid(&base, r#"[{"action":"set-default-spec","spec-id":5}]"#);
         invalid(
@@ -944,19 +722,8 @@ mod tests {
             &base,
             r#"[{"action":"add-spec","spec":{"fields":[{"name":"c","transform":"identity","source-id":77}]}}]"#,
         );
-        assert_eq!(
-            updated(
-                &base,
-                r#"[{"action":"remove-partition-specs","spec-ids":[0]}]"#
-            )
-            .partition_specs
-            .len(),
-            1
-        );
-        invalid(
-            &base,
-            r#"[{"action":"remove-partition-specs","spec-ids":[1]}]"#,
-        );
+        assert_eq!(updated(&base, r#"[{"action":"remove-partition-specs","spec-ids":[0]}]"#).partition_specs.len(), 1);
+        invalid(&base, r#"[{"action":"remove-partition-specs","spec-ids":[1]}]"#);
         // v1 needs sequential field ids.
         let v1 = table("v1_current");
         let md = updated(
@@ -984,14 +751,8 @@ mod tests {
             r#"[{"action":"add-sort-order","sort-order":{"order-id":0,"fields":[]}},{"action":"set-default-sort-order","sort-order-id":-1}]"#,
         );
         assert_eq!((md.default_sort_order_id, md.sort_orders.len()), (0, 2));
-        invalid(
-            &base,
-            r#"[{"action":"set-default-sort-order","sort-order-id":-1}]"#,
-        );
-        invalid(
-            &base,
-            r#"[{"action":"set-default-sort-order","sort-order-id":9}]"#,
-        );
+        invalid(&base, r#"[{"action":"set-default-sort-order","sort-order-id":-1}]"#);
+        invalid(&base, r#"[{"action":"set-default-sort-order","sort-order-id":9}]"#);
         invalid(
             &base,
             r#"[{"action":"add-sort-order","sort-order":{"fields":[{"transform":"identity","source-id":6,"direction":"asc","null-order":"nulls-first"}]}}]"#,
@@ -1001,44 +762,22 @@ mod tests {
     #[test]
     fn snapshots_advance_main_the_log_and_sequence_numbers() {
         let base = table("v2_full");
-        let md = updated(
-            &base,
-            &format!(
-                "[{},{}]",
-                snapshot(7003, Some(7001), 4, None),
-                set_main(7003)
-            ),
-        );
-        assert_eq!(
-            (md.current_snapshot_id, md.last_sequence_number),
-            (Some(7003), 4)
-        );
+        let md = updated(&base, &format!("[{},{}]", snapshot(7003, Some(7001), 4, None), set_main(7003)));
+        assert_eq!((md.current_snapshot_id, md.last_sequence_number), (Some(7003), 4));
         assert_eq!(md.refs["main"].snapshot_id, 7003);
         assert_eq!(
             md.snapshot_log.last(),
-            Some(&SnapshotLogEntry {
-                timestamp_ms: 1_790_000_007_003,
-                snapshot_id: 7003
-            })
+            Some(&SnapshotLogEntry { timestamp_ms: 1_790_000_007_003, snapshot_id: 7003 })
         );
         assert_eq!(md.last_updated_ms, NOW);
 
         // A staged snapshot (no ref) changes neither main nor the log.
         let md = updated(&base, &format!("[{}]", snapshot(7003, Some(7001), 4, None)));
-        assert_eq!(
-            (md.current_snapshot_id, md.snapshot_log.len()),
-            (Some(7001), 2)
-        );
+        assert_eq!((md.current_snapshot_id, md.snapshot_log.len()), (Some(7001), 2));
 
         // Rolling back to an older snapshot happens now.
         let md = updated(&base, &format!("[{}]", set_main(7000)));
-        assert_eq!(
-            md.snapshot_log.last(),
-            Some(&SnapshotLogEntry {
-                timestamp_ms: NOW,
-                snapshot_id: 7000
-            })
-        );
+        assert_eq!(md.snapshot_log.last(), Some(&SnapshotLogEntry { timestamp_ms: NOW, snapshot_id: 7000 }));
 
         // Two appends in one commit: only the final one enters the log.
         let md = updated(
@@ -1062,54 +801,29 @@ mod tests {
         assert!(msg.contains("sequence number 3"), "{msg}");
         conflicting(&base, &format!("[{}]", snapshot(8, Some(1234), 9, None)));
         // Written on 7000 while main moved to 7001: committing it to main would lose 7001.
-        let msg = conflicting(
-            &base,
-            &format!("[{},{}]", snapshot(8, Some(7000), 4, None), set_main(8)),
-        );
+        let msg = conflicting(&base, &format!("[{},{}]", snapshot(8, Some(7000), 4, None), set_main(8)));
         assert!(msg.contains("no longer the head 7001"), "{msg}");
-        let audit =
-            r#"{"action":"set-snapshot-ref","ref-name":"audit","type":"branch","snapshot-id":8}"#;
+        let audit = r#"{"action":"set-snapshot-ref","ref-name":"audit","type":"branch","snapshot-id":8}"#;
         assert_eq!(
-            updated(
-                &base,
-                &format!("[{},{audit}]", snapshot(8, Some(7002), 4, None))
-            )
-            .refs["audit"]
-                .snapshot_id,
+            updated(&base, &format!("[{},{audit}]", snapshot(8, Some(7002), 4, None))).refs["audit"].snapshot_id,
             8
         );
         // Without a parent an old sequence number is accepted, as Java does.
-        assert_eq!(
-            updated(&base, &format!("[{}]", snapshot(8, None, 1, None))).last_sequence_number,
-            3
-        );
+        assert_eq!(updated(&base, &format!("[{}]", snapshot(8, None, 1, None))).last_sequence_number, 3);
         invalid(&base, &format!("[{}]", snapshot(7001, Some(7000), 9, None)));
         invalid(
             &base,
-            &format!(
-                "[{}]",
-                snapshot(8, Some(7002), 9, None).replace(r#""schema-id":0"#, r#""schema-id":6"#)
-            ),
+            &format!("[{}]", snapshot(8, Some(7002), 9, None).replace(r#""schema-id":0"#, r#""schema-id":6"#)),
         );
     }
 
     #[test]
     fn v3_snapshots_assign_row_ids() {
         let base = table("v3_row_lineage");
-        let md = updated(
-            &base,
-            &format!(
-                "[{},{}]",
-                snapshot(9103, Some(9102), 3, Some((1500, 25))),
-                set_main(9103)
-            ),
-        );
+        let md = updated(&base, &format!("[{},{}]", snapshot(9103, Some(9102), 3, Some((1500, 25))), set_main(9103)));
         assert_eq!(md.next_row_id, 1525);
         assert_eq!(to_value(&md)["next-row-id"], 1525);
-        conflicting(
-            &base,
-            &format!("[{}]", snapshot(9103, Some(9102), 3, Some((1499, 25)))),
-        );
+        conflicting(&base, &format!("[{}]", snapshot(9103, Some(9102), 3, Some((1499, 25)))));
         invalid(&base, &format!("[{}]", snapshot(9103, Some(9102), 3, None)));
     }
 
@@ -1123,10 +837,7 @@ mod tests {
         assert_eq!(md.refs["nightly"].ref_type, SnapshotRefType::Tag);
         assert_eq!(md.current_snapshot_id, Some(7001));
         invalid(&base, &format!("[{}]", set_main(1)));
-        invalid(
-            &base,
-            r#"[{"action":"set-snapshot-ref","ref-name":"main","type":"tag","snapshot-id":7002}]"#,
-        );
+        invalid(&base, r#"[{"action":"set-snapshot-ref","ref-name":"main","type":"tag","snapshot-id":7002}]"#);
         invalid(
             &base,
             r#"[{"action":"set-snapshot-ref","ref-name":"t","type":"tag","snapshot-id":7002,"min-snapshots-to-keep":2}]"#,
@@ -1135,47 +846,25 @@ mod tests {
             &base,
             r#"[{"action":"set-snapshot-ref","ref-name":"b","type":"branch","snapshot-id":7002,"max-ref-age-ms":0}]"#,
         );
-        let md = updated(
-            &base,
-            r#"[{"action":"remove-snapshot-ref","ref-name":"main"}]"#,
-        );
-        assert_eq!(
-            (md.current_snapshot_id, md.refs.contains_key("main")),
-            (None, false)
-        );
+        let md = updated(&base, r#"[{"action":"remove-snapshot-ref","ref-name":"main"}]"#);
+        assert_eq!((md.current_snapshot_id, md.refs.contains_key("main")), (None, false));
         assert_eq!(to_value(&md)["current-snapshot-id"], -1);
-        let md = updated(
-            &base,
-            r#"[{"action":"remove-snapshot-ref","ref-name":"audit"}]"#,
-        );
+        let md = updated(&base, r#"[{"action":"remove-snapshot-ref","ref-name":"audit"}]"#);
         assert_eq!((md.refs.len(), md.current_snapshot_id), (2, Some(7001)));
     }
 
     #[test]
     fn removing_snapshots_drops_their_refs_statistics_and_older_history() {
         let base = table("v2_full");
-        let md = updated(
-            &base,
-            r#"[{"action":"remove-snapshots","snapshot-ids":[7000]}]"#,
-        );
+        let md = updated(&base, r#"[{"action":"remove-snapshots","snapshot-ids":[7000]}]"#);
         assert!(!md.refs.contains_key("release-1"));
         let log: Vec<i64> = md.snapshot_log.iter().map(|e| e.snapshot_id).collect();
         assert_eq!(log, [7001]);
         assert_eq!(md.statistics.len(), 1);
 
-        let md = updated(
-            &base,
-            r#"[{"action":"remove-snapshots","snapshot-ids":[7001]}]"#,
-        );
-        assert_eq!(
-            (md.current_snapshot_id, md.refs.contains_key("main")),
-            (None, false)
-        );
-        assert!(
-            md.statistics.is_empty()
-                && md.partition_statistics.is_empty()
-                && md.snapshot_log.is_empty()
-        );
+        let md = updated(&base, r#"[{"action":"remove-snapshots","snapshot-ids":[7001]}]"#);
+        assert_eq!((md.current_snapshot_id, md.refs.contains_key("main")), (None, false));
+        assert!(md.statistics.is_empty() && md.partition_statistics.is_empty() && md.snapshot_log.is_empty());
         assert_eq!(md.snapshots.len(), 2);
     }
 
@@ -1190,12 +879,7 @@ mod tests {
         );
         assert_eq!(md.location, "s3://moved/t");
         assert_eq!(md.properties.get("a").map(String::as_str), Some("1"));
-        assert_eq!(
-            md.properties
-                .get("write.format.default")
-                .map(String::as_str),
-            Some("orc")
-        );
+        assert_eq!(md.properties.get("write.format.default").map(String::as_str), Some("orc"));
         assert!(!md.properties.contains_key("commit.retry.num-retries"));
         invalid(&base, r#"[{"action":"set-location","location":""}]"#);
     }
@@ -1204,40 +888,23 @@ mod tests {
     fn statistics_are_set_by_snapshot_and_removed() {
         let base = table("v2_full");
         let stats = r#"{"snapshot-id":7001,"statistics-path":"s3://s/new.puffin","file-size-in-bytes":10,"file-footer-size-in-bytes":2,"blob-metadata":[]}"#;
-        let md = updated(
-            &base,
-            &format!(r#"[{{"action":"set-statistics","snapshot-id":7001,"statistics":{stats}}}]"#),
-        );
+        let md = updated(&base, &format!(r#"[{{"action":"set-statistics","snapshot-id":7001,"statistics":{stats}}}]"#));
         assert_eq!(md.statistics.len(), 1);
         assert_eq!(md.statistics[0].statistics_path, "s3://s/new.puffin");
         let md = updated(
             &base,
-            &format!(
-                r#"[{{"action":"set-statistics","statistics":{}}}]"#,
-                stats.replace("7001", "7002")
-            ),
+            &format!(r#"[{{"action":"set-statistics","statistics":{}}}]"#, stats.replace("7001", "7002")),
         );
         assert_eq!(md.statistics.len(), 2);
-        invalid(
-            &base,
-            &format!(r#"[{{"action":"set-statistics","snapshot-id":7000,"statistics":{stats}}}]"#),
-        );
-        assert!(updated(
-            &base,
-            r#"[{"action":"remove-statistics","snapshot-id":7001}]"#
-        )
-        .statistics
-        .is_empty());
+        invalid(&base, &format!(r#"[{{"action":"set-statistics","snapshot-id":7000,"statistics":{stats}}}]"#));
+        assert!(updated(&base, r#"[{"action":"remove-statistics","snapshot-id":7001}]"#).statistics.is_empty());
 
         let md = updated(
             &base,
             r#"[{"action":"set-partition-statistics","partition-statistics":{"snapshot-id":7002,"statistics-path":"p","file-size-in-bytes":1}}]"#,
         );
         assert_eq!(md.partition_statistics.len(), 2);
-        let md = updated(
-            &base,
-            r#"[{"action":"remove-partition-statistics","snapshot-id":7001}]"#,
-        );
+        let md = updated(&base, r#"[{"action":"remove-partition-statistics","snapshot-id":7001}]"#);
         assert!(md.partition_statistics.is_empty());
     }
 

@@ -47,14 +47,8 @@ pub fn new_table_metadata(
         .iter()
         .map(|&id| fresh.lookup(id, "identifier field"))
         .collect::<Result<_, _>>()?;
-    let schema = Schema {
-        schema_id: 0,
-        identifier_field_ids,
-        fields,
-    };
-    schema
-        .validate(format_version)
-        .map_err(MetadataError::Invalid)?;
+    let schema = Schema { schema_id: 0, identifier_field_ids, fields };
+    schema.validate(format_version).map_err(MetadataError::Invalid)?;
 
     let spec_fields = req.partition_spec.as_ref().map_or(&[][..], |s| &s.fields);
     let spec = PartitionSpec {
@@ -64,17 +58,11 @@ pub fn new_table_metadata(
             .zip(PARTITION_DATA_ID_START..)
             .map(|(f, field_id)| {
                 let source_id = fresh.lookup(f.source_id, "partition source")?;
-                Ok(PartitionField {
-                    name: f.name.clone(),
-                    transform: f.transform.clone(),
-                    source_id,
-                    field_id,
-                })
+                Ok(PartitionField { name: f.name.clone(), transform: f.transform.clone(), source_id, field_id })
             })
             .collect::<Result<_, MetadataError>>()?,
     };
-    spec.check_compatible(&schema)
-        .map_err(MetadataError::Invalid)?;
+    spec.check_compatible(&schema).map_err(MetadataError::Invalid)?;
 
     let sort_order = match &req.write_order {
         Some(order) if !order.is_unsorted() => SortOrder {
@@ -82,19 +70,12 @@ pub fn new_table_metadata(
             fields: order
                 .fields
                 .iter()
-                .map(|f| {
-                    Ok(SortField {
-                        source_id: fresh.lookup(f.source_id, "sort source")?,
-                        ..f.clone()
-                    })
-                })
+                .map(|f| Ok(SortField { source_id: fresh.lookup(f.source_id, "sort source")?, ..f.clone() }))
                 .collect::<Result<_, MetadataError>>()?,
         },
         _ => SortOrder::unsorted(),
     };
-    sort_order
-        .check_compatible(&schema)
-        .map_err(MetadataError::Invalid)?;
+    sort_order.check_compatible(&schema).map_err(MetadataError::Invalid)?;
 
     let properties: BTreeMap<String, String> = req
         .properties
@@ -111,12 +92,7 @@ pub fn new_table_metadata(
         default_sort_order_id: sort_order.order_id,
         sort_orders: vec![sort_order],
         properties,
-        ..TableMetadata::empty(
-            format_version,
-            table_uuid.to_owned(),
-            location.to_owned(),
-            now_ms,
-        )
+        ..TableMetadata::empty(format_version, table_uuid.to_owned(), location.to_owned(), now_ms)
     })
 }
 
@@ -142,10 +118,7 @@ impl FreshIds {
     fn next(&mut self, old: i32) -> i32 {
         self.last += 1;
         let new = self.last;
-        self.old_to_new
-            .entry(old)
-            .and_modify(|e| *e = None)
-            .or_insert(Some(new));
+        self.old_to_new.entry(old).and_modify(|e| *e = None).or_insert(Some(new));
         new
     }
 
@@ -179,30 +152,18 @@ impl FreshIds {
     fn nested(&mut self, ty: &Type) -> Type {
         match ty {
             Type::Primitive(p) => Type::Primitive(p.clone()),
-            Type::Struct(s) => Type::Struct(StructType {
-                fields: self.struct_fields(&s.fields),
-            }),
+            Type::Struct(s) => Type::Struct(StructType { fields: self.struct_fields(&s.fields) }),
             Type::List(l) => {
                 let element_id = self.next(l.element_id);
                 let element = self.nested(&l.element);
-                Type::List(Box::new(ListType {
-                    element_id,
-                    element,
-                    element_required: l.element_required,
-                }))
+                Type::List(Box::new(ListType { element_id, element, element_required: l.element_required }))
             }
             Type::Map(m) => {
                 let key_id = self.next(m.key_id);
                 let value_id = self.next(m.value_id);
                 let key = self.nested(&m.key);
                 let value = self.nested(&m.value);
-                Type::Map(Box::new(MapType {
-                    key_id,
-                    key,
-                    value_id,
-                    value,
-                    value_required: m.value_required,
-                }))
+                Type::Map(Box::new(MapType { key_id, key, value_id, value, value_required: m.value_required }))
             }
         }
     }
@@ -238,95 +199,43 @@ mod tests {
         let out = to_value(schema);
         assert_eq!(out["schema-id"], 0);
         assert_eq!(out["identifier-field-ids"], serde_json::json!([1]));
-        let ids: Vec<i64> = out["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["id"].as_i64().unwrap())
-            .collect();
+        let ids: Vec<i64> = out["fields"].as_array().unwrap().iter().map(|f| f["id"].as_i64().unwrap()).collect();
         assert_eq!(ids, [1, 2, 3, 4]);
         let point = &out["fields"][1]["type"];
-        assert_eq!(
-            (
-                point["fields"][0]["id"].as_i64(),
-                point["fields"][1]["id"].as_i64()
-            ),
-            (Some(5), Some(6))
-        );
+        assert_eq!((point["fields"][0]["id"].as_i64(), point["fields"][1]["id"].as_i64()), (Some(5), Some(6)));
         let tags = &point["fields"][1]["type"];
         assert_eq!(tags["element-id"], 7);
         assert_eq!(tags["element"]["fields"][0]["id"], 8);
         let attrs = &out["fields"][2]["type"];
-        assert_eq!(
-            (attrs["key-id"].as_i64(), attrs["value-id"].as_i64()),
-            (Some(9), Some(10))
-        );
+        assert_eq!((attrs["key-id"].as_i64(), attrs["value-id"].as_i64()), (Some(9), Some(10)));
         assert_eq!(md.last_column_id, 10);
 
         let spec = &md.partition_specs[0];
-        assert_eq!(
-            (spec.spec_id, md.default_spec_id, md.last_partition_id),
-            (0, 0, 1001)
-        );
-        let fields: Vec<(i32, i32)> = spec
-            .fields
-            .iter()
-            .map(|f| (f.source_id, f.field_id))
-            .collect();
+        assert_eq!((spec.spec_id, md.default_spec_id, md.last_partition_id), (0, 0, 1001));
+        let fields: Vec<(i32, i32)> = spec.fields.iter().map(|f| (f.source_id, f.field_id)).collect();
         assert_eq!(fields, [(4, 1000), (1, 1001)]);
         assert_eq!(
-            (
-                md.sort_orders[0].order_id,
-                md.default_sort_order_id,
-                md.sort_orders[0].fields[0].source_id
-            ),
+            (md.sort_orders[0].order_id, md.default_sort_order_id, md.sort_orders[0].fields[0].source_id),
             (1, 1, 4)
         );
 
-        assert_eq!(
-            (
-                md.format_version,
-                md.location.as_str(),
-                md.table_uuid.as_str()
-            ),
-            (2, "s3://b/t", "u-1")
-        );
-        assert_eq!(
-            (
-                md.last_updated_ms,
-                md.last_sequence_number,
-                md.current_snapshot_id
-            ),
-            (42, 0, None)
-        );
+        assert_eq!((md.format_version, md.location.as_str(), md.table_uuid.as_str()), (2, "s3://b/t", "u-1"));
+        assert_eq!((md.last_updated_ms, md.last_sequence_number, md.current_snapshot_id), (42, 0, None));
         assert!(md.snapshot_log.is_empty() && md.metadata_log.is_empty() && md.refs.is_empty());
-        assert_eq!(
-            md.properties,
-            [("owner".to_owned(), "me".to_owned())].into()
-        );
+        assert_eq!(md.properties, [("owner".to_owned(), "me".to_owned())].into());
     }
 
     #[test]
     fn format_version_comes_from_properties_and_is_not_stored() {
         for (v, expected) in [("1", 1), ("2", 2), ("3", 3)] {
-            let md = new_table_metadata(
-                &request(&format!(r#""format-version":"{v}","uuid":"x""#)),
-                "s3://b/t",
-                "u",
-                1,
-            )
-            .unwrap();
+            let md = new_table_metadata(&request(&format!(r#""format-version":"{v}","uuid":"x""#)), "s3://b/t", "u", 1)
+                .unwrap();
             assert_eq!(md.format_version, expected);
             assert!(md.properties.is_empty());
         }
         for v in ["0", "4", "two", ""] {
-            let err = new_table_metadata(
-                &request(&format!(r#""format-version":"{v}""#)),
-                "s3://b/t",
-                "u",
-                1,
-            )
-            .unwrap_err();
+            let err =
+                new_table_metadata(&request(&format!(r#""format-version":"{v}""#)), "s3://b/t", "u", 1).unwrap_err();
             assert!(matches!(err, MetadataError::Invalid(_)), "{v}");
         }
     }
@@ -368,12 +277,7 @@ mod tests {
         let ok: CreateTableRequest = parse(
             r#"{"name":"t","schema":{"type":"struct","fields":[{"id":1,"name":"a","required":false,"type":"int"},{"id":1,"name":"b","required":false,"type":"int"}]}}"#,
         );
-        assert_eq!(
-            new_table_metadata(&ok, "s3://b/t", "u", 1)
-                .unwrap()
-                .last_column_id,
-            2
-        );
+        assert_eq!(new_table_metadata(&ok, "s3://b/t", "u", 1).unwrap().last_column_id, 2);
         assert!(new_table_metadata(&ok, "/", "u", 1).is_err());
     }
 

@@ -19,9 +19,7 @@ impl MetadataError {
     /// The message without the kind.
     pub fn message(&self) -> &str {
         match self {
-            MetadataError::Conflict(m)
-            | MetadataError::Invalid(m)
-            | MetadataError::NoSuchTable(m) => m,
+            MetadataError::Conflict(m) | MetadataError::Invalid(m) | MetadataError::NoSuchTable(m) => m,
         }
     }
 }

@@ -13,11 +13,7 @@ const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
 /// Appends the file `new` replaces to its metadata log, trims the log to
 /// `write.metadata.previous-versions-max` (default 100, at least 1), and returns the
 /// trimmed file locations, oldest first.
-pub fn record_previous(
-    new: &mut TableMetadata,
-    previous_location: &str,
-    previous_last_updated_ms: i64,
-) -> Vec<String> {
+pub fn record_previous(new: &mut TableMetadata, previous_location: &str, previous_last_updated_ms: i64) -> Vec<String> {
     let max = new
         .properties
         .get(PREVIOUS_VERSIONS_MAX)
@@ -25,10 +21,7 @@ pub fn record_previous(
         .unwrap_or(PREVIOUS_VERSIONS_MAX_DEFAULT)
         .max(1);
     let log = &mut new.metadata_log;
-    log.push(MetadataLogEntry {
-        timestamp_ms: previous_last_updated_ms,
-        metadata_file: previous_location.to_owned(),
-    });
+    log.push(MetadataLogEntry { timestamp_ms: previous_last_updated_ms, metadata_file: previous_location.to_owned() });
     let excess = log.len().saturating_sub(max);
     log.drain(..excess).map(|e| e.metadata_file).collect()
 }
@@ -36,9 +29,7 @@ pub fn record_previous(
 impl TableMetadata {
     /// Whether `write.metadata.delete-after-commit.enabled` asks to delete trimmed metadata files.
     pub fn delete_after_commit(&self) -> bool {
-        self.properties
-            .get(DELETE_AFTER_COMMIT)
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        self.properties.get(DELETE_AFTER_COMMIT).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     }
 }
 
@@ -52,31 +43,17 @@ mod tests {
         // v2_full keeps 5 previous versions and has 3.
         let mut md = table("v2_full");
         assert!(record_previous(&mut md, "s3://m/00003.metadata.json", 1719000300000).is_empty());
-        assert_eq!(
-            md.metadata_log.last().unwrap().metadata_file,
-            "s3://m/00003.metadata.json"
-        );
+        assert_eq!(md.metadata_log.last().unwrap().metadata_file, "s3://m/00003.metadata.json");
         assert!(record_previous(&mut md, "s3://m/00004.metadata.json", 1719000400000).is_empty());
         let trimmed = record_previous(&mut md, "s3://m/00005.metadata.json", 1719000500000);
-        assert_eq!(
-            trimmed,
-            ["s3://lake/analytics/page_views/metadata/00000-11.metadata.json"]
-        );
+        assert_eq!(trimmed, ["s3://lake/analytics/page_views/metadata/00000-11.metadata.json"]);
         assert_eq!(md.metadata_log.len(), 5);
 
-        md.properties
-            .insert(PREVIOUS_VERSIONS_MAX.into(), "2".into());
+        md.properties.insert(PREVIOUS_VERSIONS_MAX.into(), "2".into());
         let trimmed = record_previous(&mut md, "s3://m/00006.metadata.json", 1719000600000);
         assert_eq!(trimmed.len(), 4);
-        let files: Vec<&str> = md
-            .metadata_log
-            .iter()
-            .map(|e| e.metadata_file.as_str())
-            .collect();
-        assert_eq!(
-            files,
-            ["s3://m/00005.metadata.json", "s3://m/00006.metadata.json"]
-        );
+        let files: Vec<&str> = md.metadata_log.iter().map(|e| e.metadata_file.as_str()).collect();
+        assert_eq!(files, ["s3://m/00005.metadata.json", "s3://m/00006.metadata.json"]);
         assert!(md.delete_after_commit());
     }
 
@@ -86,16 +63,9 @@ mod tests {
         for i in 0..105 {
             record_previous(&mut md, &format!("f{i}"), i);
         }
-        assert_eq!(
-            (
-                md.metadata_log.len(),
-                md.metadata_log[0].metadata_file.as_str()
-            ),
-            (100, "f5")
-        );
+        assert_eq!((md.metadata_log.len(), md.metadata_log[0].metadata_file.as_str()), (100, "f5"));
         assert!(!md.delete_after_commit());
-        md.properties
-            .insert(PREVIOUS_VERSIONS_MAX.into(), "0".into());
+        md.properties.insert(PREVIOUS_VERSIONS_MAX.into(), "0".into());
         assert_eq!(record_previous(&mut md, "last", 200).len(), 100);
         assert_eq!(md.metadata_log.len(), 1);
     }

@@ -30,20 +30,16 @@ pub use encryption::EncryptedKey;
 pub use error::MetadataError;
 pub use metadata_log::record_previous;
 pub use partition::{PartitionField, PartitionSpec, UnboundPartitionField, UnboundPartitionSpec};
-pub use requests::{
-    CommitTableRequest, CommitTransactionRequest, CreateTableRequest, TableIdentifier,
-};
+pub use requests::{CommitTableRequest, CommitTransactionRequest, CreateTableRequest, TableIdentifier};
 pub use requirement::TableRequirement;
 pub use schema::{ListType, MapType, PrimitiveType, Schema, StructField, StructType, Type};
-pub use snapshot::{
-    MetadataLogEntry, Snapshot, SnapshotLogEntry, SnapshotRefType, SnapshotReference,
-};
+pub use snapshot::{MetadataLogEntry, Snapshot, SnapshotLogEntry, SnapshotRefType, SnapshotReference};
 pub use sort::{NullOrder, SortDirection, SortField, SortOrder};
 pub use statistics::{BlobMetadata, PartitionStatisticsFile, StatisticsFile};
 pub use table::TableMetadata;
 pub use update::TableUpdate;
 pub use view::{
-    CommitViewRequest, CreateViewRequest, SqlViewRepresentation, ViewHistoryEntry, ViewMetadata,
-    ViewRepresentation, ViewRequirement, ViewUpdate, ViewVersion,
+    CommitViewRequest, CreateViewRequest, SqlViewRepresentation, ViewHistoryEntry, ViewMetadata, ViewRepresentation,
+    ViewRequirement, ViewUpdate, ViewVersion,
 };
 pub use view_commit::{apply_view_commit, new_view_metadata, ViewCommitOutcome};

@@ -48,19 +48,17 @@ pub struct UnboundPartitionField {
 impl PartitionSpec {
     /// The highest field id, or 999 when there are none.
     pub fn last_assigned_field_id(&self) -> i32 {
-        self.fields
-            .iter()
-            .map(|f| f.field_id)
-            .max()
-            .unwrap_or(PARTITION_DATA_ID_START - 1)
+        self.fields.iter().map(|f| f.field_id).max().unwrap_or(PARTITION_DATA_ID_START - 1)
     }
 
     /// Same fields (source, transform, name) in the same order; field ids do not matter.
     pub fn compatible_with(&self, other: &PartitionSpec) -> bool {
         self.fields.len() == other.fields.len()
-            && self.fields.iter().zip(&other.fields).all(|(a, b)| {
-                a.source_id == b.source_id && a.transform == b.transform && a.name == b.name
-            })
+            && self
+                .fields
+                .iter()
+                .zip(&other.fields)
+                .all(|(a, b)| a.source_id == b.source_id && a.transform == b.transform && a.name == b.name)
     }
 }
 
@@ -69,10 +67,7 @@ impl UnboundPartitionSpec {
     pub(crate) fn bind_sequential(self, spec_id: i32) -> Result<PartitionSpec, String> {
         let with_ids = self.fields.iter().filter(|f| f.field_id.is_some()).count();
         if with_ids != 0 && with_ids != self.fields.len() {
-            return Err(format!(
-                "Cannot parse spec with missing field IDs: {}",
-                self.fields.len() - with_ids
-            ));
+            return Err(format!("Cannot parse spec with missing field IDs: {}", self.fields.len() - with_ids));
         }
         let fields = self
             .fields
@@ -94,34 +89,18 @@ impl PartitionSpec {
     pub(crate) fn check_compatible(&self, schema: &Schema) -> Result<(), String> {
         for (i, field) in self.fields.iter().enumerate() {
             if field.name.is_empty() {
-                return Err(format!(
-                    "Invalid partition field {}: empty name",
-                    field.field_id
-                ));
+                return Err(format!("Invalid partition field {}: empty name", field.field_id));
             }
             if self.fields[..i].iter().any(|f| f.name == field.name) {
-                return Err(format!(
-                    "Cannot use partition name more than once: {}",
-                    field.name
-                ));
+                return Err(format!("Cannot use partition name more than once: {}", field.name));
             }
             if field.transform == "void" {
                 continue;
             }
             match schema.find_type(field.source_id) {
                 Some(Type::Primitive(_)) => {}
-                Some(_) => {
-                    return Err(format!(
-                        "Cannot partition by non-primitive source field: {}",
-                        field.source_id
-                    ))
-                }
-                None => {
-                    return Err(format!(
-                        "Cannot find source column for partition field: {}",
-                        field.name
-                    ))
-                }
+                Some(_) => return Err(format!("Cannot partition by non-primitive source field: {}", field.source_id)),
+                None => return Err(format!("Cannot find source column for partition field: {}", field.name)),
             }
         }
         Ok(())

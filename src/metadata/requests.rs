@@ -83,9 +83,8 @@ mod tests {
         );
         assert_eq!(req.identifier.unwrap().namespace, ["a", "b"]);
         assert_eq!(req.requirements, [TableRequirement::AssertCreate]);
-        let tx: CommitTransactionRequest = parse(
-            r#"{"table-changes":[{"identifier":{"namespace":[],"name":"t"},"requirements":[],"updates":[]}]}"#,
-        );
+        let tx: CommitTransactionRequest =
+            parse(r#"{"table-changes":[{"identifier":{"namespace":[],"name":"t"},"requirements":[],"updates":[]}]}"#);
         assert_eq!(tx.table_changes.len(), 1);
     }
 }

@@ -24,16 +24,9 @@ impl PrimitiveType {
     /// Whether the type only exists from format v3 on.
     pub fn requires_v3(&self) -> bool {
         let t = self.0.trim_start().to_ascii_lowercase();
-        [
-            "timestamp_ns",
-            "timestamptz_ns",
-            "variant",
-            "unknown",
-            "geometry",
-            "geography",
-        ]
-        .iter()
-        .any(|p| t.starts_with(p))
+        ["timestamp_ns", "timestamptz_ns", "variant", "unknown", "geometry", "geography"]
+            .iter()
+            .any(|p| t.starts_with(p))
     }
 
     /// Whether the type is a floating point number, which cannot identify a row.
@@ -42,10 +35,7 @@ impl PrimitiveType {
     }
 
     fn canonical(&self) -> impl Iterator<Item = u8> + '_ {
-        self.0
-            .bytes()
-            .filter(|b| !b.is_ascii_whitespace())
-            .map(|b| b.to_ascii_lowercase())
+        self.0.bytes().filter(|b| !b.is_ascii_whitespace()).map(|b| b.to_ascii_lowercase())
     }
 }
 
@@ -160,13 +150,9 @@ impl Schema {
                 problem = Some(format!("Duplicate field id {id} in schema"));
             } else if format_version < 3 {
                 if matches!(ty, Type::Primitive(p) if p.requires_v3()) {
-                    problem = Some(format!(
-                        "Invalid type for field {id}: not supported until v3"
-                    ));
+                    problem = Some(format!("Invalid type for field {id}: not supported until v3"));
                 } else if field.is_some_and(|f| f.initial_default.is_some()) {
-                    problem = Some(format!(
-                        "Invalid initial default for field {id}: not supported until v3"
-                    ));
+                    problem = Some(format!("Invalid initial default for field {id}: not supported until v3"));
                 }
             }
         });
@@ -193,10 +179,7 @@ fn is_identifier(fields: &[StructField], id: i32) -> bool {
 }
 
 /// Visits every id in pre-order: struct fields (with the field), list elements, map keys and values.
-pub(crate) fn walk<'a>(
-    fields: &'a [StructField],
-    f: &mut impl FnMut(i32, &'a Type, Option<&'a StructField>),
-) {
+pub(crate) fn walk<'a>(fields: &'a [StructField], f: &mut impl FnMut(i32, &'a Type, Option<&'a StructField>)) {
     for field in fields {
         f(field.id, &field.field_type, Some(field));
         walk_type(&field.field_type, f);
@@ -290,9 +273,7 @@ fn need<T, E: de::Error>(v: Option<T>, name: &'static str) -> Result<T, E> {
 impl NestedTypeWire {
     fn into_type<E: de::Error>(self) -> Result<Type, E> {
         Ok(match self.kind.as_str() {
-            "struct" => Type::Struct(StructType {
-                fields: need(self.fields, "fields")?,
-            }),
+            "struct" => Type::Struct(StructType { fields: need(self.fields, "fields")? }),
             "list" => Type::List(Box::new(ListType {
                 element_id: need(self.element_id, "element-id")?,
                 element: need(self.element, "element")?,

@@ -45,10 +45,7 @@ impl SortOrder {
 
     /// The unsorted order.
     pub fn unsorted() -> SortOrder {
-        SortOrder {
-            order_id: Self::UNSORTED_ORDER_ID,
-            fields: Vec::new(),
-        }
+        SortOrder { order_id: Self::UNSORTED_ORDER_ID, fields: Vec::new() }
     }
 
     /// Whether the order sorts nothing.
@@ -61,18 +58,8 @@ impl SortOrder {
         for field in &self.fields {
             match schema.find_type(field.source_id) {
                 Some(Type::Primitive(_)) => {}
-                Some(_) => {
-                    return Err(format!(
-                        "Cannot sort by non-primitive source field: {}",
-                        field.source_id
-                    ))
-                }
-                None => {
-                    return Err(format!(
-                        "Cannot find source column for sort field: {}",
-                        field.source_id
-                    ))
-                }
+                Some(_) => return Err(format!("Cannot sort by non-primitive source field: {}", field.source_id)),
+                None => return Err(format!("Cannot find source column for sort field: {}", field.source_id)),
             }
         }
         Ok(())

@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::encryption::EncryptedKey;
 use super::error::{invalid, MetadataError};
-use super::partition::{
-    PartitionField, PartitionSpec, UnboundPartitionField, UnboundPartitionSpec,
-};
+use super::partition::{PartitionField, PartitionSpec, UnboundPartitionField, UnboundPartitionSpec};
 use super::schema::Schema;
 use super::snapshot::{MetadataLogEntry, Snapshot, SnapshotLogEntry, SnapshotReference};
 use super::sort::SortOrder;
@@ -62,12 +60,7 @@ pub struct TableMetadata {
 
 impl TableMetadata {
     /// Metadata with no schema, spec, order or snapshot yet: where creations start.
-    pub(crate) fn empty(
-        format_version: u8,
-        table_uuid: String,
-        location: String,
-        now_ms: i64,
-    ) -> TableMetadata {
+    pub(crate) fn empty(format_version: u8, table_uuid: String, location: String, now_ms: i64) -> TableMetadata {
         TableMetadata {
             format_version,
             table_uuid,
@@ -153,11 +146,7 @@ impl TableMetadata {
             schema: if v1 { self.current_schema() } else { None },
             current_schema_id: self.current_schema_id,
             schemas: &self.schemas,
-            partition_spec: if v1 {
-                self.default_spec().map(|s| s.fields.as_slice())
-            } else {
-                None
-            },
+            partition_spec: if v1 { self.default_spec().map(|s| s.fields.as_slice()) } else { None },
             default_spec_id: self.default_spec_id,
             partition_specs: &self.partition_specs,
             last_partition_id: self.last_partition_id,
@@ -171,10 +160,7 @@ impl TableMetadata {
             next_row_id: (self.format_version >= 3).then_some(self.next_row_id),
             encryption_keys: &self.encryption_keys,
             refs: &self.refs,
-            snapshots: SnapshotList {
-                snapshots: &self.snapshots,
-                refs: refs_only.then_some(&self.refs),
-            },
+            snapshots: SnapshotList { snapshots: &self.snapshots, refs: refs_only.then_some(&self.refs) },
             statistics: &self.statistics,
             partition_statistics: &self.partition_statistics,
             snapshot_log: &self.snapshot_log,
@@ -244,9 +230,7 @@ impl Serialize for SnapshotList<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(None)?;
         for snap in self.snapshots {
-            if self.refs.map_or(true, |refs| {
-                refs.values().any(|r| r.snapshot_id == snap.snapshot_id)
-            }) {
+            if self.refs.map_or(true, |refs| refs.values().any(|r| r.snapshot_id == snap.snapshot_id)) {
                 seq.serialize_element(snap)?;
             }
         }
@@ -299,10 +283,7 @@ impl TryFrom<TableMetadataWire> for TableMetadata {
         }
         let legacy = v == 1;
         let (schemas, current_schema_id) = match (w.schemas, w.schema) {
-            (Some(schemas), _) => (
-                schemas,
-                required(w.current_schema_id, "current-schema-id", v)?,
-            ),
+            (Some(schemas), _) => (schemas, required(w.current_schema_id, "current-schema-id", v)?),
             (None, Some(schema)) if legacy => {
                 let id = schema.schema_id;
                 (vec![schema], id)
@@ -310,9 +291,7 @@ impl TryFrom<TableMetadataWire> for TableMetadata {
             _ => return Err(format!("schemas must exist in format v{v}")),
         };
         if !schemas.iter().any(|s| s.schema_id == current_schema_id) {
-            return Err(format!(
-                "Cannot find schema with current-schema-id={current_schema_id} from schemas"
-            ));
+            return Err(format!("Cannot find schema with current-schema-id={current_schema_id} from schemas"));
         }
         let (partition_specs, default_spec_id) = match (w.partition_specs, w.partition_spec) {
             (Some(specs), _) => {
@@ -325,30 +304,18 @@ impl TryFrom<TableMetadataWire> for TableMetadata {
                     .collect::<Result<Vec<_>, String>>()?;
                 (specs, required(w.default_spec_id, "default-spec-id", v)?)
             }
-            (None, Some(fields)) if legacy => (
-                vec![UnboundPartitionSpec {
-                    spec_id: None,
-                    fields,
-                }
-                .bind_sequential(0)?],
-                0,
-            ),
+            (None, Some(fields)) if legacy => {
+                (vec![UnboundPartitionSpec { spec_id: None, fields }.bind_sequential(0)?], 0)
+            }
             _ => return Err(format!("partition-specs must exist in format v{v}")),
         };
         let last_partition_id = match w.last_partition_id {
             Some(id) => id,
-            None if legacy => partition_specs
-                .iter()
-                .map(PartitionSpec::last_assigned_field_id)
-                .max()
-                .unwrap_or(999),
+            None if legacy => partition_specs.iter().map(PartitionSpec::last_assigned_field_id).max().unwrap_or(999),
             None => return Err(format!("last-partition-id must exist in format v{v}")),
         };
         let (sort_orders, default_sort_order_id) = match w.sort_orders {
-            Some(orders) => (
-                orders,
-                required(w.default_sort_order_id, "default-sort-order-id", v)?,
-            ),
+            Some(orders) => (orders, required(w.default_sort_order_id, "default-sort-order-id", v)?),
             None if legacy => (vec![SortOrder::unsorted()], SortOrder::UNSORTED_ORDER_ID),
             None => return Err(format!("sort-orders must exist in format v{v}")),
         };
@@ -359,24 +326,13 @@ impl TryFrom<TableMetadataWire> for TableMetadata {
         }
         let refs = match (w.refs, current_snapshot_id) {
             (Some(refs), _) => refs,
-            (None, Some(id)) => {
-                BTreeMap::from([(MAIN_BRANCH.to_owned(), SnapshotReference::branch(id))])
-            }
+            (None, Some(id)) => BTreeMap::from([(MAIN_BRANCH.to_owned(), SnapshotReference::branch(id))]),
             (None, None) => BTreeMap::new(),
         };
-        if let Some((name, r)) = refs
-            .iter()
-            .find(|(_, r)| !snapshots.iter().any(|s| s.snapshot_id == r.snapshot_id))
-        {
-            return Err(format!(
-                "Snapshot {} for reference {name} does not exist",
-                r.snapshot_id
-            ));
+        if let Some((name, r)) = refs.iter().find(|(_, r)| !snapshots.iter().any(|s| s.snapshot_id == r.snapshot_id)) {
+            return Err(format!("Snapshot {} for reference {name} does not exist", r.snapshot_id));
         }
-        if refs
-            .get(MAIN_BRANCH)
-            .is_some_and(|main| Some(main.snapshot_id) != current_snapshot_id)
-        {
+        if refs.get(MAIN_BRANCH).is_some_and(|main| Some(main.snapshot_id) != current_snapshot_id) {
             return Err("Current snapshot id does not match the main branch".to_owned());
         }
         let table_uuid = match w.table_uuid {
@@ -388,11 +344,7 @@ impl TryFrom<TableMetadataWire> for TableMetadata {
             format_version: v,
             table_uuid,
             location: w.location,
-            last_sequence_number: if legacy {
-                0
-            } else {
-                required(w.last_sequence_number, "last-sequence-number", v)?
-            },
+            last_sequence_number: if legacy { 0 } else { required(w.last_sequence_number, "last-sequence-number", v)? },
             last_updated_ms: w.last_updated_ms,
             last_column_id: w.last_column_id,
             schemas,
@@ -404,11 +356,7 @@ impl TryFrom<TableMetadataWire> for TableMetadata {
             default_sort_order_id,
             properties: w.properties.unwrap_or_default(),
             current_snapshot_id,
-            next_row_id: if v >= 3 {
-                required(w.next_row_id, "next-row-id", v)?
-            } else {
-                0
-            },
+            next_row_id: if v >= 3 { required(w.next_row_id, "next-row-id", v)? } else { 0 },
             encryption_keys: w.encryption_keys.unwrap_or_default(),
             refs,
             snapshots,
@@ -444,39 +392,17 @@ mod tests {
         let schema = md.current_schema().unwrap();
         assert_eq!(schema.identifier_field_ids, [1, 2]);
         assert_eq!(schema.highest_field_id(), 13);
-        let Type::Map(map) = &schema.fields[5].field_type else {
-            panic!("not a map")
-        };
-        assert_eq!(
-            (map.key_id, map.value_id, map.value_required),
-            (10, 11, false)
-        );
-        let Type::Struct(value) = &map.value else {
-            panic!("not a struct")
-        };
-        assert_eq!(
-            value.fields[0].field_type,
-            Type::Primitive(crate::metadata::PrimitiveType("decimal(18,4)".into()))
-        );
+        let Type::Map(map) = &schema.fields[5].field_type else { panic!("not a map") };
+        assert_eq!((map.key_id, map.value_id, map.value_required), (10, 11, false));
+        let Type::Struct(value) = &map.value else { panic!("not a struct") };
+        assert_eq!(value.fields[0].field_type, Type::Primitive(crate::metadata::PrimitiveType("decimal(18,4)".into())));
 
         let v3 = table("v3_row_lineage");
         let reading = &v3.schemas[0].fields[2];
-        assert_eq!(
-            reading.initial_default.as_ref().and_then(|v| v.as_str()),
-            Some("0.000")
-        );
-        assert_eq!(
-            v3.schemas[0].fields[6]
-                .initial_default
-                .as_ref()
-                .and_then(|v| v.as_i64()),
-            Some(i64::MAX)
-        );
+        assert_eq!(reading.initial_default.as_ref().and_then(|v| v.as_str()), Some("0.000"));
+        assert_eq!(v3.schemas[0].fields[6].initial_default.as_ref().and_then(|v| v.as_i64()), Some(i64::MAX));
         assert_eq!(v3.next_row_id, 1500);
-        assert_eq!(
-            v3.encryption_keys[1].encrypted_by_id.as_deref(),
-            Some("kek-1")
-        );
+        assert_eq!(v3.encryption_keys[1].encrypted_by_id.as_deref(), Some("kek-1"));
     }
 
     #[test]
@@ -484,18 +410,11 @@ mod tests {
         let md = table("v1_legacy");
         assert_eq!(md.schemas.len(), 1);
         assert_eq!(md.current_schema_id, 0);
-        let ids: Vec<i32> = md.partition_specs[0]
-            .fields
-            .iter()
-            .map(|f| f.field_id)
-            .collect();
+        let ids: Vec<i32> = md.partition_specs[0].fields.iter().map(|f| f.field_id).collect();
         assert_eq!(ids, [1000, 1001]);
         assert_eq!(md.last_partition_id, 1001);
         assert_eq!(md.sort_orders, [SortOrder::unsorted()]);
-        assert_eq!(
-            md.refs[MAIN_BRANCH],
-            SnapshotReference::branch(3051729675574597004)
-        );
+        assert_eq!(md.refs[MAIN_BRANCH], SnapshotReference::branch(3051729675574597004));
         assert_eq!(md.last_sequence_number, 0);
         assert_eq!(
             md.snapshots[0].manifests.as_deref(),
@@ -509,10 +428,7 @@ mod tests {
         assert_eq!(out["current-snapshot-id"], 3051729675574597004i64);
         assert!(out.get("last-sequence-number").is_none());
         assert!(out.get("next-row-id").is_none());
-        assert_eq!(
-            out["snapshots"][0]["manifests"][0],
-            "hdfs://nn:8020/warehouse/db/events/metadata/a1-m0.avro"
-        );
+        assert_eq!(out["snapshots"][0]["manifests"][0], "hdfs://nn:8020/warehouse/db/events/metadata/a1-m0.avro");
         assert!(out["snapshots"][0].get("sequence-number").is_none());
     }
 
@@ -522,10 +438,7 @@ mod tests {
         assert_eq!(md.current_snapshot_id, None);
         let mut expected = value(fixture("v2_pyiceberg"));
         // Java-style output: empty identifier ids omitted, no current snapshot written as -1.
-        expected["schemas"][0]
-            .as_object_mut()
-            .unwrap()
-            .remove("identifier-field-ids");
+        expected["schemas"][0].as_object_mut().unwrap().remove("identifier-field-ids");
         expected["current-snapshot-id"] = (-1).into();
         assert_eq!(to_value(&md), expected);
     }
@@ -544,57 +457,28 @@ mod tests {
         assert_eq!(to_value(&md.referenced_snapshots_only()), to_value(&md));
         md.refs.remove("release-1");
         let out = to_value(&md.referenced_snapshots_only());
-        let ids: Vec<i64> = out["snapshots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["snapshot-id"].as_i64().unwrap())
-            .collect();
+        let ids: Vec<i64> =
+            out["snapshots"].as_array().unwrap().iter().map(|s| s["snapshot-id"].as_i64().unwrap()).collect();
         assert_eq!(ids, [7001, 7002]);
         assert_eq!(out["snapshot-log"], to_value(&md)["snapshot-log"]);
     }
 
     #[test]
     fn missing_uuid_is_assigned_in_v1_and_rejected_later() {
-        let v1 = fixture("v1_legacy").replace(
-            "\"table-uuid\" : \"4b6c0b2a-8c1e-4a5e-9f0e-0d6f3c1b7a21\",",
-            "",
-        );
+        let v1 = fixture("v1_legacy").replace("\"table-uuid\" : \"4b6c0b2a-8c1e-4a5e-9f0e-0d6f3c1b7a21\",", "");
         let md: TableMetadata = parse(&v1);
         assert!(uuid::Uuid::parse_str(&md.table_uuid).is_ok());
-        let v2 = fixture("v2_full").replace(
-            "\"table-uuid\" : \"8f2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d\",",
-            "",
-        );
-        assert!(sonic_rs::from_str::<TableMetadata>(&v2)
-            .unwrap_err()
-            .to_string()
-            .contains("table-uuid"));
+        let v2 = fixture("v2_full").replace("\"table-uuid\" : \"8f2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d\",", "");
+        assert!(sonic_rs::from_str::<TableMetadata>(&v2).unwrap_err().to_string().contains("table-uuid"));
     }
 
     #[test]
     fn invalid_metadata_is_rejected() {
         let cases = [
-            (
-                "\"format-version\" : 2",
-                "\"format-version\" : 4",
-                "unsupported format version",
-            ),
-            (
-                "\"current-schema-id\" : 1",
-                "\"current-schema-id\" : 7",
-                "current-schema-id=7",
-            ),
-            (
-                "\"current-snapshot-id\" : 7001",
-                "\"current-snapshot-id\" : 7003",
-                "Cannot find current version",
-            ),
-            (
-                "\"last-partition-id\" : 1002,",
-                "",
-                "last-partition-id must exist",
-            ),
+            ("\"format-version\" : 2", "\"format-version\" : 4", "unsupported format version"),
+            ("\"current-schema-id\" : 1", "\"current-schema-id\" : 7", "current-schema-id=7"),
+            ("\"current-snapshot-id\" : 7001", "\"current-snapshot-id\" : 7003", "Cannot find current version"),
+            ("\"last-partition-id\" : 1002,", "", "last-partition-id must exist"),
             (
                 "\"snapshot-id\" : 7001,\n      \"type\" : \"branch\"",
                 "\"snapshot-id\" : 7000,\n      \"type\" : \"branch\"",
@@ -604,9 +488,7 @@ mod tests {
         for (from, to, message) in cases {
             let json = fixture("v2_full").replacen(from, to, 1);
             assert_ne!(json, fixture("v2_full"), "{from}");
-            let err = sonic_rs::from_str::<TableMetadata>(&json)
-                .unwrap_err()
-                .to_string();
+            let err = sonic_rs::from_str::<TableMetadata>(&json).unwrap_err().to_string();
             assert!(err.contains(message), "{message}: {err}");
         }
     }
@@ -614,9 +496,7 @@ mod tests {
     #[test]
     fn malformed_nested_types_are_rejected() {
         let json = fixture("v2_full").replacen("\"element-id\" : 9,", "", 1);
-        let err = sonic_rs::from_str::<TableMetadata>(&json)
-            .unwrap_err()
-            .to_string();
+        let err = sonic_rs::from_str::<TableMetadata>(&json).unwrap_err().to_string();
         assert!(err.contains("element-id"), "{err}");
         let json = fixture("v2_full").replacen("\"type\" : \"list\"", "\"type\" : \"array\"", 1);
         assert!(sonic_rs::from_str::<TableMetadata>(&json).is_err());

@@ -151,34 +151,19 @@ impl TryFrom<UpdateWire> for TableUpdate {
         use TableUpdate::*;
         let a = w.action.as_str();
         Ok(match a {
-            "assign-uuid" => AssignUuid {
-                uuid: need(w.uuid, a, "uuid")?,
-            },
-            "upgrade-format-version" => UpgradeFormatVersion {
-                format_version: need(w.format_version, a, "format-version")?,
-            },
-            "add-schema" => AddSchema {
-                schema: need(w.schema, a, "schema")?,
-                last_column_id: w.last_column_id,
-            },
-            "set-current-schema" => SetCurrentSchema {
-                schema_id: need(w.schema_id, a, "schema-id")?,
-            },
-            "add-spec" => AddSpec {
-                spec: need(w.spec, a, "spec")?,
-            },
-            "set-default-spec" => SetDefaultSpec {
-                spec_id: need(w.spec_id, a, "spec-id")?,
-            },
-            "add-sort-order" => AddSortOrder {
-                sort_order: need(w.sort_order, a, "sort-order")?,
-            },
-            "set-default-sort-order" => SetDefaultSortOrder {
-                sort_order_id: need(w.sort_order_id, a, "sort-order-id")?,
-            },
-            "add-snapshot" => AddSnapshot {
-                snapshot: need(w.snapshot, a, "snapshot")?,
-            },
+            "assign-uuid" => AssignUuid { uuid: need(w.uuid, a, "uuid")? },
+            "upgrade-format-version" => {
+                UpgradeFormatVersion { format_version: need(w.format_version, a, "format-version")? }
+            }
+            "add-schema" => AddSchema { schema: need(w.schema, a, "schema")?, last_column_id: w.last_column_id },
+            "set-current-schema" => SetCurrentSchema { schema_id: need(w.schema_id, a, "schema-id")? },
+            "add-spec" => AddSpec { spec: need(w.spec, a, "spec")? },
+            "set-default-spec" => SetDefaultSpec { spec_id: need(w.spec_id, a, "spec-id")? },
+            "add-sort-order" => AddSortOrder { sort_order: need(w.sort_order, a, "sort-order")? },
+            "set-default-sort-order" => {
+                SetDefaultSortOrder { sort_order_id: need(w.sort_order_id, a, "sort-order-id")? }
+            }
+            "add-snapshot" => AddSnapshot { snapshot: need(w.snapshot, a, "snapshot")? },
             "set-snapshot-ref" => SetSnapshotRef {
                 ref_name: need(w.ref_name, a, "ref-name")?,
                 reference: SnapshotReference {
@@ -189,46 +174,25 @@ impl TryFrom<UpdateWire> for TableUpdate {
                     max_ref_age_ms: w.max_ref_age_ms,
                 },
             },
-            "remove-snapshots" => RemoveSnapshots {
-                snapshot_ids: need(w.snapshot_ids, a, "snapshot-ids")?,
-            },
-            "remove-snapshot-ref" => RemoveSnapshotRef {
-                ref_name: need(w.ref_name, a, "ref-name")?,
-            },
-            "set-location" => SetLocation {
-                location: need(w.location, a, "location")?,
-            },
-            "set-properties" => SetProperties {
-                updates: need(w.updates, a, "updates")?,
-            },
-            "remove-properties" => RemoveProperties {
-                removals: need(w.removals, a, "removals")?,
-            },
-            "set-statistics" => SetStatistics {
-                snapshot_id: w.snapshot_id,
-                statistics: need(w.statistics, a, "statistics")?,
-            },
-            "remove-statistics" => RemoveStatistics {
-                snapshot_id: need(w.snapshot_id, a, "snapshot-id")?,
-            },
+            "remove-snapshots" => RemoveSnapshots { snapshot_ids: need(w.snapshot_ids, a, "snapshot-ids")? },
+            "remove-snapshot-ref" => RemoveSnapshotRef { ref_name: need(w.ref_name, a, "ref-name")? },
+            "set-location" => SetLocation { location: need(w.location, a, "location")? },
+            "set-properties" => SetProperties { updates: need(w.updates, a, "updates")? },
+            "remove-properties" => RemoveProperties { removals: need(w.removals, a, "removals")? },
+            "set-statistics" => {
+                SetStatistics { snapshot_id: w.snapshot_id, statistics: need(w.statistics, a, "statistics")? }
+            }
+            "remove-statistics" => RemoveStatistics { snapshot_id: need(w.snapshot_id, a, "snapshot-id")? },
             "set-partition-statistics" => SetPartitionStatistics {
                 partition_statistics: need(w.partition_statistics, a, "partition-statistics")?,
             },
-            "remove-partition-statistics" => RemovePartitionStatistics {
-                snapshot_id: need(w.snapshot_id, a, "snapshot-id")?,
-            },
-            "remove-partition-specs" => RemovePartitionSpecs {
-                spec_ids: need(w.spec_ids, a, "spec-ids")?,
-            },
-            "remove-schemas" => RemoveSchemas {
-                schema_ids: need(w.schema_ids, a, "schema-ids")?,
-            },
-            "add-encryption-key" => AddEncryptionKey {
-                encryption_key: need(w.encryption_key, a, "encryption-key")?,
-            },
-            "remove-encryption-key" => RemoveEncryptionKey {
-                key_id: need(w.key_id, a, "key-id")?,
-            },
+            "remove-partition-statistics" => {
+                RemovePartitionStatistics { snapshot_id: need(w.snapshot_id, a, "snapshot-id")? }
+            }
+            "remove-partition-specs" => RemovePartitionSpecs { spec_ids: need(w.spec_ids, a, "spec-ids")? },
+            "remove-schemas" => RemoveSchemas { schema_ids: need(w.schema_ids, a, "schema-ids")? },
+            "add-encryption-key" => AddEncryptionKey { encryption_key: need(w.encryption_key, a, "encryption-key")? },
+            "remove-encryption-key" => RemoveEncryptionKey { key_id: need(w.key_id, a, "key-id")? },
             _ => return Err(format!("Unknown table update action: {a}")),
         })
     }
@@ -271,34 +235,15 @@ mod tests {
     fn every_action_parses() {
         let updates: Vec<TableUpdate> = parse(ALL_ACTIONS);
         assert_eq!(updates.len(), 23);
-        let TableUpdate::AddSchema {
-            schema,
-            last_column_id,
-        } = &updates[2]
-        else {
-            panic!()
-        };
+        let TableUpdate::AddSchema { schema, last_column_id } = &updates[2] else { panic!() };
         assert_eq!(*last_column_id, Some(1));
         assert!(schema.fields[0].initial_default.is_some());
-        let TableUpdate::SetSnapshotRef {
-            ref_name,
-            reference,
-        } = &updates[9]
-        else {
-            panic!()
-        };
+        let TableUpdate::SetSnapshotRef { ref_name, reference } = &updates[9] else { panic!() };
         assert_eq!(
-            (
-                ref_name.as_str(),
-                reference.ref_type,
-                reference.max_ref_age_ms
-            ),
+            (ref_name.as_str(), reference.ref_type, reference.max_ref_age_ms),
             ("main", SnapshotRefType::Branch, Some(10))
         );
-        assert_eq!(
-            updates[22],
-            TableUpdate::RemoveEncryptionKey { key_id: "k".into() }
-        );
+        assert_eq!(updates[22], TableUpdate::RemoveEncryptionKey { key_id: "k".into() });
     }
 
     #[test]
@@ -306,46 +251,20 @@ mod tests {
         let u: TableUpdate = parse(
             r#"{"schema":{"type":"struct","fields":[{"id":1,"name":"d","required":false,"type":"int","write-default":{"1":2}}]},"action":"add-schema"}"#,
         );
-        assert!(matches!(
-            u,
-            TableUpdate::AddSchema {
-                last_column_id: None,
-                ..
-            }
-        ));
+        assert!(matches!(u, TableUpdate::AddSchema { last_column_id: None, .. }));
         let u: TableUpdate = parse(r#"{"action":"set-properties","updated":{"k":"v"}}"#);
-        assert_eq!(
-            u,
-            TableUpdate::SetProperties {
-                updates: [("k".to_owned(), "v".to_owned())].into()
-            }
-        );
+        assert_eq!(u, TableUpdate::SetProperties { updates: [("k".to_owned(), "v".to_owned())].into() });
         let u: TableUpdate = parse(r#"{"action":"remove-properties","removed":["k"]}"#);
-        assert_eq!(
-            u,
-            TableUpdate::RemoveProperties {
-                removals: vec!["k".into()]
-            }
-        );
+        assert_eq!(u, TableUpdate::RemoveProperties { removals: vec!["k".into()] });
     }
 
     #[test]
     fn unknown_actions_and_missing_fields_are_errors() {
-        let err = sonic_rs::from_str::<TableUpdate>(r#"{"action":"drop-table"}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("Unknown table update action: drop-table"),
-            "{err}"
-        );
-        let err = sonic_rs::from_str::<TableUpdate>(r#"{"action":"set-current-schema"}"#)
-            .unwrap_err()
-            .to_string();
+        let err = sonic_rs::from_str::<TableUpdate>(r#"{"action":"drop-table"}"#).unwrap_err().to_string();
+        assert!(err.contains("Unknown table update action: drop-table"), "{err}");
+        let err = sonic_rs::from_str::<TableUpdate>(r#"{"action":"set-current-schema"}"#).unwrap_err().to_string();
         assert!(err.contains("schema-id"), "{err}");
         assert!(sonic_rs::from_str::<TableUpdate>(r#"{"uuid":"x"}"#).is_err());
-        assert!(sonic_rs::from_str::<TableUpdate>(
-            r#"{"action":"add-view-version","view-version-id":1}"#
-        )
-        .is_err());
+        assert!(sonic_rs::from_str::<TableUpdate>(r#"{"action":"add-view-version","view-version-id":1}"#).is_err());
     }
 }

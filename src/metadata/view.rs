@@ -148,30 +148,18 @@ impl TryFrom<UpdateWire> for ViewUpdate {
         use ViewUpdate::*;
         let a = w.action.as_str();
         Ok(match a {
-            "assign-uuid" => AssignUuid {
-                uuid: need(w.uuid, a, "uuid")?,
-            },
-            "upgrade-format-version" => UpgradeFormatVersion {
-                format_version: need(w.format_version, a, "format-version")?,
-            },
-            "add-schema" => AddSchema {
-                schema: need(w.schema, a, "schema")?,
-            },
-            "set-location" => SetLocation {
-                location: need(w.location, a, "location")?,
-            },
-            "set-properties" => SetProperties {
-                updates: need(w.updates, a, "updates")?,
-            },
-            "remove-properties" => RemoveProperties {
-                removals: need(w.removals, a, "removals")?,
-            },
-            "add-view-version" => AddViewVersion {
-                view_version: need(w.view_version, a, "view-version")?,
-            },
-            "set-current-view-version" => SetCurrentViewVersion {
-                view_version_id: need(w.view_version_id, a, "view-version-id")?,
-            },
+            "assign-uuid" => AssignUuid { uuid: need(w.uuid, a, "uuid")? },
+            "upgrade-format-version" => {
+                UpgradeFormatVersion { format_version: need(w.format_version, a, "format-version")? }
+            }
+            "add-schema" => AddSchema { schema: need(w.schema, a, "schema")? },
+            "set-location" => SetLocation { location: need(w.location, a, "location")? },
+            "set-properties" => SetProperties { updates: need(w.updates, a, "updates")? },
+            "remove-properties" => RemoveProperties { removals: need(w.removals, a, "removals")? },
+            "add-view-version" => AddViewVersion { view_version: need(w.view_version, a, "view-version")? },
+            "set-current-view-version" => {
+                SetCurrentViewVersion { view_version_id: need(w.view_version_id, a, "view-version-id")? }
+            }
             _ => return Err(format!("Unknown view update action: {a}")),
         })
     }

@@ -5,8 +5,7 @@ use super::error::{conflict, invalid, MetadataError};
 use super::schema::Schema;
 use super::table::{trim_location, MAX_FORMAT_VERSION};
 use super::view::{
-    CreateViewRequest, ViewHistoryEntry, ViewMetadata, ViewRepresentation, ViewRequirement,
-    ViewUpdate, ViewVersion,
+    CreateViewRequest, ViewHistoryEntry, ViewMetadata, ViewRepresentation, ViewRequirement, ViewUpdate, ViewVersion,
 };
 
 /// The only view format version.
@@ -36,19 +35,9 @@ pub fn new_view_metadata(
     now_ms: i64,
 ) -> Result<ViewMetadata, MetadataError> {
     let location = trim_location(location)?;
-    let schema = Schema {
-        schema_id: 0,
-        ..req.schema.clone()
-    };
-    schema
-        .validate(MAX_FORMAT_VERSION)
-        .map_err(MetadataError::Invalid)?;
-    let version = ViewVersion {
-        version_id: 1,
-        timestamp_ms: now_ms,
-        schema_id: 0,
-        ..req.view_version.clone()
-    };
+    let schema = Schema { schema_id: 0, ..req.schema.clone() };
+    schema.validate(MAX_FORMAT_VERSION).map_err(MetadataError::Invalid)?;
+    let version = ViewVersion { version_id: 1, timestamp_ms: now_ms, schema_id: 0, ..req.view_version.clone() };
     check_representations(&version)?;
     Ok(ViewMetadata {
         view_uuid: view_uuid.to_owned(),
@@ -58,10 +47,7 @@ pub fn new_view_metadata(
         schemas: vec![schema],
         current_version_id: 1,
         versions: vec![version],
-        version_log: vec![ViewHistoryEntry {
-            version_id: 1,
-            timestamp_ms: now_ms,
-        }],
+        version_log: vec![ViewHistoryEntry { version_id: 1, timestamp_ms: now_ms }],
     })
 }
 
@@ -75,10 +61,7 @@ pub fn apply_view_commit(
     for requirement in requirements {
         let ViewRequirement::AssertViewUuid { uuid } = requirement;
         if !uuid.eq_ignore_ascii_case(&base.view_uuid) {
-            return conflict!(
-                "Requirement failed: view UUID does not match: expected {} != {uuid}",
-                base.view_uuid
-            );
+            return conflict!("Requirement failed: view UUID does not match: expected {} != {uuid}", base.view_uuid);
         }
     }
     let mut builder = ViewBuilder {
@@ -122,41 +105,26 @@ impl ViewBuilder {
                 }
             }
             ViewUpdate::AddSchema { schema } => {
-                schema
-                    .validate(MAX_FORMAT_VERSION)
-                    .map_err(MetadataError::Invalid)?;
+                schema.validate(MAX_FORMAT_VERSION).map_err(MetadataError::Invalid)?;
                 let id = match md.schemas.iter().find(|s| s.same_schema(schema)) {
                     Some(existing) => existing.schema_id,
                     None => {
-                        let id = md
-                            .schemas
-                            .iter()
-                            .map(|s| s.schema_id + 1)
-                            .max()
-                            .unwrap_or(0);
-                        md.schemas.push(Schema {
-                            schema_id: id,
-                            ..schema.clone()
-                        });
+                        let id = md.schemas.iter().map(|s| s.schema_id + 1).max().unwrap_or(0);
+                        md.schemas.push(Schema { schema_id: id, ..schema.clone() });
                         id
                     }
                 };
                 self.last_added_schema = Some(id);
             }
-            ViewUpdate::SetLocation { location } => {
-                trim_location(location)?.clone_into(&mut md.location)
-            }
+            ViewUpdate::SetLocation { location } => trim_location(location)?.clone_into(&mut md.location),
             ViewUpdate::SetProperties { updates } => {
-                md.properties
-                    .extend(updates.iter().map(|(k, v)| (k.clone(), v.clone())));
+                md.properties.extend(updates.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
             ViewUpdate::RemoveProperties { removals } => removals.iter().for_each(|k| {
                 md.properties.remove(k);
             }),
             ViewUpdate::AddViewVersion { view_version } => self.add_version(view_version)?,
-            ViewUpdate::SetCurrentViewVersion { view_version_id } => {
-                self.set_current_version(*view_version_id)?
-            }
+            ViewUpdate::SetCurrentViewVersion { view_version_id } => self.set_current_version(*view_version_id)?,
         }
         Ok(())
     }
@@ -168,10 +136,7 @@ impl ViewBuilder {
         if md.schema(schema_id).is_none() {
             return invalid!("Cannot add version with unknown schema: {schema_id}");
         }
-        let version = ViewVersion {
-            schema_id,
-            ..version.clone()
-        };
+        let version = ViewVersion { schema_id, ..version.clone() };
         check_representations(&version)?;
         let same = |v: &ViewVersion| {
             v.schema_id == version.schema_id
@@ -183,15 +148,8 @@ impl ViewBuilder {
         let id = match md.versions.iter().find(|v| same(v)) {
             Some(existing) => existing.version_id,
             None => {
-                let id = md
-                    .versions
-                    .iter()
-                    .map(|v| v.version_id + 1)
-                    .fold(version.version_id, i32::max);
-                md.versions.push(ViewVersion {
-                    version_id: id,
-                    ..version
-                });
+                let id = md.versions.iter().map(|v| v.version_id + 1).fold(version.version_id, i32::max);
+                md.versions.push(ViewVersion { version_id: id, ..version });
                 self.added_versions.push(id);
                 id
             }
@@ -209,16 +167,9 @@ impl ViewBuilder {
             return invalid!("Cannot set current version to unknown version: {id}");
         };
         // A version added now became current at its own time; re-activating one happens now.
-        let timestamp_ms = if self.added_versions.contains(&id) {
-            version.timestamp_ms
-        } else {
-            self.now_ms
-        };
+        let timestamp_ms = if self.added_versions.contains(&id) { version.timestamp_ms } else { self.now_ms };
         self.md.current_version_id = id;
-        self.history_entry = Some(ViewHistoryEntry {
-            version_id: id,
-            timestamp_ms,
-        });
+        self.history_entry = Some(ViewHistoryEntry { version_id: id, timestamp_ms });
         Ok(())
     }
 
@@ -227,22 +178,18 @@ impl ViewBuilder {
         let md = &mut self.md;
         md.version_log.extend(self.history_entry);
         if *md == *base {
-            return Ok(ViewCommitOutcome {
-                metadata: self.md,
-                changed: false,
-            });
+            return Ok(ViewCommitOutcome { metadata: self.md, changed: false });
         }
         let Some(current) = md.current_version() else {
             return invalid!("Cannot find current version {}", md.current_version_id);
         };
-        let drop_allowed = md
-            .properties
-            .get(DROP_DIALECT_ALLOWED)
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let drop_allowed = md.properties.get(DROP_DIALECT_ALLOWED).is_some_and(|v| v.eq_ignore_ascii_case("true"));
         if let Some(previous) = base.current_version().filter(|_| !drop_allowed) {
             let now = dialects(current);
             if let Some(lost) = dialects(previous).into_iter().find(|d| !now.contains(d)) {
-                return invalid!("Cannot replace view due to loss of view dialect {lost} ({DROP_DIALECT_ALLOWED}=false)");
+                return invalid!(
+                    "Cannot replace view due to loss of view dialect {lost} ({DROP_DIALECT_ALLOWED}=false)"
+                );
             }
         }
         let history_size = match md.properties.get(HISTORY_SIZE) {
@@ -260,22 +207,15 @@ impl ViewBuilder {
         if md.versions.len() > keep {
             expire_versions(md, keep);
         }
-        Ok(ViewCommitOutcome {
-            metadata: self.md,
-            changed: true,
-        })
+        Ok(ViewCommitOutcome { metadata: self.md, changed: true })
     }
 }
 
 /// Keeps the current version and the newest others up to `keep` versions, and drops the
 /// log before any entry whose version is gone.
 fn expire_versions(md: &mut ViewMetadata, keep: usize) {
-    let mut ids: Vec<i32> = md
-        .versions
-        .iter()
-        .map(|v| v.version_id)
-        .filter(|&id| id != md.current_version_id)
-        .collect();
+    let mut ids: Vec<i32> =
+        md.versions.iter().map(|v| v.version_id).filter(|&id| id != md.current_version_id).collect();
     ids.sort_unstable_by(|a, b| b.cmp(a));
     ids.truncate(keep - 1);
     ids.push(md.current_version_id);
@@ -293,11 +233,7 @@ fn expire_versions(md: &mut ViewMetadata, keep: usize) {
 
 /// The lowercase SQL dialects of a version.
 fn dialects(version: &ViewVersion) -> Vec<String> {
-    version
-        .representations
-        .iter()
-        .map(|ViewRepresentation::Sql(r)| r.dialect.to_ascii_lowercase())
-        .collect()
+    version.representations.iter().map(|ViewRepresentation::Sql(r)| r.dialect.to_ascii_lowercase()).collect()
 }
 
 /// A version needs at least one query and at most one per dialect.
@@ -350,31 +286,13 @@ mod tests {
             version(9, 4, "SELECT 1")
         ));
         let md = new_view_metadata(&req, "s3://b/v/", "u", NOW).unwrap();
-        assert_eq!(
-            (
-                md.current_version_id,
-                md.schemas[0].schema_id,
-                md.location.as_str()
-            ),
-            (1, 0, "s3://b/v")
-        );
+        assert_eq!((md.current_version_id, md.schemas[0].schema_id, md.location.as_str()), (1, 0, "s3://b/v"));
         let v = md.current_version().unwrap();
         assert_eq!((v.version_id, v.schema_id, v.timestamp_ms), (1, 0, NOW));
-        assert_eq!(
-            md.version_log,
-            [ViewHistoryEntry {
-                version_id: 1,
-                timestamp_ms: NOW
-            }]
-        );
+        assert_eq!(md.version_log, [ViewHistoryEntry { version_id: 1, timestamp_ms: NOW }]);
         let mut bad = req.clone();
-        bad.view_version
-            .representations
-            .push(bad.view_version.representations[0].clone());
-        assert!(matches!(
-            new_view_metadata(&bad, "s3://b/v", "u", NOW),
-            Err(MetadataError::Invalid(_))
-        ));
+        bad.view_version.representations.push(bad.view_version.representations[0].clone());
+        assert!(matches!(new_view_metadata(&bad, "s3://b/v", "u", NOW), Err(MetadataError::Invalid(_))));
     }
 
     #[test]
@@ -396,29 +314,16 @@ mod tests {
         assert_eq!((md.current_version_id, md.schemas.len()), (2, 2));
         let current = md.current_version().unwrap();
         assert_eq!(current.schema_id, 2);
-        assert_eq!(
-            md.version_log.last(),
-            Some(&ViewHistoryEntry {
-                version_id: 2,
-                timestamp_ms: 1700000000000
-            })
-        );
+        assert_eq!(md.version_log.last(), Some(&ViewHistoryEntry { version_id: 2, timestamp_ms: 1700000000000 }));
         assert_eq!(md.properties.len(), 2);
     }
 
     #[test]
     fn view_commit_rules() {
         let base = view();
-        let uuid_req = [ViewRequirement::AssertViewUuid {
-            uuid: "00000000-0000-4000-8000-000000000000".into(),
-        }];
-        assert!(matches!(
-            apply_view_commit(&base, &uuid_req, &[], NOW),
-            Err(MetadataError::Conflict(_))
-        ));
-        let same = [ViewRequirement::AssertViewUuid {
-            uuid: base.view_uuid.to_uppercase(),
-        }];
+        let uuid_req = [ViewRequirement::AssertViewUuid { uuid: "00000000-0000-4000-8000-000000000000".into() }];
+        assert!(matches!(apply_view_commit(&base, &uuid_req, &[], NOW), Err(MetadataError::Conflict(_))));
+        let same = [ViewRequirement::AssertViewUuid { uuid: base.view_uuid.to_uppercase() }];
         assert!(!apply_view_commit(&base, &same, &[], NOW).unwrap().changed);
         for updates in [
             r#"[{"action":"assign-uuid","uuid":"00000000-0000-4000-8000-000000000000"}]"#,
@@ -427,19 +332,10 @@ mod tests {
             r#"[{"action":"set-current-view-version","view-version-id":5}]"#,
             r#"[{"action":"set-location","location":"/"}]"#,
         ] {
-            assert!(
-                matches!(commit(&base, updates), Err(MetadataError::Invalid(_))),
-                "{updates}"
-            );
+            assert!(matches!(commit(&base, updates), Err(MetadataError::Invalid(_))), "{updates}");
         }
         assert!(matches!(
-            commit(
-                &base,
-                &format!(
-                    r#"[{{"action":"add-view-version","view-version":{}}}]"#,
-                    version(2, 7, "x")
-                )
-            ),
+            commit(&base, &format!(r#"[{{"action":"add-view-version","view-version":{}}}]"#, version(2, 7, "x"))),
             Err(MetadataError::Invalid(_))
         ));
         // Re-adding the current version's content reuses it: nothing changes.
@@ -447,23 +343,14 @@ mod tests {
         let same = commit(&base, &format!(r#"[{{"action":"add-view-version","view-version":{current}}},{{"action":"set-current-view-version","view-version-id":-1}}]"#)).unwrap();
         assert!(!same.changed);
         // Dropping the spark dialect needs replace.drop-dialect.allowed.
-        let trino =
-            version(2, 1, "SELECT 3").replace(r#""dialect":"spark""#, r#""dialect":"trino""#);
+        let trino = version(2, 1, "SELECT 3").replace(r#""dialect":"spark""#, r#""dialect":"trino""#);
         let drop = format!(
             r#"[{{"action":"add-view-version","view-version":{trino}}},{{"action":"set-current-view-version","view-version-id":-1}}]"#
         );
-        assert!(matches!(
-            commit(&base, &drop),
-            Err(MetadataError::Invalid(_))
-        ));
+        assert!(matches!(commit(&base, &drop), Err(MetadataError::Invalid(_))));
         let mut allowed = base.clone();
-        allowed
-            .properties
-            .insert(DROP_DIALECT_ALLOWED.into(), "true".into());
-        assert_eq!(
-            commit(&allowed, &drop).unwrap().metadata.current_version_id,
-            2
-        );
+        allowed.properties.insert(DROP_DIALECT_ALLOWED.into(), "true".into());
+        assert_eq!(commit(&allowed, &drop).unwrap().metadata.current_version_id, 2);
     }
 
     #[test]

@@ -78,7 +78,12 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
         ("bingsan_pool_hits_total", "Pool gets served from the free list.", |p| p.hits.load(Relaxed), false),
         ("bingsan_pool_misses_total", "Pool gets that had to allocate.", |p| p.misses.load(Relaxed), false),
         ("bingsan_pool_returns_total", "Items given back and kept.", |p| p.returns.load(Relaxed), false),
-        ("bingsan_pool_discards_total", "Items given back but dropped (oversized or pool full).", |p| p.discards.load(Relaxed), false),
+        (
+            "bingsan_pool_discards_total",
+            "Items given back but dropped (oversized or pool full).",
+            |p| p.discards.load(Relaxed),
+            false,
+        ),
         ("bingsan_pool_retained_bytes", "Bytes held by idle pooled items.", |p| p.retained_bytes.load(Relaxed), true),
         ("bingsan_pool_retained_count", "Idle pooled items.", |p| p.retained_count.load(Relaxed), true),
     ];

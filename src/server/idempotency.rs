@@ -5,9 +5,14 @@
 //! restart sees them. Records older than the advertised lifetime plus a
 //! grace period are ignored and eventually swept.
 //!
-//! The record is written after the mutation commits, not in the same batch:
-//! a crash in between loses the key, and the retry executes again (and
-//! typically answers with the 409 that the first execution's effect causes).
+//! Before running, a request claims its key with an "in progress" record
+//! (compare-and-swap), so concurrent attempts with one key wait for the first
+//! one's answer instead of running again. The final answer replaces the
+//! claim (again by compare-and-swap, so a final answer is never overwritten);
+//! a 5xx removes the claim so a retry runs. The final record is written after
+//! the mutation commits, not in the same batch: a crash in between leaves a
+//! claim that goes stale after [`STALE_CLAIM_MS`], and a retry then runs again
+//! (typically answering with the 409 that the first execution's effect causes).
 
 use bumpalo::Bump;
 
@@ -20,6 +25,13 @@ use crate::store::{keys, Expect, Store, Write};
 pub const LIFETIME: &str = "PT30M";
 /// How long records are honoured: the lifetime plus a grace period.
 pub const KEEP_MS: i64 = 60 * 60 * 1000;
+
+/// A claim older than this belongs to a request that died with its server.
+pub const STALE_CLAIM_MS: i64 = 60 * 1000;
+/// How long a concurrent attempt waits for the first one's answer.
+const WAIT_FOR_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
+/// Status stored in a claim: the request is still running.
+const IN_PROGRESS: u16 = 0;
 
 /// Whether `op` mutates and so honours `Idempotency-Key`.
 pub fn applies(op: Operation) -> bool {
@@ -58,43 +70,88 @@ fn record_key<'a>(a: &'a Bump, key: &str) -> &'a [u8] {
     out
 }
 
-/// Replays a stored final answer into `resp`; `Ok(false)` when there is none.
-pub async fn replay<S: Store>(store: &S, a: &Bump, key: &str, op: Operation, now_ms: i64, resp: &mut Response) -> ApiResult<bool> {
-    let Some(rec) = store.get(record_key(a, key)).await.map_err(crate::catalog::store_failure)? else {
-        return Ok(false);
-    };
-    let raw = rec.value.as_ref();
-    let Some(stored) = Stored::decode(raw) else {
-        return Ok(false);
-    };
-    if now_ms - stored.created_ms > KEEP_MS {
-        return Ok(false);
-    }
-    if stored.op != op.index() as u8 {
-        return Err(ApiError::new(
-            crate::error::ErrorKind::UnprocessableEntity,
-            "Idempotency-Key was already used for a different operation",
-        ));
-    }
-    resp.status = stored.status;
-    resp.body.clear();
-    resp.body.extend_from_slice(stored.body);
-    Ok(true)
+/// What to do with a request that carries a key.
+pub enum Claim {
+    /// A final answer was replayed into the response: do not run.
+    Replayed,
+    /// This request owns the key at this record version: run, then settle.
+    Owned(u64),
 }
 
-/// Stores a final answer (status below 500) for later retries.
-pub async fn remember<S: Store>(store: &S, a: &Bump, key: &str, op: Operation, now_ms: i64, resp: &Response) {
-    if resp.status >= 500 {
-        return;
+/// Replays the final answer stored under `key`, or claims the key for this
+/// request, waiting while another request holds a fresh claim.
+pub async fn claim<S: Store>(store: &S, a: &Bump, key: &str, op: Operation, resp: &mut Response) -> ApiResult<Claim> {
+    let rkey = record_key(a, key);
+    let deadline = std::time::Instant::now() + WAIT_FOR_ANSWER;
+    loop {
+        let now = crate::catalog::now_ms();
+        let current = store.get(rkey).await.map_err(crate::catalog::store_failure)?;
+        let expect = match &current {
+            None => Expect::Absent,
+            Some(rec) => match Stored::decode(rec.value.as_ref()) {
+                Some(s) if s.status != IN_PROGRESS && now - s.created_ms <= KEEP_MS => {
+                    if s.op != op.index() as u8 {
+                        return Err(ApiError::new(
+                            crate::error::ErrorKind::UnprocessableEntity,
+                            "Idempotency-Key was already used for a different operation",
+                        ));
+                    }
+                    resp.status = s.status;
+                    resp.body.clear();
+                    resp.body.extend_from_slice(s.body);
+                    return Ok(Claim::Replayed);
+                }
+                Some(s) if s.status == IN_PROGRESS && now - s.created_ms <= STALE_CLAIM_MS => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(ApiError::new(
+                            crate::error::ErrorKind::ServiceUnavailable,
+                            "a request with this Idempotency-Key is still in progress; retry later",
+                        ));
+                    }
+                    glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+                // Expired answer, stale claim, or unreadable: take it over.
+                _ => Expect::Version(rec.version),
+            },
+        };
+        let claim = encode(op, IN_PROGRESS, now, &[]);
+        match store.apply(&[Write::put(rkey, expect, &claim)]).await {
+            Ok(()) => {
+                let version = match expect {
+                    Expect::Version(v) => v + 1,
+                    _ => 1,
+                };
+                return Ok(Claim::Owned(version));
+            }
+            Err(crate::store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(crate::catalog::store_failure(e)),
+        }
     }
-    let mut value = Vec::with_capacity(11 + resp.body.len());
+}
+
+/// Settles an owned claim: stores a final answer (status below 500) for
+/// retries, or releases the claim after a 5xx so a retry runs again.
+pub async fn settle<S: Store>(store: &S, a: &Bump, key: &str, op: Operation, claimed: u64, resp: &Response) {
+    let rkey = record_key(a, key);
+    let outcome = if resp.status >= 500 {
+        store.apply(&[Write::delete(rkey, Expect::Version(claimed))]).await
+    } else {
+        let value = encode(op, resp.status, crate::catalog::now_ms(), &resp.body);
+        store.apply(&[Write::put(rkey, Expect::Version(claimed), &value)]).await
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, "could not settle an idempotency record");
+    }
+}
+
+fn encode(op: Operation, status: u16, created_ms: i64, body: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(11 + body.len());
     value.push(op.index() as u8);
-    value.extend_from_slice(&resp.status.to_le_bytes());
-    value.extend_from_slice(&now_ms.to_le_bytes());
-    value.extend_from_slice(&resp.body);
-    if let Err(e) = store.apply(&[Write::put(record_key(a, key), Expect::Any, &value)]).await {
-        tracing::warn!(error = %e, "could not store an idempotency record");
-    }
+    value.extend_from_slice(&status.to_le_bytes());
+    value.extend_from_slice(&created_ms.to_le_bytes());
+    value.extend_from_slice(body);
+    value
 }
 
 /// Deletes records past their keep time; returns how many.

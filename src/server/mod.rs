@@ -17,13 +17,13 @@ use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 
 use crate::catalog::{Catalog, Settings};
 use crate::config::ServeArgs;
-use service::JsonLimits;
 use crate::fileio::LocalFileIo;
 use crate::http::ConnLimits;
 use crate::metrics::{MetricsThread, ShardStats};
 use crate::pool::PoolConfig;
 use crate::routes::{Operation, RouteConfig};
 use crate::store::{SledStore, Store};
+use service::JsonLimits;
 
 pub use state::Shared;
 
@@ -52,19 +52,31 @@ pub const IMPLEMENTED: &[Operation] = &[
     Operation::ReportMetrics,
     Operation::LoadCredentials,
     Operation::CommitTransaction,
+    Operation::ListViews,
+    Operation::CreateView,
+    Operation::LoadView,
+    Operation::ViewExists,
+    Operation::ReplaceView,
+    Operation::DropView,
+    Operation::RenameView,
+    Operation::RegisterView,
 ];
 
 /// Runs the server until a signal; `Err` carries a message for the operator.
 pub fn run(args: ServeArgs) -> Result<(), String> {
     args.validate()?;
-    let cpus: Vec<usize> = CpuSet::online().map_err(|e| format!("cannot list CPUs: {e}"))?.into_iter().map(|l| l.cpu).collect();
+    let auth = crate::auth::Authenticator::from_args(&args)?;
+    let cpus: Vec<usize> =
+        CpuSet::online().map_err(|e| format!("cannot list CPUs: {e}"))?.into_iter().map(|l| l.cpu).collect();
     let shards = if args.shards == 0 { cpus.len() } else { args.shards };
     os::raise_limits(WANTED_FDS, shards, IO_MEMORY)?;
     let signals = os::block_signals();
 
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create data dir {:?}: {e}", args.data_dir))?;
-    let store = SledStore::open(&args.data_dir).map_err(|e| format!("cannot open store in {:?}: {e}", args.data_dir))?;
-    let files = LocalFileIo::new(&args.warehouse).map_err(|e| format!("cannot open warehouse {}: {e}", args.warehouse))?;
+    let store =
+        SledStore::open(&args.data_dir).map_err(|e| format!("cannot open store in {:?}: {e}", args.data_dir))?;
+    let files =
+        LocalFileIo::new(&args.warehouse).map_err(|e| format!("cannot open warehouse {}: {e}", args.warehouse))?;
     let stats: Vec<Arc<ShardStats>> = (0..shards).map(|i| Arc::new(ShardStats::new(i))).collect();
     let metrics = MetricsThread::start(stats.clone(), args.metrics_listen)
         .map_err(|e| format!("cannot start metrics on {:?}: {e}", args.metrics_listen))?;
@@ -83,6 +95,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         metrics: metrics.handle(),
         shutdown: Default::default(),
         config_body,
+        auth,
     });
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),

@@ -30,8 +30,8 @@ fn raise(resource: libc::__rlimit_resource_t, want: u64) -> Result<u64, String> 
 /// io_uring rings of `shards` executors; fails with a clear message if the
 /// kernel refuses what is needed.
 pub fn raise_limits(connections: u64, shards: usize, io_memory: usize) -> Result<(), String> {
-    let nofile = raise(libc::RLIMIT_NOFILE, connections)
-        .map_err(|e| format!("cannot read or raise RLIMIT_NOFILE: {e}"))?;
+    let nofile =
+        raise(libc::RLIMIT_NOFILE, connections).map_err(|e| format!("cannot read or raise RLIMIT_NOFILE: {e}"))?;
     if nofile < 1024 {
         return Err(format!("RLIMIT_NOFILE is {nofile}; at least 1024 open files are needed (raise with ulimit -n)"));
     }
@@ -41,8 +41,7 @@ pub fn raise_limits(connections: u64, shards: usize, io_memory: usize) -> Result
     // Registered buffers are pinned and count against RLIMIT_MEMLOCK (the
     // rings themselves are charged to the memory cgroup on current kernels).
     let memlock = (shards as u64) * (io_memory as u64 + (64 << 10));
-    let got = raise(libc::RLIMIT_MEMLOCK, memlock)
-        .map_err(|e| format!("cannot read or raise RLIMIT_MEMLOCK: {e}"))?;
+    let got = raise(libc::RLIMIT_MEMLOCK, memlock).map_err(|e| format!("cannot read or raise RLIMIT_MEMLOCK: {e}"))?;
     if got < memlock {
         return Err(format!(
             "RLIMIT_MEMLOCK is {got} bytes but io_uring needs about {memlock} for {shards} shards; \

@@ -8,16 +8,16 @@ use bumpalo::Bump;
 
 use super::idempotency;
 use super::state::Shared;
-use crate::fileio::FileIo;
+use crate::catalog::Loaded;
 use crate::error::{ApiError, ApiResult, ErrorKind};
+use crate::fileio::FileIo;
 use crate::http::percent::query_pairs;
-use crate::json::{check_limits, LimitError};
 use crate::http::{Request, Response, Service};
+use crate::json::{check_limits, LimitError};
+use crate::metrics::CommitOutcome;
 use crate::metrics::ShardStats;
 use crate::pool::ArenaPool;
 use crate::routes::{parse_namespace, route, Matched, Operation, RouteConfig, RouteError, Source};
-use crate::catalog::Loaded;
-use crate::metrics::CommitOutcome;
 use crate::store::{keys, Store};
 
 /// One per shard; shared by that shard's connections through an `Rc`.
@@ -42,7 +42,12 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
         // One arena per request: requests interleave at awaits, so they
         // must never share scratch memory.
         let arena = self.arenas.get();
-        let op = match route(req.method, req.path, &self.routes, &arena) {
+        let routed = route(req.method, req.path, &self.routes, &arena);
+        // Authentication first: without a valid token a request learns nothing more.
+        let denied = self.shared.auth.deny(routed.as_ref().ok().map(|m| m.op), req, resp);
+        let op = match routed {
+            Ok(ref m) if denied => m.op,
+            Err(_) if denied => Operation::Unmatched,
             Ok(m) => {
                 if let Err(e) = self.idempotent(&m, req, &arena, resp).await {
                     resp.error(&e);
@@ -78,7 +83,9 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
     async fn idempotent(&self, m: &Matched<'_>, req: &Request<'_>, a: &Bump, resp: &mut Response) -> ApiResult<()> {
         if !req.body.is_empty() && m.op != Operation::GetToken {
             check_limits(req.body, self.json.max_depth, self.json.max_string).map_err(|e| match e {
-                LimitError::TooDeep => ApiError::bad_request(format!("JSON nested deeper than {}", self.json.max_depth)),
+                LimitError::TooDeep => {
+                    ApiError::bad_request(format!("JSON nested deeper than {}", self.json.max_depth))
+                }
                 LimitError::StringTooLong => {
                     ApiError::bad_request(format!("JSON string longer than {} bytes", self.json.max_string))
                 }
@@ -92,14 +99,13 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             return self.dispatch(m, req, a, resp).await;
         };
         let store = &self.shared.catalog.store;
-        let now = crate::catalog::now_ms();
-        if idempotency::replay(store, a, key, m.op, now, resp).await? {
+        let idempotency::Claim::Owned(claimed) = idempotency::claim(store, a, key, m.op, resp).await? else {
             return Ok(());
-        }
+        };
         if let Err(e) = self.dispatch(m, req, a, resp).await {
             resp.error(&e);
         }
-        idempotency::remember(store, a, key, m.op, now, resp).await;
+        idempotency::settle(store, a, key, m.op, claimed, resp).await;
         Ok(())
     }
 
@@ -108,6 +114,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         let out = &mut *resp.body;
         match m.op {
             Operation::GetConfig => out.extend_from_slice(&self.shared.config_body),
+            Operation::GetToken => self.shared.auth.token_endpoint(req, a, resp).await,
             Operation::HealthLive => out.extend_from_slice(b"{\"status\":\"ok\"}"),
             Operation::HealthReady => {
                 if self.shared.ready() {
@@ -124,9 +131,8 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             }
             Operation::ListNamespaces => {
                 let parent = match query_pairs(req.query).find(|(k, _)| *k == "parent") {
-                    Some((_, raw)) => {
-                        parse_namespace(raw, Source::Query, &self.routes.separator, a).map_err(|e| e.to_api(req.path))?
-                    }
+                    Some((_, raw)) => parse_namespace(raw, Source::Query, &self.routes.separator, a)
+                        .map_err(|e| e.to_api(req.path))?,
                     None => &[],
                 };
                 catalog.list_namespaces(a, parent, req.query, out).await?;
@@ -177,6 +183,23 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 resp.empty(204);
             }
             Operation::LoadCredentials => catalog.load_credentials(a, m.namespace, m.name, out).await?,
+            Operation::ListViews => catalog.list_objects(a, keys::VIEW, m.namespace, req.query, out).await?,
+            Operation::CreateView => catalog.create_view(a, m.namespace, req.body, out).await?,
+            Operation::LoadView => catalog.load_view(a, m.namespace, m.name, out).await?,
+            Operation::ViewExists => {
+                catalog.view_exists(a, m.namespace, m.name).await?;
+                resp.empty(204);
+            }
+            Operation::ReplaceView => catalog.replace_view(a, m.namespace, m.name, req.body, out).await?,
+            Operation::DropView => {
+                catalog.drop_view(a, m.namespace, m.name).await?;
+                resp.empty(204);
+            }
+            Operation::RenameView => {
+                catalog.rename(a, keys::VIEW, req.body).await?;
+                resp.empty(204);
+            }
+            Operation::RegisterView => catalog.register_view(a, m.namespace, req.body, out).await?,
             op => {
                 return Err(ApiError::new(
                     ErrorKind::NotImplemented,

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use futures_lite::future::or;
 use futures_lite::{AsyncWriteExt, FutureExt};
 use futures_rustls::TlsAcceptor;
-use std::panic::AssertUnwindSafe;
 use glommio::net::TcpListener;
+use std::panic::AssertUnwindSafe;
 
 use super::service::{JsonLimits, ShardService};
 use super::state::Shared;
@@ -43,10 +43,16 @@ pub struct ShardSetup {
 /// Expires idempotency records now and then (one shard does it for all).
 async fn sweep_idempotency_keys<S: Store, F: FileIo>(shared: Arc<Shared<S, F>>) {
     loop {
-        let stop = or(async { glommio::timer::sleep(SWEEP_EVERY).await; false }, async {
-            shared.shutdown.wait().await;
-            true
-        })
+        let stop = or(
+            async {
+                glommio::timer::sleep(SWEEP_EVERY).await;
+                false
+            },
+            async {
+                shared.shutdown.wait().await;
+                true
+            },
+        )
         .await;
         if stop {
             return;

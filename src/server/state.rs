@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
-use crate::fileio::FileIo;
 use crate::catalog::Catalog;
+use crate::fileio::FileIo;
 use crate::metrics::{MetricsHandle, ShardStats};
 use crate::store::Store;
 
@@ -20,6 +20,8 @@ pub struct Shared<S: Store, F: FileIo> {
     pub shutdown: Shutdown,
     /// The `/v1/config` response body, built once at start-up.
     pub config_body: Vec<u8>,
+    /// Bearer check and token endpoint (`--auth*`).
+    pub auth: crate::auth::Authenticator,
 }
 
 impl<S: Store, F: FileIo> Shared<S, F> {

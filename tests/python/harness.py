@@ -449,9 +449,9 @@ def assert_error(resp, status: int, type_name: str | None = None) -> dict:
 
 
 # --------------------------------------------------------------- tables
-# Shared by test_tables*.py and test_commit_oracle.py: table URLs, a raw
-# create, and the check that a metadata file on disk is what the server
-# answered with.
+# Shared by test_tables*.py, test_commit_oracle.py and the transaction
+# tests: table URLs, a raw create, and the check that a metadata file on
+# disk is what the server answered with.
 
 #: A small schema in REST JSON form, ids deliberately not 1..n.
 SIMPLE_SCHEMA_JSON = {

@@ -1,0 +1,280 @@
+//! View operations: create, load, exists, replace, drop, register.
+//!
+//! Views are stored like tables (`record.rs`, with no `snapshots=refs`
+//! rendering) under `keys::VIEW`, and share the table machinery: metadata
+//! files are written durably before the pointer moves, names are checked
+//! against tables and views atomically, and a replace is an optimistic
+//! compare-and-swap retried on the new base. Listing and rename are the
+//! shared `list_objects` and `rename`.
+
+use bumpalo::Bump;
+use serde::Deserialize;
+
+use super::commit::{now_ms, Change, Prepared, Written};
+use super::ident::{validate_namespace, validate_part};
+use super::namespaces::{parse_json, write_failure};
+use super::record::{file_version, Record};
+use super::tables::write_load_result;
+use super::Catalog;
+use crate::error::{ApiError, ApiResult};
+use crate::fileio::FileIo;
+use crate::metadata::{apply_view_commit, new_view_metadata, CommitViewRequest, CreateViewRequest, ViewMetadata};
+use crate::store::{keys, Expect, Store};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct RegisterViewRequest {
+    name: String,
+    metadata_location: String,
+}
+
+impl<S: Store, F: FileIo> Catalog<S, F> {
+    /// Serializes view metadata and writes it durably as metadata file `version`.
+    async fn write_view_metadata(&self, md: &ViewMetadata, version: u64) -> ApiResult<Written> {
+        let json = sonic_rs::to_vec(md).map_err(|e| ApiError::internal(format!("serializing view metadata: {e}")))?;
+        self.write_metadata_json(&md.location, version, json, Vec::new()).await
+    }
+
+    /// `POST .../namespaces/{ns}/views`: answers a `LoadViewResult`.
+    pub async fn create_view(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+        validate_namespace(ns)?;
+        let req: CreateViewRequest = parse_json(body, "CreateViewRequest")?;
+        validate_part("view name", &req.name)?;
+        self.live_namespace_version(a, ns).await?;
+        self.ensure_name_free(a, keys::VIEW, ns, &req.name).await?;
+        let location = self.object_location(req.location.as_deref(), ns, &req.name);
+        let md = new_view_metadata(&req, &location, &uuid::Uuid::new_v4().to_string(), now_ms())?;
+        let written = self.write_view_metadata(&md, 0).await?;
+        self.insert_new(a, keys::VIEW, ns, &req.name, &written).await?;
+        write_load_result(out, Some(&written.location), &written.json, true);
+        Ok(())
+    }
+
+    /// `GET .../views/{v}`: the stored bytes, unparsed.
+    pub async fn load_view(&self, a: &Bump, ns: &[&str], name: &str, out: &mut Vec<u8>) -> ApiResult<()> {
+        let rec = self.object_record(a, keys::VIEW, ns, name).await?;
+        let record = Record::decode(rec.value.as_ref())?;
+        write_load_result(out, Some(record.metadata_location), record.metadata, true);
+        Ok(())
+    }
+
+    /// `HEAD .../views/{v}`.
+    pub async fn view_exists(&self, a: &Bump, ns: &[&str], name: &str) -> ApiResult<()> {
+        self.object_record(a, keys::VIEW, ns, name).await.map(drop)
+    }
+
+    /// `POST .../views/{v}`: requirements and updates, swapped in optimistically.
+    pub async fn replace_view(
+        &self,
+        a: &Bump,
+        ns: &[&str],
+        name: &str,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> ApiResult<()> {
+        validate_namespace(ns)?;
+        validate_part("view name", name)?;
+        let req: CommitViewRequest = parse_json(body, "CommitViewRequest")?;
+        let prepare = async || self.prepare_view(a, ns, name, &req).await;
+        // A view commit never asks for a create, so this always answered.
+        self.commit_with_retries(ns, name, prepare, true, out).await.map(drop)
+    }
+
+    /// Reads a view, applies a commit to it, and writes the new metadata
+    /// file, without making it current.
+    async fn prepare_view<'k>(
+        &self,
+        a: &'k Bump,
+        ns: &[&str],
+        name: &str,
+        req: &CommitViewRequest,
+    ) -> ApiResult<Prepared<'k>> {
+        let current = self.object_record(a, keys::VIEW, ns, name).await?;
+        let record = Record::decode(current.value.as_ref())?;
+        let base: ViewMetadata = parse_json(record.metadata, "stored view metadata")?;
+        let outcome = apply_view_commit(&base, &req.requirements, &req.updates, now_ms())?;
+        if !outcome.changed {
+            return Ok(Prepared::Unchanged {
+                location: record.metadata_location.to_string(),
+                metadata: record.metadata.to_vec(),
+            });
+        }
+        let written = self.write_view_metadata(&outcome.metadata, file_version(record.metadata_location) + 1).await?;
+        Ok(Prepared::Change(Change {
+            key: keys::object(a, keys::VIEW, ns, name),
+            version: current.version,
+            record: written.record(),
+            written,
+            expired: Vec::new(),
+            delete_expired: false,
+        }))
+    }
+
+    /// `DELETE .../views/{v}`: the metadata files stay.
+    pub async fn drop_view(&self, a: &Bump, ns: &[&str], name: &str) -> ApiResult<()> {
+        self.delete_object(a, keys::VIEW, ns, name).await.map(drop)
+    }
+
+    /// `POST .../namespaces/{ns}/register-view`: answers a `LoadViewResult`.
+    pub async fn register_view(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+        validate_namespace(ns)?;
+        let req: RegisterViewRequest = parse_json(body, "RegisterViewRequest")?;
+        validate_part("view name", &req.name)?;
+        let bytes = self.read_metadata_file(&req.metadata_location).await?;
+        let md: ViewMetadata = parse_json(&bytes, "view metadata file")?;
+        if md.current_version().is_none() {
+            return Err(ApiError::bad_request(format!(
+                "invalid view metadata file {}: current version {} is not among its versions",
+                req.metadata_location, md.current_version_id
+            )));
+        }
+        let record =
+            Record { metadata_location: &req.metadata_location, metadata: &bytes, refs_metadata: b"" }.encode();
+        self.insert_object(a, keys::VIEW, ns, &req.name, &record, Expect::Absent)
+            .await
+            .map_err(|r| r.into_api(write_failure))?;
+        write_load_result(out, Some(&req.metadata_location), &bytes, true);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::rc::Rc;
+
+    use bumpalo::Bump;
+
+    use super::super::{Catalog, Settings};
+    use crate::error::ErrorKind;
+    use crate::fileio::LocalFileIo;
+    use crate::store::SledStore;
+
+    const SCHEMA: &str =
+        r#"{"type":"struct","schema-id":0,"fields":[{"id":1,"name":"id","type":"long","required":true}]}"#;
+
+    fn create_body(name: &str) -> Vec<u8> {
+        format!(
+            r#"{{"name":"{name}","schema":{SCHEMA},"view-version":{{"version-id":1,"timestamp-ms":1,"schema-id":0,
+            "summary":{{}},"representations":[{{"type":"sql","sql":"SELECT 1 AS id","dialect":"spark"}}],
+            "default-namespace":["db"]}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn json(out: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(out).unwrap()
+    }
+
+    /// Runs `test` on a glommio executor (file I/O needs one) against a
+    /// fresh store and warehouse with namespace `db`.
+    fn with_catalog(test: impl AsyncFnOnce(Rc<Catalog<SledStore, LocalFileIo>>, PathBuf) + Send + 'static) {
+        let dir = std::env::temp_dir().join(format!("bingsan-views-{}", uuid::Uuid::new_v4()));
+        let wh = dir.join("wh");
+        let store = SledStore::open(&dir.join("data")).unwrap();
+        let files = LocalFileIo::new(wh.to_str().unwrap()).unwrap();
+        let settings = Settings {
+            prefix: String::new(),
+            separator_encoded: "%1F".into(),
+            default_page_size: 100,
+            max_page_size: 1000,
+        };
+        let catalog = Catalog::new(store, files, settings);
+        let root = wh.clone();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let catalog = Rc::new(catalog);
+                catalog.create_namespace(&Bump::new(), br#"{"namespace":["db"]}"#, &mut Vec::new()).await.unwrap();
+                test(catalog, root).await;
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn metadata_files(root: &std::path::Path, name: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root.join("db").join(name).join("metadata"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn names_clash_with_tables_both_ways_and_refusals_leave_no_files() {
+        with_catalog(async |c, root| {
+            let a = Bump::new();
+            let ns = &["db"][..];
+            c.create_view(&a, ns, &create_body("v"), &mut Vec::new()).await.unwrap();
+            let table = format!(r#"{{"name":"t","schema":{SCHEMA}}}"#);
+            c.create_table(&a, ns, table.as_bytes(), &mut Vec::new()).await.unwrap();
+
+            let err = c.create_view(&a, ns, &create_body("t"), &mut Vec::new()).await.unwrap_err();
+            assert_eq!((err.kind, &*err.message), (ErrorKind::AlreadyExists, "Table already exists: db.t"));
+            let err = c.create_view(&a, ns, &create_body("v"), &mut Vec::new()).await.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::AlreadyExists);
+            let table_v = format!(r#"{{"name":"v","schema":{SCHEMA}}}"#);
+            let err = c.create_table(&a, ns, table_v.as_bytes(), &mut Vec::new()).await.unwrap_err();
+            assert_eq!((err.kind, &*err.message), (ErrorKind::AlreadyExists, "View already exists: db.v"));
+
+            let mut out = Vec::new();
+            c.load_view(&a, ns, "v", &mut out).await.unwrap();
+            let loaded = json(&out);
+            assert_eq!(loaded["config"], serde_json::json!({}));
+            let location = loaded["metadata-location"].as_str().unwrap().to_string();
+            // A failed requirement is a 409 and writes nothing.
+            let stale = br#"{"requirements":[{"type":"assert-view-uuid","uuid":"nope"}],"updates":[{"action":"set-properties","updates":{"a":"b"}}]}"#;
+            let err = c.replace_view(&a, ns, "v", stale, &mut Vec::new()).await.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::CommitFailed);
+            assert_eq!(metadata_files(&root, "v").len(), 1);
+            assert!(location.ends_with(&metadata_files(&root, "v")[0]));
+            assert_eq!(c.load_view(&a, ns, "t", &mut Vec::new()).await.unwrap_err().kind, ErrorKind::NoSuchView);
+            assert_eq!(
+                c.load_view(&a, &["nope"], "v", &mut Vec::new()).await.unwrap_err().kind,
+                ErrorKind::NoSuchNamespace
+            );
+        });
+    }
+
+    #[test]
+    fn concurrent_replaces_all_land_in_consecutive_files() {
+        with_catalog(async |c, root| {
+            c.create_view(&Bump::new(), &["db"], &create_body("v"), &mut Vec::new()).await.unwrap();
+            const N: usize = 8;
+            let tasks: Vec<_> = (0..N)
+                .map(|i| {
+                    let c = c.clone();
+                    glommio::spawn_local(async move {
+                        let body = format!(r#"{{"updates":[{{"action":"set-properties","updates":{{"k{i}":"v"}}}}]}}"#);
+                        let mut out = Vec::new();
+                        c.replace_view(&Bump::new(), &["db"], "v", body.as_bytes(), &mut out).await.map(|()| out)
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let out = t.await.unwrap();
+                assert_eq!(json(&out)["config"], serde_json::json!({}));
+            }
+            let mut out = Vec::new();
+            c.load_view(&Bump::new(), &["db"], "v", &mut out).await.unwrap();
+            let loaded = json(&out);
+            assert_eq!(loaded["metadata"]["properties"].as_object().unwrap().len(), N);
+            // Losers of a race deleted their files: versions 0..=N, one file each.
+            let files = metadata_files(&root, "v");
+            let versions: Vec<&str> = files.iter().map(|f| &f[..5]).collect();
+            let expected: Vec<String> = (0..=N).map(|v| format!("{v:05}")).collect();
+            assert_eq!(versions, expected);
+            assert!(loaded["metadata-location"].as_str().unwrap().ends_with(files.last().unwrap()));
+
+            c.drop_view(&Bump::new(), &["db"], "v").await.unwrap();
+            assert_eq!(c.view_exists(&Bump::new(), &["db"], "v").await.unwrap_err().kind, ErrorKind::NoSuchView);
+            let register =
+                format!(r#"{{"name":"back","metadata-location":"{}"}}"#, loaded["metadata-location"].as_str().unwrap());
+            let mut out = Vec::new();
+            c.register_view(&Bump::new(), &["db"], register.as_bytes(), &mut out).await.unwrap();
+            assert_eq!(json(&out)["metadata"], loaded["metadata"]);
+        });
+    }
+}
