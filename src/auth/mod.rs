@@ -16,6 +16,7 @@ pub mod token;
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,6 +25,7 @@ use bumpalo::Bump;
 use crate::config::ServeArgs;
 use crate::error::{ApiError, ErrorKind};
 use crate::http::{Request, Response};
+use crate::pool::BufPool;
 use crate::routes::Operation;
 use clients::Clients;
 use form::Grant;
@@ -245,16 +247,19 @@ impl Authenticator {
     /// `POST /v1/oauth/tokens`: answers with an OAuthTokenResponse or an
     /// OAuthError. Checking a secret (PBKDF2) runs on the shard's blocking
     /// pool so the shard keeps serving meanwhile.
-    pub async fn token_endpoint(&self, req: &Request<'_>, arena: &Bump, resp: &mut Response) {
+    pub async fn token_endpoint(&self, req: &Request<'_>, arena: &Bump, tokens: &Rc<BufPool>, resp: &mut Response) {
         resp.header("Cache-Control", b"no-store");
         resp.header("Pragma", b"no-cache");
         let now = now_secs();
-        match self.grant(req, arena, now).await {
-            Ok((token, expires_at)) => {
+        let mut token = tokens.get();
+        match self.grant(req, arena, now, &mut token).await {
+            Ok(expires_at) => {
                 let out = &mut *resp.body;
                 out.clear();
-                out.extend_from_slice(b"{\"access_token\":");
-                crate::json::write_str(out, &token);
+                out.extend_from_slice(b"{\"access_token\":\"");
+                // base64url and '.' need no JSON escaping.
+                out.extend_from_slice(&token);
+                out.push(b'"');
                 out.extend_from_slice(b",\"token_type\":\"bearer\",\"expires_in\":");
                 crate::json::write_u64(out, expires_at.saturating_sub(now));
                 out.extend_from_slice(b",\"issued_token_type\":\"urn:ietf:params:oauth:token-type:access_token\"}");
@@ -266,7 +271,7 @@ impl Authenticator {
     }
 
     /// A token and its expiry, or why not.
-    async fn grant(&self, req: &Request<'_>, arena: &Bump, now: u64) -> Result<(String, u64), OAuthError> {
+    async fn grant(&self, req: &Request<'_>, arena: &Bump, now: u64, token: &mut Vec<u8>) -> Result<u64, OAuthError> {
         let Some(clients) = &self.clients else {
             return Err(OAuthError::unsupported_grant_type("this server issues no tokens (no --auth-clients-file)"));
         };
@@ -283,7 +288,7 @@ impl Authenticator {
             }
             None => None,
         };
-        self.mint(r.grant, client, r.bearer, now)
+        self.mint(r.grant, client, r.bearer, now, token)
     }
 
     /// The token for a request whose client credentials (if any) checked
@@ -294,7 +299,8 @@ impl Authenticator {
         client: Option<&str>,
         bearer: Option<&[u8]>,
         now: u64,
-    ) -> Result<(String, u64), OAuthError> {
+        token: &mut Vec<u8>,
+    ) -> Result<u64, OAuthError> {
         let (Some(clients), Some(keys)) = (&self.clients, &self.tokens) else {
             return Err(OAuthError::unsupported_grant_type("this server issues no tokens (no --auth-clients-file)"));
         };
@@ -335,7 +341,8 @@ impl Authenticator {
             }
         };
         tracing::debug!(client = ?subject, refresh = matches!(grant, Grant::Refresh { .. }), "token issued");
-        Ok((keys.issue(subject, issued_at, expires_at), expires_at))
+        keys.issue_into(subject, issued_at, expires_at, token);
+        Ok(expires_at)
     }
 
     /// Issues a token as the token endpoint would, for `subject` (tests, tools).
@@ -414,6 +421,21 @@ impl OAuthError {
 
 #[cfg(test)]
 mod tests {
+    /// `mint` into a fresh buffer, as text.
+    impl Authenticator {
+        fn mint_text(
+            &self,
+            grant: Grant<'_>,
+            client: Option<&str>,
+            bearer: Option<&[u8]>,
+            now: u64,
+        ) -> Result<(String, u64), OAuthError> {
+            let mut out = Vec::new();
+            let expires_at = self.mint(grant, client, bearer, now, &mut out)?;
+            Ok((String::from_utf8(out).expect("ASCII"), expires_at))
+        }
+    }
+
     use super::*;
 
     const NOW: u64 = 1_700_000_000;
@@ -464,13 +486,13 @@ mod tests {
     #[test]
     fn client_credentials_grant() {
         let auth = issuing(600, 3600);
-        let (t, exp) = auth.mint(Grant::ClientCredentials, Some("spark"), None, NOW).unwrap();
+        let (t, exp) = auth.mint_text(Grant::ClientCredentials, Some("spark"), None, NOW).unwrap();
         assert_eq!(exp, NOW + 600);
         assert_eq!(auth.verify_bearer(t.as_bytes(), NOW + 599), Ok(()));
-        assert_eq!(auth.mint(Grant::ClientCredentials, None, None, NOW).unwrap_err().error, "invalid_client");
+        assert_eq!(auth.mint_text(Grant::ClientCredentials, None, None, NOW).unwrap_err().error, "invalid_client");
         let off = Authenticator::new(true, Some(TokenKeys::new(&[7; 32], None).unwrap()), None, None, 600, 3600);
         assert_eq!(
-            off.mint(Grant::ClientCredentials, Some("x"), None, NOW).unwrap_err().error,
+            off.mint_text(Grant::ClientCredentials, Some("x"), None, NOW).unwrap_err().error,
             "unsupported_grant_type"
         );
     }
@@ -478,8 +500,8 @@ mod tests {
     #[test]
     fn refresh_by_bearer_keeps_the_session_start() {
         let auth = issuing(600, 1000);
-        let (t0, _) = auth.mint(Grant::ClientCredentials, Some("spark"), None, NOW).unwrap();
-        let refresh = |t: &str, now| auth.mint(Grant::Refresh { subject_token: t }, None, Some(t.as_bytes()), now);
+        let (t0, _) = auth.mint_text(Grant::ClientCredentials, Some("spark"), None, NOW).unwrap();
+        let refresh = |t: &str, now| auth.mint_text(Grant::Refresh { subject_token: t }, None, Some(t.as_bytes()), now);
         let (t1, exp1) = refresh(&t0, NOW + 500).unwrap();
         assert_eq!(exp1, NOW + 1000, "capped at the session end, not NOW + 500 + 600");
         let mut buf = token::payload_buf();
@@ -491,9 +513,9 @@ mod tests {
         let forged = TokenKeys::new(&[8; 32], None).unwrap().issue("spark", NOW, NOW + 600);
         assert_eq!(refresh(&forged, NOW).unwrap_err().error, "invalid_grant");
         assert_eq!(refresh("a.b.c", NOW).unwrap_err().error, "invalid_grant");
-        let other_bearer = auth.mint(Grant::Refresh { subject_token: &t0 }, None, Some(b"x.y"), NOW).unwrap_err();
+        let other_bearer = auth.mint_text(Grant::Refresh { subject_token: &t0 }, None, Some(b"x.y"), NOW).unwrap_err();
         assert_eq!((other_bearer.status, other_bearer.error), (401, "invalid_client"));
-        assert_eq!(auth.mint(Grant::Refresh { subject_token: &t0 }, None, None, NOW).unwrap_err().status, 401);
+        assert_eq!(auth.mint_text(Grant::Refresh { subject_token: &t0 }, None, None, NOW).unwrap_err().status, 401);
         // A token of a client that is no longer configured.
         let gone = auth.tokens.as_ref().unwrap().issue("removed", NOW, NOW + 600);
         assert_eq!(refresh(&gone, NOW).unwrap_err().error, "invalid_grant");
@@ -502,15 +524,15 @@ mod tests {
     #[test]
     fn refresh_with_credentials_starts_a_new_session() {
         let auth = issuing(600, 1000);
-        let (t0, _) = auth.mint(Grant::ClientCredentials, Some("spark"), None, NOW).unwrap();
+        let (t0, _) = auth.mint_text(Grant::ClientCredentials, Some("spark"), None, NOW).unwrap();
         // Expired, and past the session: with credentials it is renewed.
-        let (t1, exp) = auth.mint(Grant::Refresh { subject_token: &t0 }, Some("spark"), None, NOW + 5000).unwrap();
+        let (t1, exp) = auth.mint_text(Grant::Refresh { subject_token: &t0 }, Some("spark"), None, NOW + 5000).unwrap();
         assert_eq!(exp, NOW + 5600);
         assert_eq!(auth.verify_bearer(t1.as_bytes(), NOW + 5001), Ok(()));
         // Another client's token, or no token of ours.
-        let err = auth.mint(Grant::Refresh { subject_token: &t0 }, Some("trino"), None, NOW).unwrap_err();
+        let err = auth.mint_text(Grant::Refresh { subject_token: &t0 }, Some("trino"), None, NOW).unwrap_err();
         assert_eq!(err.error, "invalid_grant");
-        let err = auth.mint(Grant::Refresh { subject_token: "junk" }, Some("spark"), None, NOW).unwrap_err();
+        let err = auth.mint_text(Grant::Refresh { subject_token: "junk" }, Some("spark"), None, NOW).unwrap_err();
         assert_eq!(err.error, "invalid_grant");
     }
 

@@ -89,17 +89,25 @@ impl TokenKeys {
     /// `expires_at` is the end of this token. The subject must be at most
     /// [`MAX_SUBJECT`] bytes.
     pub fn issue(&self, subject: &str, issued_at: u64, expires_at: u64) -> String {
+        let mut out = Vec::new();
+        self.issue_into(subject, issued_at, expires_at, &mut out);
+        String::from_utf8(out).expect("base64url and '.' are ASCII")
+    }
+
+    /// [`TokenKeys::issue`] into `out` (a shard's token buffer): the payload
+    /// is built on the stack, so minting allocates nothing once `out` has room.
+    pub fn issue_into(&self, subject: &str, issued_at: u64, expires_at: u64, out: &mut Vec<u8>) {
         assert!(subject.len() <= MAX_SUBJECT, "token subject too long");
-        let mut payload = Vec::with_capacity(HEADER + subject.len());
-        payload.push(VERSION);
-        payload.extend_from_slice(&issued_at.to_be_bytes());
-        payload.extend_from_slice(&expires_at.to_be_bytes());
-        payload.extend_from_slice(subject.as_bytes());
-        let mut token = URL_SAFE_NO_PAD.encode(&payload);
-        let tag = hmac::sign(&self.current, token.as_bytes());
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut token);
-        token
+        let mut payload = [0u8; HEADER + MAX_SUBJECT];
+        payload[0] = VERSION;
+        payload[1..9].copy_from_slice(&issued_at.to_be_bytes());
+        payload[9..HEADER].copy_from_slice(&expires_at.to_be_bytes());
+        payload[HEADER..HEADER + subject.len()].copy_from_slice(subject.as_bytes());
+        let start = out.len();
+        append_b64(out, &payload[..HEADER + subject.len()]);
+        let tag = hmac::sign(&self.current, &out[start..]);
+        out.push(b'.');
+        append_b64(out, tag.as_ref());
     }
 
     /// Checks a token's signature (current key, then previous) and its
@@ -150,6 +158,15 @@ impl TokenKeys {
 }
 
 /// A stack buffer for [`TokenKeys::verify`].
+/// Appends the unpadded base64url form of `bytes` to `out`.
+fn append_b64(out: &mut Vec<u8>, bytes: &[u8]) {
+    let at = out.len();
+    let len = base64::encoded_len(bytes.len(), false).expect("token parts are small");
+    out.resize(at + len, 0);
+    let written = URL_SAFE_NO_PAD.encode_slice(bytes, &mut out[at..]).expect("sized to fit");
+    debug_assert_eq!(written, len);
+}
+
 pub fn payload_buf() -> [u8; PAYLOAD_BUF] {
     [0u8; PAYLOAD_BUF]
 }

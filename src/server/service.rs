@@ -16,7 +16,7 @@ use crate::http::{Request, Response, Service};
 use crate::json::{check_limits, LimitError};
 use crate::metrics::CommitOutcome;
 use crate::metrics::ShardStats;
-use crate::pool::ArenaPool;
+use crate::pool::{ArenaPool, BufPool};
 use crate::routes::{parse_namespace, route, Matched, Operation, RouteConfig, RouteError, Source};
 use crate::store::{keys, Store};
 
@@ -27,6 +27,8 @@ pub struct ShardService<S: Store, F: FileIo> {
     pub arenas: Rc<ArenaPool>,
     pub stats: Arc<ShardStats>,
     pub json: JsonLimits,
+    /// The shard's token buffers: access tokens are minted into them.
+    pub tokens: Rc<BufPool>,
 }
 
 /// Bounds on JSON request bodies, checked before any parser sees them.
@@ -114,7 +116,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         let out = &mut *resp.body;
         match m.op {
             Operation::GetConfig => out.extend_from_slice(&self.shared.config_body),
-            Operation::GetToken => self.shared.auth.token_endpoint(req, a, resp).await,
+            Operation::GetToken => self.shared.auth.token_endpoint(req, a, &self.tokens, resp).await,
             Operation::HealthLive => out.extend_from_slice(b"{\"status\":\"ok\"}"),
             Operation::HealthReady => {
                 if self.shared.ready() {

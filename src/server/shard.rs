@@ -22,7 +22,7 @@ use super::state::Shared;
 use crate::fileio::FileIo;
 use crate::http::{serve_connection, ConnLimits, ConnState, Transport};
 use crate::metrics::ShardStats;
-use crate::pool::{ArenaPool, BufPool, PoolConfig};
+use crate::pool::{ArenaPool, BufPool, PoolConfig, TOKEN_BUFFER, TOKEN_BUFFERS_PER_SHARD};
 use crate::routes::RouteConfig;
 use crate::store::Store;
 
@@ -95,6 +95,7 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
         arenas,
         stats: stats.clone(),
         json: setup.json,
+        tokens: BufPool::new(TOKEN_BUFFER, TOKEN_BUFFER, TOKEN_BUFFERS_PER_SHARD, stats.token_pool.clone()),
     });
     let open: Rc<RefCell<HashMap<i32, Rc<ConnState>>>> = Rc::default();
     shared.accepting.fetch_add(1, Ordering::AcqRel);
