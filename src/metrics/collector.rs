@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::shard::{ShardStats, LATENCY_BUCKETS_US, STATUSES};
+use super::shard::{Latency, ShardStats, StoreOp, LATENCY_BUCKETS_US, STATUSES};
 use crate::pool::PoolStats;
 use crate::routes::Operation;
 
@@ -58,6 +58,39 @@ fn method_of(op: Operation) -> &'static str {
 /// Name, help, reader and whether it is a gauge.
 type PoolMetric = (&'static str, &'static str, fn(&PoolStats) -> u64, bool);
 type ShardRead = fn(&ShardStats) -> u64;
+
+/// One histogram summed over the shards; `None` when it saw nothing and
+/// `always` is false.
+fn histogram(
+    shards: &[Arc<ShardStats>],
+    pick: impl Fn(&ShardStats) -> &Latency,
+    labels_: &[(&str, &str)],
+    always: bool,
+) -> Option<Metric> {
+    let count: u64 = shards.iter().map(|s| pick(s).count.load(Relaxed)).sum();
+    if count == 0 && !always {
+        return None;
+    }
+    let mut h = Histogram::default();
+    h.set_sample_count(count);
+    h.set_sample_sum(shards.iter().map(|s| pick(s).sum_us.load(Relaxed)).sum::<u64>() as f64 / 1e6);
+    let mut cumulative = 0;
+    let buckets = LATENCY_BUCKETS_US
+        .iter()
+        .enumerate()
+        .map(|(b, ub)| {
+            cumulative += shards.iter().map(|s| pick(s).buckets[b].load(Relaxed)).sum::<u64>();
+            let mut bucket = Bucket::default();
+            bucket.set_upper_bound(*ub as f64 / 1e6);
+            bucket.set_cumulative_count(cumulative);
+            bucket
+        })
+        .collect();
+    h.set_bucket(buckets);
+    let mut m = Metric::from_label(labels(labels_));
+    m.set_histogram(h);
+    Some(m)
+}
 
 /// Every family derived from the shards' counters.
 pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
@@ -148,29 +181,9 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
                 requests.push(counter(&[("route", op.name()), ("method", method_of(op)), ("status", &status)], n));
             }
         }
-        let count: u64 = shards.iter().map(|s| s.latency[i].count.load(Relaxed)).sum();
-        if count == 0 {
-            continue;
+        if let Some(m) = histogram(shards, |s| &s.latency[i], &[("route", op.name())], false) {
+            durations.push(m);
         }
-        let mut h = Histogram::default();
-        h.set_sample_count(count);
-        h.set_sample_sum(shards.iter().map(|s| s.latency[i].sum_us.load(Relaxed)).sum::<u64>() as f64 / 1e6);
-        let mut cumulative = 0;
-        let buckets = LATENCY_BUCKETS_US
-            .iter()
-            .enumerate()
-            .map(|(b, ub)| {
-                cumulative += shards.iter().map(|s| s.latency[i].buckets[b].load(Relaxed)).sum::<u64>();
-                let mut bucket = Bucket::default();
-                bucket.set_upper_bound(*ub as f64 / 1e6);
-                bucket.set_cumulative_count(cumulative);
-                bucket
-            })
-            .collect();
-        h.set_bucket(buckets);
-        let mut m = Metric::from_label(labels(&[("route", op.name())]));
-        m.set_histogram(h);
-        durations.push(m);
     }
     out.push(family("bingsan_http_requests_total", "Requests answered.", MetricType::COUNTER, requests));
     out.push(family(
@@ -178,6 +191,15 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
         "Time from a complete request to its response, per route.",
         MetricType::HISTOGRAM,
         durations,
+    ));
+
+    let store =
+        StoreOp::ALL.iter().filter_map(|op| histogram(shards, |s| &s.store[*op as usize], &[("op", op.name())], true));
+    out.push(family(
+        "bingsan_store_operation_duration_seconds",
+        "Store operations as the shards see them; apply includes waiting for durability.",
+        MetricType::HISTOGRAM,
+        store.collect(),
     ));
 
     let commits: [(&str, ShardRead); 3] = [

@@ -25,11 +25,58 @@ pub struct Latency {
     pub sum_us: AtomicU64,
 }
 
+impl Latency {
+    /// Adds one observation (single writer).
+    pub fn observe(&self, micros: u64) {
+        let b = LATENCY_BUCKETS_US.iter().position(|&ub| micros <= ub).unwrap_or(LATENCY_BUCKETS_US.len() - 1);
+        add(&self.buckets[b], 1);
+        add(&self.count, 1);
+        add(&self.sum_us, micros);
+    }
+}
+
+/// Store operations timed for `bingsan_store_operation_duration_seconds`.
+#[derive(Clone, Copy, Debug)]
+pub enum StoreOp {
+    Get,
+    Scan,
+    /// An atomic batch, until it is durable.
+    Apply,
+}
+
+impl StoreOp {
+    pub const ALL: [StoreOp; 3] = [StoreOp::Get, StoreOp::Scan, StoreOp::Apply];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreOp::Get => "get",
+            StoreOp::Scan => "scan",
+            StoreOp::Apply => "apply",
+        }
+    }
+}
+
+thread_local! {
+    /// The stats of the shard running on this thread, for code that is
+    /// shared by all shards (the store) to record into.
+    static CURRENT: std::cell::Cell<Option<&'static ShardStats>> = const { std::cell::Cell::new(None) };
+}
+
+/// Records a store operation on this thread's shard (nothing elsewhere).
+pub fn observe_store(op: StoreOp, micros: u64) {
+    CURRENT.with(|c| {
+        if let Some(stats) = c.get() {
+            stats.store[op as usize].observe(micros);
+        }
+    });
+}
+
 /// Everything one shard counts. Written only by its shard thread.
 pub struct ShardStats {
     pub shard: usize,
     pub requests: [[AtomicU64; STATUSES.len()]; OPS],
     pub latency: [Latency; OPS],
+    pub store: [Latency; StoreOp::ALL.len()],
     pub connections: AtomicU64,
     pub connections_refused: AtomicU64,
     pub commits_ok: AtomicU64,
@@ -52,6 +99,7 @@ impl ShardStats {
             shard,
             requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             latency: std::array::from_fn(|_| Latency::default()),
+            store: std::array::from_fn(|_| Latency::default()),
             connections: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             commits_ok: AtomicU64::new(0),
@@ -68,11 +116,13 @@ impl ShardStats {
     pub fn record(&self, op: Operation, status: u16, micros: u64) {
         let s = STATUSES.iter().position(|&c| c == status).unwrap_or(STATUSES.len() - 1);
         add(&self.requests[op.index()][s], 1);
-        let lat = &self.latency[op.index()];
-        let b = LATENCY_BUCKETS_US.iter().position(|&ub| micros <= ub).unwrap_or(LATENCY_BUCKETS_US.len() - 1);
-        add(&lat.buckets[b], 1);
-        add(&lat.count, 1);
-        add(&lat.sum_us, micros);
+        self.latency[op.index()].observe(micros);
+    }
+
+    /// Makes this shard's stats the ones [`observe_store`] records into on
+    /// the calling thread.
+    pub fn install_for_this_thread(stats: &'static ShardStats) {
+        CURRENT.with(|c| c.set(Some(stats)));
     }
 
     pub fn connection_opened(&self) {

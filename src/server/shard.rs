@@ -78,6 +78,7 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
     // The stats live as long as the process (the metrics thread holds them).
     let leaked: &'static ShardStats = Box::leak(Box::new(stats.clone()));
     crate::alloc::count_this_thread(&leaked.allocs);
+    ShardStats::install_for_this_thread(leaked);
 
     let p = setup.pools;
     let bufs = BufPool::new(p.buffer_initial, p.buffer_max, p.buffers_per_shard, stats.buffer_pool.clone());

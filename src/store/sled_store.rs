@@ -7,10 +7,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Tree};
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use super::cache::{with_cache, Epochs, ScanEntry};
 use super::durability::GroupCommit;
 use super::{keys, Expect, Op, Store, StoreError, Versioned, Write};
+use crate::metrics::{observe_store, StoreOp};
 
 const VERSION_LEN: usize = 8;
 
@@ -64,6 +66,21 @@ impl SledStore {
     }
 }
 
+/// Times one store operation into the shard's metrics when dropped.
+struct Timer(StoreOp, Instant);
+
+impl Timer {
+    fn start(op: StoreOp) -> Timer {
+        Timer(op, Instant::now())
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        observe_store(self.0, self.1.elapsed().as_micros() as u64);
+    }
+}
+
 impl SledStore {
     /// Visits sled's keys under `prefix` after `after`; returns whether the
     /// scan ran out of keys (rather than being stopped by `visit`).
@@ -94,6 +111,7 @@ impl Store for SledStore {
     type Value = SledValue;
 
     async fn get(&self, key: &[u8]) -> Result<Option<Versioned<SledValue>>, StoreError> {
+        let _timer = Timer::start(StoreOp::Get);
         // The epoch is read before sled, so a write landing in between
         // leaves this fill already stale.
         let epoch = self.epochs.read(key);
@@ -112,6 +130,7 @@ impl Store for SledStore {
     where
         F: FnMut(&[u8], Versioned<&[u8]>) -> bool,
     {
+        let _timer = Timer::start(StoreOp::Scan);
         let epoch = self.epochs.read(prefix);
         let replay = with_cache(self.id, |c| {
             let entry = c.scan(prefix, after, epoch)?;
@@ -142,6 +161,7 @@ impl Store for SledStore {
     }
 
     async fn apply(&self, writes: &[Write<'_>]) -> Result<(), StoreError> {
+        let _timer = Timer::start(StoreOp::Apply);
         let outcome = self.tree.transaction(|tx| {
             for (index, w) in writes.iter().enumerate() {
                 let current = tx.get(w.key)?.map(|raw| split(&raw).version);

@@ -22,6 +22,7 @@ REQUIRED = [
     "bingsan_http_request_duration_seconds",
     "bingsan_http_connections",
     "bingsan_commits_total",
+    "bingsan_store_operation_duration_seconds",
     "process_resident_memory_bytes",
 ]
 
@@ -108,6 +109,13 @@ def alloc_server(tmp_path_factory, binary):
         for i in range(100):
             body = json.dumps({"namespace": ["parent", f"child{i:03d}"]}).encode()
             assert c.request("POST", "/v1/namespaces", body).status == 200
+        for name, columns in (("typical", 10), ("wide", 120)):
+            fields = [
+                {"id": i, "name": f"c{i}", "required": i == 1, "type": ["long", "string", "double", "date"][i % 4]}
+                for i in range(1, columns + 1)
+            ]
+            body = json.dumps({"name": name, "schema": {"type": "struct", "fields": fields}}).encode()
+            assert c.request("POST", "/v1/namespaces/hot/tables", body).status == 200
     yield s
     code = s.stop()
     assert code == 0, f"alloc server: SIGTERM exit code {code}\n{s.log_tail()}"
@@ -118,6 +126,11 @@ HOT_READS = {
     "GET /v1/namespaces/{ns}": ("GET", "/v1/namespaces/hot"),
     "HEAD /v1/namespaces/{ns}": ("HEAD", "/v1/namespaces/hot"),
     "GET /v1/namespaces?parent (100 children)": ("GET", "/v1/namespaces?parent=parent"),
+    "GET .../tables/{t} (10 columns)": ("GET", "/v1/namespaces/hot/tables/typical"),
+    "GET .../tables/{t} (120 columns)": ("GET", "/v1/namespaces/hot/tables/wide"),
+    "GET .../tables/{t}?snapshots=refs": ("GET", "/v1/namespaces/hot/tables/wide?snapshots=refs"),
+    "HEAD .../tables/{t}": ("HEAD", "/v1/namespaces/hot/tables/typical"),
+    "GET .../tables": ("GET", "/v1/namespaces/hot/tables"),
 }
 
 
@@ -156,3 +169,28 @@ def test_request_alloc_counter_is_live(alloc_server):
             assert c.request("POST", "/v1/namespaces", body).status == 200
     after = s.metrics().sum("bingsan_request_allocs_total")
     assert after - before > 0, "bingsan_request_allocs_total did not move on creates: is counting off?"
+
+
+def test_sustained_load_hits_the_pools_and_stays_within_the_cap(alloc_server):
+    """After sustained load the buffer pool serves at least 99% of gets from
+    its free list, and what it retains stays within its cap (128 buffers of
+    at most 64 KiB per shard, the defaults)."""
+    s = alloc_server
+    conns = [s.raw() for _ in range(8)]
+    try:
+        for _ in range(250):
+            for c in conns:
+                assert c.request("GET", "/v1/namespaces/hot/tables/wide").status == 200
+                assert c.request("GET", "/v1/namespaces?parent=parent").status == 200
+        m = s.metrics()
+    finally:
+        for c in conns:
+            c.close()
+    hits = m.sum("bingsan_pool_hits_total", pool="buffer")
+    misses = m.sum("bingsan_pool_misses_total", pool="buffer")
+    rate = hits / (hits + misses)
+    MEASUREMENTS.append(f"buffer pool after 4000 requests on 8 connections: hit rate {rate:.4f} ({hits:.0f} hits, {misses:.0f} misses)")
+    assert rate >= 0.99, f"buffer pool hit rate {rate:.4f}"
+    for shard in ("0", "1"):
+        retained = m.sum("bingsan_pool_retained_bytes", pool="buffer", shard=shard)
+        assert retained <= 128 * 65536, f"shard {shard} retains {retained:.0f} bytes"
