@@ -24,6 +24,10 @@ pub enum Command {
     StaticServer(crate::bench::static_server::StaticArgs),
 }
 
+/// Deepest JSON nesting the parser's recursion may reach within the shard
+/// threads' stack (see `THREAD_STACK` in main.rs).
+pub const MAX_JSON_DEPTH: usize = 256;
+
 /// Settings of `bingsan serve`. Every flag has a `BINGSAN_*` variable.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -188,6 +192,9 @@ impl ServeArgs {
             || self.prefix.contains('/')
         {
             return Err(format!("--prefix {:?} would be ambiguous with a route", self.prefix));
+        }
+        if !(1..=MAX_JSON_DEPTH).contains(&self.max_json_depth) {
+            return Err(format!("--max-json-depth must be between 1 and {MAX_JSON_DEPTH}"));
         }
         if self.default_page_size == 0 || self.max_page_size == 0 {
             return Err("page sizes must be positive".into());

@@ -5,7 +5,17 @@ use bingsan::config::{Cli, Command};
 #[global_allocator]
 static ALLOC: bingsan::alloc::CountingAlloc = bingsan::alloc::CountingAlloc;
 
+/// Stack for every thread the process starts (shards included: glommio sets
+/// none). Parsing a JSON body recurses once per nesting level, and unoptimized
+/// builds use tens of KiB per level; 32 MiB is address space, committed only
+/// as far as it is used.
+const THREAD_STACK: &str = "33554432";
+
 fn main() {
+    if std::env::var_os("RUST_MIN_STACK").is_none() {
+        // Before any thread exists: std reads it once, at the first spawn.
+        std::env::set_var("RUST_MIN_STACK", THREAD_STACK);
+    }
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(args) => {

@@ -56,6 +56,12 @@ pub fn decode_chunked(wire: &[u8], out: &mut Vec<u8>, max_body: usize) -> Result
     out.clear();
     let mut at = 0;
     loop {
+        // httparse accepts a size line without digits; the grammar does not.
+        match wire.get(at) {
+            None => return Ok(None),
+            Some(b) if !b.is_ascii_hexdigit() => return Err(FramingError::Malformed("invalid chunk size")),
+            Some(_) => {}
+        }
         let (size_len, size) = match httparse::parse_chunk_size(&wire[at..]) {
             Ok(httparse::Status::Complete(c)) => c,
             Ok(httparse::Status::Partial) => return Ok(None),
@@ -136,6 +142,8 @@ mod tests {
         assert_eq!(decode_chunked(b"4\r\nWi", &mut out, 100), Ok(None));
         assert_eq!(decode_chunked(b"4\r\nWiki\r\n0\r\n", &mut out, 100), Ok(None));
         assert!(matches!(decode_chunked(b"zz\r\n", &mut out, 100), Err(FramingError::Malformed(_))));
+        assert!(matches!(decode_chunked(b"\r\n\r\n", &mut out, 100), Err(FramingError::Malformed(_))));
+        assert!(matches!(decode_chunked(b";ext\r\n", &mut out, 100), Err(FramingError::Malformed(_))));
         assert!(matches!(decode_chunked(b"2\r\nabXX", &mut out, 100), Err(FramingError::Malformed(_))));
         assert_eq!(decode_chunked(b"10\r\n", &mut out, 8), Err(FramingError::TooLarge));
     }

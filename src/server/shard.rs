@@ -65,7 +65,7 @@ async fn sweep_idempotency_keys<S: Store, F: FileIo>(shared: Arc<Shared<S, F>>) 
 }
 
 /// What a connection beyond the shard's limit is told before it is closed.
-const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 105\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"too many connections on this shard; retry later\",\"type\":\"ServiceUnavailableException\",\"code\":503}}";
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 119\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"too many connections on this shard; retry later\",\"type\":\"ServiceUnavailableException\",\"code\":503}}";
 
 /// First byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -147,8 +147,14 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
                         // The handshake is bounded like a request.
                         stream.set_wait_limit(limits.request_timeout);
                         // Plain HTTP on the TLS port gets nothing back, not even an alert.
+                        // glommio's peek ignores read timeouts: bound it here.
                         let mut first = [0u8; 1];
-                        if !matches!(stream.peek(&mut first).await, Ok(1)) || first[0] != TLS_HANDSHAKE {
+                        let peeked = or(async { stream.peek(&mut first).await.ok() }, async {
+                            glommio::timer::sleep(limits.request_timeout).await;
+                            None
+                        })
+                        .await;
+                        if peeked != Some(1) || first[0] != TLS_HANDSHAKE {
                             return;
                         }
                         if let Ok(mut tls) = acceptor.accept(stream).await {
@@ -184,4 +190,16 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!(shard = setup.id, unfinished = open.borrow().len(), "shard stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn refusal_declares_its_body_length() {
+        let text = std::str::from_utf8(super::REFUSAL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let declared: usize =
+            head.split("Content-Length: ").nth(1).unwrap().split("\r\n").next().unwrap().parse().unwrap();
+        assert_eq!(declared, body.len());
+    }
 }

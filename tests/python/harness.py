@@ -9,7 +9,11 @@ The pieces:
   warehouse and log file; start, wait for readiness, SIGTERM, kill -9,
   restart on the same directories and ports.
 - `RawConn`: a raw HTTP/1.1 client over one socket, for what `requests`
-  cannot express (pipelining, chunked bodies, 100-continue, broken input).
+  cannot express (pipelining, chunked bodies, 100-continue, broken input);
+  over TLS when given an `ssl.SSLContext`.
+- HTTPS: a server given `tls_cert`/`tls_key` is started with
+  `--tls-cert/--tls-key`; its URLs are https and its raw connections (the
+  readiness probe included) speak TLS, trusting that certificate.
 - Prometheus helpers: scrape and sum samples by name and labels.
 """
 
@@ -20,6 +24,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -95,6 +100,8 @@ class BingsanServer:
         extra_args: Iterable[str] = (),
         binary: Path | None = None,
         name: str = "bingsan",
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -107,6 +114,9 @@ class BingsanServer:
         self.extra_args = list(extra_args)
         self.binary = Path(binary) if binary else bingsan_bin()
         self.name = name
+        #: Serve HTTPS with this PEM certificate and key (see `tls_client_context`).
+        self.tls_cert = Path(tls_cert) if tls_cert else None
+        self.tls_key = Path(tls_key) if tls_key else None
         self.port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -117,7 +127,8 @@ class BingsanServer:
     # ----------------------------------------------------------- addresses
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def metrics_url(self) -> str:
@@ -155,6 +166,8 @@ class BingsanServer:
             cmd += ["--prefix", self.prefix]
         if self.separator:
             cmd += ["--namespace-separator", self.separator]
+        if self.tls_cert or self.tls_key:
+            cmd += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)]
         return cmd + self.extra_args
 
     def start(self, ready_timeout: float = READY_TIMEOUT) -> "BingsanServer":
@@ -193,7 +206,7 @@ class BingsanServer:
             # A raw socket closed at once: a probe must not linger as an
             # open connection that later tests would count.
             try:
-                with RawConn(self.port, timeout=1.0) as c:
+                with self.raw(timeout=1.0) as c:
                     r = c.request("GET", "/health/ready", headers={"Connection": "close"})
                 if r.status == 200:
                     return
@@ -270,7 +283,9 @@ class BingsanServer:
         return RestCatalog(name, uri=self.base_url, warehouse=str(self.warehouse), **props)
 
     def raw(self, timeout: float = HTTP_TIMEOUT) -> "RawConn":
-        return RawConn(self.port, timeout=timeout)
+        """A raw connection; over TLS (trusting `tls_cert`) on an HTTPS server."""
+        tls = tls_client_context(self.tls_cert) if self.tls_cert else None
+        return RawConn(self.port, timeout=timeout, tls=tls)
 
     def metrics(self, via_metrics_listen: bool = True) -> "Metrics":
         """Scrapes /metrics (from --metrics-listen by default: that thread is
@@ -341,9 +356,16 @@ class RawConn:
     Content-Length, or no body for 1xx/204/304 and HEAD.
     """
 
-    def __init__(self, port: int, timeout: float = HTTP_TIMEOUT) -> None:
+    def __init__(self, port: int, timeout: float = HTTP_TIMEOUT, tls: ssl.SSLContext | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            # The handshake runs here, bounded by the socket's timeout.
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname="127.0.0.1")
+            except BaseException:
+                self.sock.close()
+                raise
         self.buf = b""
 
     def __enter__(self) -> "RawConn":
@@ -421,7 +443,7 @@ class RawConn:
         self.sock.settimeout(timeout)
         try:
             return self.sock.recv(1) == b""
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLEOFError):
             return True
         except socket.timeout:
             return False
@@ -550,3 +572,28 @@ def uuid7() -> str:
     value |= 0b10 << 62                                  # RFC 4122 variant
     value |= rand & ((1 << 62) - 1)                      # rand_b, 62 bits
     return str(uuid.UUID(int=value))
+
+
+# --------------------------------------------------------------- TLS and liveness
+# Shared by test_tls.py, test_hardening.py and any test that starts an
+# HTTPS server (BingsanServer(tls_cert=..., tls_key=...)).
+
+
+def assert_serving(server: "BingsanServer") -> None:
+    """The server process is still running and answers GET /health/live
+    with 200 on a new connection (over TLS on an HTTPS server)."""
+    assert server.running, f"{server.name} died (exit {server.proc.returncode})\n{server.log_tail()}"
+    with server.raw(timeout=5) as c:
+        r = c.request("GET", "/health/live")
+    assert r.status == 200, f"/health/live: {r.status} {r.body[:200]!r}"
+
+
+def tls_client_context(ca: Path | str, *, version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """A client context trusting only `ca` (the server's self-signed
+    certificate), checking the host name; `version` pins both the minimum
+    and maximum protocol version."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if version is not None:
+        ctx.minimum_version = version
+        ctx.maximum_version = version
+    return ctx
