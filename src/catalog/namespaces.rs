@@ -12,7 +12,7 @@ use bumpalo::Bump;
 use serde::Deserialize;
 
 use super::ident::{validate_namespace, write_namespace};
-use super::paging::{write_next_token, Page};
+use super::paging::{close_listing, Page};
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
@@ -270,12 +270,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 out,
             )
             .await?;
-        out.extend_from_slice(b"]");
-        if page.paged {
-            out.push(b',');
-            write_next_token(out, last);
-        }
-        out.push(b'}');
+        close_listing(out, page.paged, last);
         Ok(())
     }
 

@@ -69,6 +69,17 @@ fn unhex<'a>(token: &str, arena: &'a bumpalo::Bump) -> ApiResult<&'a [u8]> {
     Ok(out)
 }
 
+/// Ends a listing's array and object: `]`, then the next page token when
+/// the client pages, then `}`.
+pub fn close_listing(out: &mut Vec<u8>, paged: bool, last: Option<&[u8]>) {
+    out.push(b']');
+    if paged {
+        out.push(b',');
+        write_next_token(out, last);
+    }
+    out.push(b'}');
+}
+
 /// Writes `"next-page-token":"<hex>"` (or `null`).
 pub fn write_next_token(out: &mut Vec<u8>, last: Option<&[u8]>) {
     out.extend_from_slice(b"\"next-page-token\":");

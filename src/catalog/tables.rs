@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::ident::{validate_namespace, validate_part, write_namespace};
 use super::namespaces::{no_such_namespace, parse_json, write_failure};
-use super::paging::{write_next_token, Page};
+use super::paging::{close_listing, Page};
 use super::record::Record;
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -198,12 +198,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 out,
             )
             .await?;
-        out.push(b']');
-        if page.paged {
-            out.push(b',');
-            write_next_token(out, last);
-        }
-        out.push(b'}');
+        close_listing(out, page.paged, last);
         Ok(())
     }
 
