@@ -1,8 +1,10 @@
 //! Table and view metadata JSON: serialization and deserialization.
 //!
 //! baseline: what a straightforward server does per response, a fresh `Vec`
-//! and `serde_json`. ours: a buffer from the shard's `BufPool` and
-//! `sonic_rs::to_writer`; parsing with `sonic_rs::from_slice`. Both sides
+//! and `serde_json`. sonic_vec: `sonic_rs::to_vec` (the serializer alone,
+//! as the commit path writes metadata files today). ours: a buffer from the
+//! shard's `BufPool` and `sonic_rs::to_writer`; parsing with
+//! `sonic_rs::from_slice`. Both sides
 //! work on the same `bingsan::metadata` values, built by parsing fixture JSON
 //! generated here (`common::table_metadata_json`, valid Iceberg v2).
 //!
@@ -39,6 +41,8 @@ fn bench_doc<T: Serialize + DeserializeOwned>(bench: &mut common::Bench, label: 
         let out = serde_json::to_vec(black_box(&value)).unwrap();
         out.len()
     });
+    // What the commit path does today: the fast serializer, a fresh Vec.
+    g.case("sonic_vec", || sonic_rs::to_vec(black_box(&value)).unwrap().len());
     g.case("ours", || {
         let mut out = pool.get();
         sonic_rs::to_writer(&mut *out, black_box(&value)).unwrap();

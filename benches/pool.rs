@@ -83,7 +83,10 @@ struct Padded(AtomicUsize);
 /// `pos`; after writing it publishes `pos + 1`, which makes it ready for the
 /// consumer at `pos`; the consumer publishes `pos + capacity`, freeing it
 /// for the producer one lap later. Cursors only move by compare-and-swap,
-/// so a slot is written or read by exactly one thread per lap.
+/// so a slot is written or read by exactly one thread per lap. Like
+/// `ArrayQueue`, "full" and "empty" are decided from the other cursor, so a
+/// peer between its CAS and its publish makes us wait, not fail. No locks,
+/// but not strictly lock-free: a preempted peer stalls that one slot.
 struct Ring {
     slots: Box<[Slot]>,
     mask: usize,
@@ -107,6 +110,7 @@ impl Ring {
 
     /// Gives the value back when the ring is full.
     fn push(&self, value: Vec<u8>) -> Result<(), Vec<u8>> {
+        let mut spins = 0u32;
         let mut pos = self.tail.0.load(Ordering::Relaxed);
         loop {
             let slot = &self.slots[pos & self.mask];
@@ -123,7 +127,14 @@ impl Ring {
                     Err(current) => pos = current,
                 }
             } else if diff < 0 {
-                return Err(value);
+                // The slot still holds the item of the previous lap: full,
+                // unless its consumer already took it and is about to publish.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if self.head.0.load(Ordering::Relaxed).wrapping_add(self.mask + 1) == pos {
+                    return Err(value);
+                }
+                backoff(&mut spins);
+                pos = self.tail.0.load(Ordering::Relaxed);
             } else {
                 pos = self.tail.0.load(Ordering::Relaxed);
             }
@@ -131,6 +142,7 @@ impl Ring {
     }
 
     fn pop(&self) -> Option<Vec<u8>> {
+        let mut spins = 0u32;
         let mut pos = self.head.0.load(Ordering::Relaxed);
         loop {
             let slot = &self.slots[pos & self.mask];
@@ -148,11 +160,29 @@ impl Ring {
                     Err(current) => pos = current,
                 }
             } else if diff < 0 {
-                return None;
+                // Nothing published here: empty, unless a producer already
+                // took the slot and is about to publish.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if self.tail.0.load(Ordering::Relaxed) == pos {
+                    return None;
+                }
+                backoff(&mut spins);
+                pos = self.head.0.load(Ordering::Relaxed);
             } else {
                 pos = self.head.0.load(Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Waits for another thread to finish its step: spin briefly, then yield
+/// (a preempted peer can only finish once it runs again).
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }
 
