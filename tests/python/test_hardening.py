@@ -269,6 +269,8 @@ def test_connection_limit_refusal_is_an_error_model(limited_server):
     finally:
         for c in conns:
             c.close()
+    # The shard notices the closes asynchronously: wait before a new connect.
+    assert wait_connections(s, 0) == 0
     assert_serving(s)
 
 
