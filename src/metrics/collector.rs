@@ -212,5 +212,8 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
         .map(|(result, read)| counter(&[("result", result)], shards.iter().map(|s| read(s)).sum()))
         .collect();
     out.push(family("bingsan_commits_total", "Table and view commits by outcome.", MetricType::COUNTER, commits));
+    // The text encoder refuses a family without samples (a fresh server has
+    // answered nothing yet); leave those out instead of failing the scrape.
+    out.retain(|f| !f.get_metric().is_empty());
     out
 }

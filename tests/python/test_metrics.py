@@ -194,3 +194,15 @@ def test_sustained_load_hits_the_pools_and_stays_within_the_cap(alloc_server):
     for shard in ("0", "1"):
         retained = m.sum("bingsan_pool_retained_bytes", pool="buffer", shard=shard)
         assert retained <= 128 * 65536, f"shard {shard} retains {retained:.0f} bytes"
+
+
+def test_first_scrape_of_a_fresh_server_is_complete(fresh_server):
+    """Before any request, families without samples are left out rather than
+    failing the encoder and cutting the exposition short."""
+    r = requests.get(fresh_server.metrics_url, timeout=10)
+    assert r.status_code == 200
+    m = Metrics(r.text)
+    for name in ("bingsan_pool_hits_total", "bingsan_store_operation_duration_seconds", "bingsan_commits_total",
+                 "process_resident_memory_bytes"):
+        assert name in m.names(), name
+    assert "encoding metrics failed" not in fresh_server.log_tail()
