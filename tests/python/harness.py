@@ -597,3 +597,34 @@ def tls_client_context(ca: Path | str, *, version: ssl.TLSVersion | None = None)
         ctx.minimum_version = version
         ctx.maximum_version = version
     return ctx
+
+
+# ---------------------------------------------------------------- shared test loops
+def collect_pages(fetch, key: str, page_size: int, max_pages: int) -> tuple[list, int]:
+    """Follows a paged listing from an empty `pageToken`: `fetch(token)`
+    returns one page's JSON body. Checks every page's size and token and that
+    paging ends; returns the items of every page and the number of pages."""
+    seen, token, pages = [], "", 0
+    while True:
+        body = fetch(token)
+        pages += 1
+        assert len(body[key]) <= page_size
+        seen += body[key]
+        assert "next-page-token" in body, body
+        token = body["next-page-token"]
+        if token is None:
+            return seen, pages
+        assert isinstance(token, str) and token
+        assert pages <= max_pages, "paging does not end"
+
+
+def run_threads(target, count: int, timeout: float = 60) -> None:
+    """Runs `target(i)` for i in range(count) on daemon threads and waits."""
+    import threading
+
+    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "writers hung"

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from harness import assert_error, unique
+from harness import assert_error, collect_pages, unique
 
 SEP = "%1F"
 
@@ -224,18 +224,10 @@ def test_unpaged_list_returns_everything(paged_parent, http):
 @pytest.mark.parametrize("page_size", [1, 7, 100, 249, 250, 251, 1000])
 def test_paging_sees_every_namespace_once(paged_parent, http, page_size):
     server, parent, names = paged_parent
-    seen, token, pages = [], "", 0
-    while True:
-        body = list_page(server, http, parent, pageToken=token, pageSize=page_size)
-        pages += 1
-        assert len(body["namespaces"]) <= page_size
-        seen += body["namespaces"]
-        assert "next-page-token" in body, body
-        token = body["next-page-token"]
-        if token is None:
-            break
-        assert isinstance(token, str) and token
-        assert pages <= len(names) + 1, "paging does not end"
+    seen, pages = collect_pages(
+        lambda token: list_page(server, http, parent, pageToken=token, pageSize=page_size),
+        "namespaces", page_size, len(names) + 1,
+    )
     assert seen == [[parent, n] for n in names]
     assert pages >= -(-len(names) // page_size)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness import (
+    run_threads,
     MEASUREMENTS,
     assert_error,
     assert_metadata_file_matches,
@@ -250,12 +251,7 @@ def test_concurrent_transactions_on_the_same_tables(server):
                 if r.status_code != 204:
                     errors.append(f"writer {w} round {i}: {r.status_code} {r.text[:200]}")
 
-    threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "writers hung"
+    run_threads(writer, writers)
     assert not errors, errors
     with requests.Session() as s:
         for n in names:

@@ -29,7 +29,10 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import LongType, NestedField, StringType
 from pyiceberg.view.metadata import SQLViewRepresentation, ViewMetadata, ViewRepresentation, ViewVersion
 
+from test_config import SPEC_ENDPOINTS
 from harness import (
+    collect_pages,
+    run_threads,
     SIMPLE_SCHEMA_JSON,
     assert_error,
     create_table_raw,
@@ -40,16 +43,7 @@ from harness import (
 )
 
 #: The endpoints a server with views advertises in /v1/config.
-VIEW_ENDPOINTS = {
-    "GET /v1/{prefix}/namespaces/{namespace}/views",
-    "POST /v1/{prefix}/namespaces/{namespace}/views",
-    "GET /v1/{prefix}/namespaces/{namespace}/views/{view}",
-    "HEAD /v1/{prefix}/namespaces/{namespace}/views/{view}",
-    "POST /v1/{prefix}/namespaces/{namespace}/views/{view}",
-    "DELETE /v1/{prefix}/namespaces/{namespace}/views/{view}",
-    "POST /v1/{prefix}/views/rename",
-    "POST /v1/{prefix}/namespaces/{namespace}/register-view",
-}
+VIEW_ENDPOINTS = {e for e in SPEC_ENDPOINTS if "/views" in e or e.endswith("/register-view")}
 
 #: A second schema for add-schema: the first plus one column.
 WIDER_SCHEMA_JSON = {
@@ -293,20 +287,12 @@ def test_list_views_paging(server, http, page_size):
     # A table in the same namespace is no view.
     create_table_raw(http, server, ns, unique("t"))
 
-    seen, token, pages = [], "", 0
-    while True:
+    def fetch(token):
         r = http.get(view_url(server, ns), params={"pageToken": token, "pageSize": page_size})
         assert r.status_code == 200, r.text
-        body = r.json()
-        pages += 1
-        assert len(body["identifiers"]) <= page_size
-        seen += body["identifiers"]
-        assert "next-page-token" in body, body
-        token = body["next-page-token"]
-        if token is None:
-            break
-        assert isinstance(token, str) and token
-        assert pages <= len(names) + 1, "paging does not end"
+        return r.json()
+
+    seen, pages = collect_pages(fetch, "identifiers", page_size, len(names) + 1)
     assert sorted(i["name"] for i in seen) == names, "every view exactly once"
     assert all(i["namespace"] == list(ns) for i in seen)
     assert pages >= -(-len(names) // page_size)
@@ -955,12 +941,7 @@ def test_concurrent_replaces_lose_no_update(server, http, ns):
                 elif r.status_code != 409 or r.json()["error"]["type"] != "CommitFailedException":
                     errors.append(f"writer {w}: {r.status_code} {r.text[:200]}")
 
-    threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "writers hung"
+    run_threads(writer, writers)
     assert not errors, errors
     props = load_view(server, http, ns, name)["metadata"]["properties"]
     for w, i in last_ok.items():
