@@ -72,9 +72,17 @@ pub struct ServeArgs {
     #[arg(long, env = "BINGSAN_IDLE_TIMEOUT_MS", default_value_t = 120_000)]
     pub idle_timeout_ms: u64,
 
-    /// Open connections a shard accepts; beyond it, new ones get a 503 and are closed.
-    #[arg(long, env = "BINGSAN_MAX_CONNECTIONS_PER_SHARD", default_value_t = 16_384)]
-    pub max_connections_per_shard: usize,
+    /// Open connections a shard accepts; beyond it, new ones get a 503 and
+    /// are closed. Default: what the file-descriptor limit leaves after the
+    /// store, the listeners and the warehouse writes, split over the shards.
+    #[arg(long, env = "BINGSAN_MAX_CONNECTIONS_PER_SHARD")]
+    pub max_connections_per_shard: Option<usize>,
+
+    /// Requests that write or delete warehouse files (creates, commits,
+    /// transactions, registers, purges) a shard runs at once; more wait their
+    /// turn. Bounds the descriptors and memory a burst of writers can take.
+    #[arg(long, env = "BINGSAN_MAX_WRITES_PER_SHARD", default_value_t = 64)]
+    pub max_writes_per_shard: usize,
 
     /// Deepest JSON nesting accepted in a request body (400 beyond).
     #[arg(long, env = "BINGSAN_MAX_JSON_DEPTH", default_value_t = 64)]
@@ -195,6 +203,9 @@ impl ServeArgs {
         }
         if !(1..=MAX_JSON_DEPTH).contains(&self.max_json_depth) {
             return Err(format!("--max-json-depth must be between 1 and {MAX_JSON_DEPTH}"));
+        }
+        if self.max_writes_per_shard == 0 || self.max_connections_per_shard == Some(0) {
+            return Err("--max-writes-per-shard and --max-connections-per-shard must be positive".into());
         }
         if self.default_page_size == 0 || self.max_page_size == 0 {
             return Err("page sizes must be positive".into());

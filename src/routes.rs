@@ -85,6 +85,23 @@ impl Operation {
         self as usize
     }
 
+    /// Whether the operation opens warehouse files (writes, reads for a
+    /// register, deletes for a purge): these run under the shard's write cap.
+    pub fn uses_warehouse(self) -> bool {
+        use Operation::*;
+        matches!(
+            self,
+            CreateTable
+                | UpdateTable
+                | DropTable
+                | RegisterTable
+                | CommitTransaction
+                | CreateView
+                | ReplaceView
+                | RegisterView
+        )
+    }
+
     /// Label for metrics (the spec's operationId, in snake case).
     pub fn name(self) -> &'static str {
         use Operation::*;

@@ -13,7 +13,7 @@ use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::{CpuSet, LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::catalog::{Catalog, Settings};
 use crate::config::ServeArgs;
@@ -32,15 +32,37 @@ pub use state::Shared;
 const IO_MEMORY: usize = 1 << 20;
 /// File descriptors to ask for: the 10k-connection target plus headroom.
 const WANTED_FDS: u64 = 65_536;
+/// Fewest connections per shard worth starting with.
+const MIN_CONNECTIONS: usize = 64;
 
 /// Runs the server until a signal; `Err` carries a message for the operator.
 pub fn run(args: ServeArgs) -> Result<(), String> {
     args.validate()?;
     let auth = crate::auth::Authenticator::from_args(&args)?;
-    let cpus: Vec<usize> =
-        CpuSet::online().map_err(|e| format!("cannot list CPUs: {e}"))?.into_iter().map(|l| l.cpu).collect();
+    let cpus = os::allowed_cpus()?;
+    os::ensure_port_free(args.listen)?;
     let shards = if args.shards == 0 { cpus.len() } else { args.shards };
-    os::raise_limits(WANTED_FDS, shards, IO_MEMORY)?;
+    let nofile = os::raise_limits(WANTED_FDS, shards, IO_MEMORY)?;
+    let budget = os::connection_budget(nofile, shards, args.max_writes_per_shard) as usize;
+    let max_connections = match args.max_connections_per_shard {
+        Some(n) if n > budget => {
+            tracing::warn!(
+                nofile,
+                per_shard = n,
+                budget,
+                "--max-connections-per-shard exceeds what RLIMIT_NOFILE leaves; accepts and writes may fail (raise ulimit -n)"
+            );
+            n
+        }
+        Some(n) => n,
+        None if budget < MIN_CONNECTIONS => {
+            return Err(format!(
+                "RLIMIT_NOFILE is {nofile}: too few descriptors for {shards} shards (raise ulimit -n, or lower \
+                 --shards or --max-writes-per-shard)"
+            ))
+        }
+        None => budget,
+    };
     let signals = os::block_signals();
 
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create data dir {:?}: {e}", args.data_dir))?;
@@ -72,7 +94,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
-    log_effective_config(&args, shards);
+    log_effective_config(&args, shards, max_connections);
 
     let (ready_tx, ready_rx) = channel();
     let mut handles = Vec::with_capacity(shards);
@@ -93,7 +115,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 request_timeout: Duration::from_millis(args.request_timeout_ms),
                 idle_timeout: Duration::from_millis(args.idle_timeout_ms),
             },
-            max_connections: args.max_connections_per_shard,
+            max_connections,
+            max_writes: args.max_writes_per_shard,
             json: JsonLimits { max_depth: args.max_json_depth, max_string: args.max_json_string_bytes },
             tls: tls.clone(),
             routes: RouteConfig { prefix: args.prefix.clone(), separator: args.namespace_separator.clone() },
@@ -159,7 +182,7 @@ fn encode_separator(sep: &str) -> String {
     sep.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
-fn log_effective_config(args: &ServeArgs, shards: usize) {
+fn log_effective_config(args: &ServeArgs, shards: usize, max_connections_per_shard: usize) {
     tracing::info!(
         listen = %args.listen,
         shards,
@@ -176,7 +199,8 @@ fn log_effective_config(args: &ServeArgs, shards: usize) {
         metrics_listen = ?args.metrics_listen,
         request_timeout_ms = args.request_timeout_ms,
         idle_timeout_ms = args.idle_timeout_ms,
-        max_connections_per_shard = args.max_connections_per_shard,
+        max_connections_per_shard,
+        max_writes_per_shard = args.max_writes_per_shard,
         max_json_depth = args.max_json_depth,
         max_json_string_bytes = args.max_json_string_bytes,
         tls = args.tls_cert.is_some(),

@@ -26,17 +26,30 @@ fn raise(resource: libc::__rlimit_resource_t, want: u64) -> Result<u64, String> 
     }
 }
 
-/// Raises RLIMIT_NOFILE for `connections` sockets and RLIMIT_MEMLOCK for the
-/// io_uring rings of `shards` executors; fails with a clear message if the
-/// kernel refuses what is needed.
-pub fn raise_limits(connections: u64, shards: usize, io_memory: usize) -> Result<(), String> {
+/// Descriptors kept out of the connection budget for the whole process:
+/// stdio, the store's files, the metrics listener, logs.
+const FIXED_FDS: u64 = 256;
+/// Per shard: its listener, io_uring ring and eventfds, with headroom.
+const SHARD_FDS: u64 = 16;
+/// A warehouse write holds a file and its directory open at once.
+const FDS_PER_WRITE: u64 = 2;
+
+/// Connections each shard may hold so that `shards` shards, each running
+/// `writes` warehouse writes, stay within `nofile` descriptors.
+pub fn connection_budget(nofile: u64, shards: usize, writes: usize) -> u64 {
+    let shards = shards.max(1) as u64;
+    let reserve = FIXED_FDS + shards * (SHARD_FDS + writes as u64 * FDS_PER_WRITE);
+    nofile.saturating_sub(reserve) / shards
+}
+
+/// Raises RLIMIT_NOFILE towards `connections` sockets and RLIMIT_MEMLOCK for
+/// the io_uring rings of `shards` executors; fails with a clear message if
+/// the kernel refuses what is needed. Returns the descriptor limit in force.
+pub fn raise_limits(connections: u64, shards: usize, io_memory: usize) -> Result<u64, String> {
     let nofile =
         raise(libc::RLIMIT_NOFILE, connections).map_err(|e| format!("cannot read or raise RLIMIT_NOFILE: {e}"))?;
     if nofile < 1024 {
         return Err(format!("RLIMIT_NOFILE is {nofile}; at least 1024 open files are needed (raise with ulimit -n)"));
-    }
-    if nofile < connections {
-        tracing::warn!(nofile, wanted = connections, "RLIMIT_NOFILE below target; fewer concurrent connections fit");
     }
     // Registered buffers are pinned and count against RLIMIT_MEMLOCK (the
     // rings themselves are charged to the memory cgroup on current kernels).
@@ -48,7 +61,31 @@ pub fn raise_limits(connections: u64, shards: usize, io_memory: usize) -> Result
              raise it (ulimit -l) or run fewer shards"
         ));
     }
-    Ok(())
+    Ok(nofile)
+}
+
+/// The CPUs this process may run on (its affinity mask, as `taskset` or a
+/// cgroup set it), in ascending order.
+pub fn allowed_cpus() -> Result<Vec<usize>, String> {
+    // SAFETY: sched_getaffinity fills a stack cpu_set_t of the size we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(format!("cannot read the CPU affinity mask: {}", std::io::Error::last_os_error()));
+        }
+        Ok((0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect())
+    }
+}
+
+/// Fails if something already listens on `addr`. Shards bind with
+/// SO_REUSEPORT, which would otherwise let a second server (same user) share
+/// the port silently and take half the connections. A socket without
+/// SO_REUSEPORT cannot bind beside any listener, so a probe bind tells.
+pub fn ensure_port_free(addr: std::net::SocketAddr) -> Result<(), String> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(addr).map(drop).map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
 /// Blocks SIGINT and SIGTERM in this thread and every thread it starts later,
@@ -73,4 +110,18 @@ pub fn wait_for_signal(set: &libc::sigset_t) -> i32 {
         libc::sigwait(set, &mut sig);
     }
     sig
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection_budget;
+
+    #[test]
+    fn budget_leaves_room_for_writes_and_the_process() {
+        // 20000 descriptors, 2 shards of 64 writes: 256 + 2 * (16 + 128) kept back.
+        assert_eq!(connection_budget(20_000, 2, 64), (20_000 - 544) / 2);
+        assert_eq!(connection_budget(1024, 1, 64), 1024 - 256 - 16 - 128);
+        // A limit smaller than the reserve leaves nothing, never wraps.
+        assert_eq!(connection_budget(100, 4, 64), 0);
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bumpalo::Bump;
+use glommio::sync::Semaphore;
 
 use super::idempotency;
 use super::state::Shared;
@@ -29,6 +30,9 @@ pub struct ShardService<S: Store, F: FileIo> {
     pub json: JsonLimits,
     /// The shard's token buffers: access tokens are minted into them.
     pub tokens: Rc<BufPool>,
+    /// Permits for requests that open warehouse files: a burst of writers
+    /// queues here instead of running the process out of descriptors.
+    pub writes: Semaphore,
 }
 
 /// Bounds on JSON request bodies, checked before any parser sees them.
@@ -51,6 +55,8 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
             Ok(ref m) if denied => m.op,
             Err(_) if denied => Operation::Unmatched,
             Ok(m) => {
+                // The semaphore is never closed, so acquiring cannot fail.
+                let _permit = if m.op.uses_warehouse() { self.writes.acquire_permit(1).await.ok() } else { None };
                 if let Err(e) = self.idempotent(&m, req, &arena, resp).await {
                     resp.error(&e);
                 }

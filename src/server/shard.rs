@@ -15,6 +15,7 @@ use futures_lite::future::or;
 use futures_lite::{AsyncWriteExt, FutureExt};
 use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
+use glommio::sync::Semaphore;
 use std::panic::AssertUnwindSafe;
 
 use super::service::{JsonLimits, ShardService};
@@ -35,6 +36,8 @@ pub struct ShardSetup {
     pub routes: RouteConfig,
     pub drain: Duration,
     pub max_connections: usize,
+    /// Warehouse-writing requests run at once (see `ShardService::writes`).
+    pub max_writes: usize,
     pub json: JsonLimits,
     /// Serve HTTPS with this acceptor (each shard terminates its own TLS).
     pub tls: Option<TlsAcceptor>,
@@ -97,6 +100,7 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
         stats: stats.clone(),
         json: setup.json,
         tokens: BufPool::new(TOKEN_BUFFER, TOKEN_BUFFER, TOKEN_BUFFERS_PER_SHARD, stats.token_pool.clone()),
+        writes: Semaphore::new(setup.max_writes as u64),
     });
     let open: Rc<RefCell<HashMap<i32, Rc<ConnState>>>> = Rc::default();
     shared.accepting.fetch_add(1, Ordering::AcqRel);

@@ -102,6 +102,7 @@ class BingsanServer:
         name: str = "bingsan",
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        rlimit_nofile: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +118,8 @@ class BingsanServer:
         #: Serve HTTPS with this PEM certificate and key (see `tls_client_context`).
         self.tls_cert = Path(tls_cert) if tls_cert else None
         self.tls_key = Path(tls_key) if tls_key else None
+        #: Start the server under this RLIMIT_NOFILE (soft and hard).
+        self.rlimit_nofile = rlimit_nofile
         self.port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -190,10 +193,17 @@ class BingsanServer:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=self._preexec,
         )
         self.wait_ready(ready_timeout)
         return self
+
+    def _preexec(self) -> None:
+        _die_with_parent()
+        if self.rlimit_nofile is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.rlimit_nofile, self.rlimit_nofile))
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Polls GET /health/ready until 200; fails with the log otherwise."""

@@ -22,7 +22,15 @@ import time
 import pytest
 import requests
 
-from harness import BingsanServer, RawConn, assert_error, assert_serving, unique
+from harness import (
+    SIMPLE_SCHEMA_JSON,
+    BingsanServer,
+    RawConn,
+    assert_error,
+    assert_serving,
+    run_threads,
+    unique,
+)
 from test_http_wire import wait_connections
 
 #: --request-timeout-ms of the slow-loris server.
@@ -523,4 +531,70 @@ def test_garbage_chunk_size(server, wire, status):
             assert "chunk" in err["message"], err
         # Framing errors end the connection (a bad JSON body would not).
         assert c.closed_by_peer(timeout=2)
+    assert_serving(server)
+
+
+# ------------------------------------------------------------------ descriptor budget
+FD_LIMIT = 1024
+#: What src/server/os.rs keeps back from RLIMIT_NOFILE: 256 for the process,
+#: 16 per shard, 2 per concurrent warehouse write (64 per shard by default).
+FD_RESERVE = 256 + 16 + 2 * 64
+WRITERS = 400
+
+
+def test_connections_and_writers_fit_the_descriptor_limit(server_factory):
+    """Under a 1024-descriptor limit the shard admits what the limit leaves
+    after the process and its capped warehouse writes, and a burst of
+    concurrent creates over a full house of connections all succeed: without
+    the write cap, 400 creates want 800 descriptors at once and run out."""
+    s = server_factory(name="fdlimit", shards=1, rlimit_nofile=FD_LIMIT)
+    budget = FD_LIMIT - FD_RESERVE
+    ns = unique("fd")
+    conns: list[RawConn] = []
+    try:
+        with s.raw(timeout=10) as c:
+            body = json.dumps({"namespace": [ns]}).encode()
+            assert c.request("POST", s.api_path("namespaces"), body).status == 200
+        assert wait_connections(s, 0) == 0
+        while len(conns) < budget:
+            c = s.raw(timeout=30)
+            conns.append(c)
+            assert c.request("GET", "/health/live").status == 200
+        assert wait_connections(s, budget) == budget
+        # One more is refused: the derived limit is in force.
+        with s.raw(timeout=5) as extra:
+            assert extra.read_response().status == 503
+
+        writers, idle = conns[:WRITERS], conns[WRITERS:]
+        start = threading.Barrier(WRITERS)
+        answers: list[tuple[int, bytes]] = [(0, b"")] * WRITERS
+
+        def create(i: int) -> None:
+            body = json.dumps({"name": f"t{i}", "schema": SIMPLE_SCHEMA_JSON}).encode()
+            start.wait()
+            r = writers[i].request("POST", s.api_path(f"namespaces/{ns}/tables"), body)
+            answers[i] = (r.status, r.body[:300])
+
+        run_threads(create, WRITERS, timeout=120)
+        failed = [(i, a) for i, a in enumerate(answers) if a[0] != 200]
+        assert not failed, f"{len(failed)} creates failed, e.g. {failed[:3]}\n{s.log_tail()}"
+        # Every connection survived the burst.
+        for c in idle + writers:
+            assert c.request("GET", "/health/live").status == 200
+    finally:
+        for c in conns:
+            c.close()
+    assert wait_connections(s, 0) == 0
+    assert_serving(s)
+
+
+def test_second_server_on_a_busy_port_refuses_to_start(server, tmp_path):
+    """SO_REUSEPORT would let a second server share the port and take half
+    its connections; it must fail at start-up instead."""
+    other = BingsanServer(tmp_path / "second", name="second", shards=1)
+    other.port = server.port
+    # Not other.start(): its readiness probe would reach the first server.
+    done = subprocess.run(other.command(), capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0, done.stderr[-2000:]
+    assert f"cannot listen on 127.0.0.1:{server.port}" in done.stderr, done.stderr[-2000:]
     assert_serving(server)
