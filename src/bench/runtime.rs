@@ -114,8 +114,12 @@ where
 {
     std::thread::Builder::new().name(name.clone()).spawn(move || {
         let _flag = PanicFlag(failed.clone());
-        let executor =
-            LocalExecutorBuilder::new(Placement::Fixed(cpu)).name(&name).io_memory(IO_MEMORY).make().map_err(|e| {
+        let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&name)
+            .io_memory(IO_MEMORY)
+            .ring_depth(crate::server::RING_DEPTH)
+            .make()
+            .map_err(|e| {
                 failed.store(true, Ordering::SeqCst);
                 io::Error::other(format!(
                     "{name}: cannot start a glommio executor on cpu {cpu}: {e} \
