@@ -17,6 +17,9 @@ use crate::pool::{BufPool, PooledBuf};
 const MAX_HEADERS: usize = 64;
 /// Pipelined responses are flushed once this many bytes are waiting.
 const FLUSH_AT: usize = 64 * 1024;
+/// What an idle connection reads its next request's first bytes into (on
+/// its task's stack, not a pooled buffer): most catalog GETs fit.
+const IDLE_READ: usize = 1024;
 
 /// Per-connection limits.
 #[derive(Clone, Copy, Debug)]
@@ -53,100 +56,111 @@ enum Step {
 
 /// Serves requests on `stream` until the client closes, an I/O error occurs,
 /// or a response requires closing.
+///
+/// The connection holds pooled buffers only while a request is in hand: an
+/// idle connection gives them back and waits for its next request with a
+/// small stack buffer, so 10,000 idle connections keep no buffer memory and
+/// one large response does not stay with its connection.
 pub async fn serve_connection<T, S>(stream: &mut T, svc: &S, bufs: &Rc<BufPool>, limits: &ConnLimits, state: &ConnState)
 where
     T: Transport,
     S: Service,
 {
-    let mut input = bufs.get();
-    let initial = input.capacity();
-    input.resize(initial, 0);
+    // Bytes [start, filled) of `input` are received and not yet answered.
+    let mut input: Option<PooledBuf> = None;
     let mut filled = 0;
     let mut start = 0;
-    let mut out = bufs.get();
+    let mut out: Option<PooledBuf> = None;
     let mut chunked_body: Option<PooledBuf> = None;
     let mut continue_sent = false;
     // When the first byte of the request being received arrived.
     let mut request_started: Option<Instant> = None;
 
     loop {
-        let step = if start < filled {
-            let _scope = crate::alloc::RequestScope::begin();
-            parse_and_answer(&input[start..filled], svc, bufs, limits, &mut out, &mut chunked_body).await
-        } else {
-            Step::NeedMore { send_continue: false }
+        let step = match &input {
+            Some(received) if start < filled => {
+                let _scope = crate::alloc::RequestScope::begin();
+                let out = out.get_or_insert_with(|| bufs.get());
+                parse_and_answer(&received[start..filled], svc, bufs, limits, out, &mut chunked_body).await
+            }
+            _ => Step::NeedMore { send_continue: false },
         };
         match step {
             Step::Answered { consumed, close } => {
+                let out = out.as_mut().expect("an answer was written");
                 start += consumed;
                 continue_sent = false;
                 request_started = (start < filled).then(Instant::now);
                 if close {
-                    let _ = stream.write_all(&out).await;
+                    let _ = stream.write_all(out).await;
                     return;
                 }
                 if out.len() >= FLUSH_AT {
-                    if stream.write_all(&out).await.is_err() {
+                    if stream.write_all(out).await.is_err() {
                         return;
                     }
                     out.clear();
                 }
             }
             Step::Fail(err) => {
-                write_error(&mut out, &err);
-                let _ = stream.write_all(&out).await;
+                let out = out.get_or_insert_with(|| bufs.get());
+                write_error(out, &err);
+                let _ = stream.write_all(out).await;
                 return;
             }
             Step::NeedMore { send_continue } => {
                 // Everything parsed so far is answered: send it before waiting.
                 if send_continue && !continue_sent {
-                    out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    out.get_or_insert_with(|| bufs.get()).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                     continue_sent = true;
                 }
-                if !out.is_empty() {
-                    if stream.write_all(&out).await.is_err() {
+                if let Some(out) = out.as_mut().filter(|o| !o.is_empty()) {
+                    if stream.write_all(out).await.is_err() {
                         return;
                     }
                     out.clear();
-                }
-                if start == filled {
-                    (start, filled) = (0, 0);
-                } else if start > 0 && filled == input.len() {
-                    input.copy_within(start..filled, 0);
-                    (start, filled) = (0, filled - start);
-                }
-                if filled == input.len() {
-                    // A request bigger than the buffer: grow, within the limits.
-                    let most = limits.max_head + limits.max_body + 64;
-                    if input.len() >= most {
-                        write_error(&mut out, &ApiError::new(ErrorKind::PayloadTooLarge, "request too large"));
-                        let _ = stream.write_all(&out).await;
-                        return;
-                    }
-                    let grown = (input.len() * 2).min(most);
-                    input.resize(grown, 0);
                 }
                 let idle = request_started.is_none();
                 if idle && state.closing.get() {
                     return;
                 }
-                state.idle.set(idle);
                 let wait = match request_started {
                     None => limits.idle_timeout,
                     Some(t) => match limits.request_timeout.checked_sub(t.elapsed()) {
                         Some(left) if !left.is_zero() => left,
                         _ => {
-                            write_error(
-                                &mut out,
-                                &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"),
-                            );
-                            let _ = stream.write_all(&out).await;
+                            let out = out.get_or_insert_with(|| bufs.get());
+                            write_error(out, &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"));
+                            let _ = stream.write_all(out).await;
                             return;
                         }
                     },
                 };
                 stream.set_wait_limit(wait);
-                let read = stream.read_some(&mut input[filled..]).await;
+                let read = if idle {
+                    // Nothing is buffered: give the buffers back while waiting.
+                    (input, out, chunked_body) = (None, None, None);
+                    (start, filled) = (0, 0);
+                    state.idle.set(true);
+                    let mut first = [0u8; IDLE_READ];
+                    let read = stream.read_some(&mut first).await;
+                    if let Ok(n @ 1..) = read {
+                        let buf = input.insert(bufs.get());
+                        let capacity = buf.capacity();
+                        buf.resize(capacity.max(n), 0);
+                        buf[..n].copy_from_slice(&first[..n]);
+                    }
+                    read
+                } else {
+                    let buf = input.as_mut().expect("a request is being received");
+                    if !make_room(buf, &mut start, &mut filled, limits) {
+                        let out = out.get_or_insert_with(|| bufs.get());
+                        write_error(out, &ApiError::new(ErrorKind::PayloadTooLarge, "request too large"));
+                        let _ = stream.write_all(out).await;
+                        return;
+                    }
+                    stream.read_some(&mut buf[filled..]).await
+                };
                 state.idle.set(false);
                 match read {
                     Ok(0) => return,
@@ -155,11 +169,9 @@ where
                         request_started.get_or_insert_with(Instant::now);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::TimedOut && request_started.is_some() => {
-                        write_error(
-                            &mut out,
-                            &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"),
-                        );
-                        let _ = stream.write_all(&out).await;
+                        let out = out.get_or_insert_with(|| bufs.get());
+                        write_error(out, &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"));
+                        let _ = stream.write_all(out).await;
                         return;
                     }
                     Err(_) => return,
@@ -167,6 +179,25 @@ where
             }
         }
     }
+}
+
+/// Makes room after `filled` in `buf` for more of the request being
+/// received: moves it to the front, or grows the buffer within the limits.
+/// False when the request is larger than the limits allow.
+fn make_room(buf: &mut PooledBuf, start: &mut usize, filled: &mut usize, limits: &ConnLimits) -> bool {
+    if *start > 0 && *filled == buf.len() {
+        buf.copy_within(*start..*filled, 0);
+        (*start, *filled) = (0, *filled - *start);
+    }
+    if *filled == buf.len() {
+        let most = limits.max_head + limits.max_body + 64;
+        if buf.len() >= most {
+            return false;
+        }
+        let grown = (buf.len() * 2).min(most);
+        buf.resize(grown, 0);
+    }
+    true
 }
 
 /// Parses one request from `buf` and, if it is complete, answers it into `out`.
