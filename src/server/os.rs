@@ -79,13 +79,42 @@ pub fn allowed_cpus() -> Result<Vec<usize>, String> {
 
 /// Fails if something already listens on `addr`. Shards bind with
 /// SO_REUSEPORT, which would otherwise let a second server (same user) share
-/// the port silently and take half the connections. A socket without
-/// SO_REUSEPORT cannot bind beside any listener, so a probe bind tells.
+/// the port silently and take half the connections. A connection attempt
+/// tells; a bind probe would not, as it also trips over TIME_WAIT sockets a
+/// previous run left behind. A listener that is still there after
+/// [`PORT_WAIT`] is another server's: the listener of a server that just died
+/// lingers a moment while the kernel tears down its io_uring requests.
 pub fn ensure_port_free(addr: std::net::SocketAddr) -> Result<(), String> {
     if addr.port() == 0 {
         return Ok(());
     }
-    std::net::TcpListener::bind(addr).map(drop).map_err(|e| format!("cannot listen on {addr}: {e}"))
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let deadline = std::time::Instant::now() + PORT_WAIT;
+    while someone_listens(target) {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("cannot listen on {addr}: another process already listens there"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// How long [`ensure_port_free`] waits for a listener to go away.
+const PORT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn someone_listens(target: std::net::SocketAddr) -> bool {
+    match std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_millis(500)) {
+        // A port in the ephemeral range can be picked as our own source
+        // port: TCP then connects the socket to itself, with no listener.
+        Ok(s) => s.local_addr().ok() != s.peer_addr().ok(),
+        Err(_) => false,
+    }
 }
 
 /// Blocks SIGINT and SIGTERM in this thread and every thread it starts later,
