@@ -245,7 +245,8 @@ fn create_fixtures(server: &Server, conn: &mut Conn) {
             &format!(r#"{{"namespace":["bench","child_{i:03}"],"properties":{{"owner":"bench"}}}}"#),
         );
     }
-    for (name, columns, snapshots) in [("typical", 10, 3), ("wide", 120, 20), ("commits", 10, KEPT_SNAPSHOTS as usize)] {
+    for (name, columns, snapshots) in [("typical", 10, 3), ("wide", 120, 20), ("commits", 10, KEPT_SNAPSHOTS as usize)]
+    {
         let location = server.dir.join("warehouse/bench").join(name);
         let file = location.join("metadata/00000-5d6e7f80-0000-4000-8000-000000000000.metadata.json");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();

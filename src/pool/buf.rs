@@ -198,10 +198,7 @@ mod tests {
         drop(b);
         drop(c);
         let s = p.stats().snapshot();
-        assert_eq!(
-            (s.hits, s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes),
-            (3, 3, 5, 1, 2, 56)
-        );
+        assert_eq!((s.hits, s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (3, 3, 5, 1, 2, 56));
     }
 
     #[test]
@@ -215,10 +212,7 @@ mod tests {
         drop(grown);
         drop(fresh);
         let s = p.stats().snapshot();
-        assert_eq!(
-            (s.hits, s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes),
-            (0, 2, 1, 1, 1, 32)
-        );
+        assert_eq!((s.hits, s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (0, 2, 1, 1, 1, 32));
         assert_eq!(p.get().capacity(), 32);
         let s = p.stats().snapshot();
         assert_eq!((s.hits, s.returns, s.retained_count, s.retained_bytes), (1, 2, 1, 32));
