@@ -13,7 +13,11 @@
 //! profile), else `target/release/bingsan` or `target/debug/bingsan`. With
 //! none, the bench prints why and does nothing.
 //!
-//! `cargo bench --bench request_path`
+//! The `commit` case appends to a table as a writer that expires old
+//! snapshots sends it (see [`Appender`]), so the table's metadata keeps its
+//! size: three snapshots and a full metadata log of 100 entries.
+//!
+//! `cargo bench --bench request_path` (`-- request/commit` for that case only)
 
 mod common;
 
@@ -31,6 +35,13 @@ static A: bingsan::alloc::CountingAlloc = bingsan::alloc::CountingAlloc;
 
 /// Children of the listed namespace.
 const CHILDREN: usize = 100;
+
+/// Snapshots the committed table keeps (its fixture has as many).
+const KEPT_SNAPSHOTS: i64 = 3;
+
+/// Commits before any is measured: the metadata log (at most 100 entries,
+/// the fixture's `write.metadata.previous-versions-max`) is full by then.
+const COMMIT_WARMUP: u64 = 110;
 
 fn find_binary() -> Option<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -234,7 +245,8 @@ fn create_fixtures(server: &Server, conn: &mut Conn) {
             &format!(r#"{{"namespace":["bench","child_{i:03}"],"properties":{{"owner":"bench"}}}}"#),
         );
     }
-    for (name, columns, snapshots) in [("typical", 10, 3), ("wide", 120, 20)] {
+    for (name, columns, snapshots) in [("typical", 10, 3), ("wide", 120, 20), ("commits", 10, KEPT_SNAPSHOTS as usize)]
+    {
         let location = server.dir.join("warehouse/bench").join(name);
         let file = location.join("metadata/00000-5d6e7f80-0000-4000-8000-000000000000.metadata.json");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -249,6 +261,57 @@ fn create_fixtures(server: &Server, conn: &mut Conn) {
     }
 }
 
+/// The request body of each append to `bench.commits`, as a writer sends it
+/// (like Spark's append with snapshot expiry): assert that `main` is still
+/// at the parent, add the new snapshot, move `main` to it, and remove the
+/// oldest snapshot so the table keeps [`KEPT_SNAPSHOTS`].
+struct Appender {
+    location: String,
+    /// Commits sent so far.
+    done: i64,
+}
+
+impl Appender {
+    fn new(server: &Server) -> Appender {
+        let location = server.dir.join("warehouse/bench/commits").to_str().unwrap().to_string();
+        Appender { location, done: 0 }
+    }
+
+    fn next(&mut self) -> Vec<u8> {
+        self.done += 1;
+        let id = common::FIRST_SNAPSHOT_ID + KEPT_SNAPSHOTS - 1 + self.done;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        let body = format!(
+            concat!(
+                r#"{{"requirements":[{{"type":"assert-ref-snapshot-id","ref":"main","snapshot-id":{parent}}}],"#,
+                r#""updates":[{{"action":"add-snapshot","snapshot":{{"snapshot-id":{id},"parent-snapshot-id":{parent},"#,
+                r#""sequence-number":{seq},"timestamp-ms":{now},"summary":{{"operation":"append","#,
+                r#""spark.app.id":"local-1719000000000","added-data-files":"4","added-records":"1000","#,
+                r#""added-files-size":"40960","changed-partition-count":"1","total-records":"{records}","#,
+                r#""total-files-size":"{size}","total-data-files":"{files}","total-delete-files":"0","#,
+                r#""total-position-deletes":"0","total-equality-deletes":"0"}},"#,
+                r#""manifest-list":"{loc}/metadata/snap-{id}-1-c0ffee00-1b2c-4d3e-8f40-000000000000.avro","schema-id":0}}}},"#,
+                r#"{{"action":"set-snapshot-ref","ref-name":"main","type":"branch","snapshot-id":{id}}},"#,
+                r#"{{"action":"remove-snapshots","snapshot-ids":[{oldest}]}}]}}"#
+            ),
+            id = id,
+            parent = id - 1,
+            oldest = id - KEPT_SNAPSHOTS,
+            seq = KEPT_SNAPSHOTS + self.done,
+            now = now,
+            records = 1000 * (KEPT_SNAPSHOTS + self.done),
+            size = 40_960 * (KEPT_SNAPSHOTS + self.done),
+            files = 4 * (KEPT_SNAPSHOTS + self.done),
+            loc = self.location,
+        );
+        format!(
+            "POST /v1/namespaces/bench/tables/commits HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
 /// Server-side allocation counters, summed over shards.
 fn alloc_totals(server: &Server) -> (f64, f64, f64, f64) {
     // Let the shard finish the last request's bookkeeping first.
@@ -260,6 +323,39 @@ fn alloc_totals(server: &Server) -> (f64, f64, f64, f64) {
         metric_sum(&m, "bingsan_alloc_bytes_total"),
         metric_sum(&m, "bingsan_http_requests_total"),
     )
+}
+
+/// Times `one` (one request) with criterion, then counts the server's
+/// allocations over a separate loop of it.
+fn server_case(g: &mut common::Group<'_>, server: &Server, name: &str, one: impl Fn()) {
+    g.custom(
+        name,
+        |iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                one();
+            }
+            start.elapsed()
+        },
+        |iters| {
+            one();
+            let before = alloc_totals(server);
+            for _ in 0..iters {
+                one();
+            }
+            let after = alloc_totals(server);
+            let requests = (after.3 - before.3) as u64;
+            if requests != iters {
+                println!("{name}: server counted {requests} requests for {iters} sent");
+            }
+            Counts {
+                ops: iters,
+                allocs: (after.0 - before.0) as u64,
+                bytes: (after.2 - before.2) as u64,
+                request_allocs: Some((after.1 - before.1) as u64),
+            }
+        },
+    );
 }
 
 fn main() {
@@ -285,47 +381,25 @@ fn main() {
         ("load_table_wide", get("/v1/namespaces/bench/tables/wide")),
     ];
     let conn = RefCell::new(Conn::open(server.addr).unwrap());
-    for (name, req) in &cases {
+    let send = |name: &str, req: &[u8]| {
         let status = conn.borrow_mut().send(req).unwrap();
         assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(conn.borrow().body()));
+    };
+    for (name, req) in &cases {
+        send(name, req);
         println!("{name}: {} bytes of response body", conn.borrow().body().len());
     }
-    let one = |req: &[u8]| {
-        let status = conn.borrow_mut().send(req).unwrap();
-        assert_eq!(status, 200);
-    };
+    let appender = RefCell::new(Appender::new(&server));
+    for _ in 0..COMMIT_WARMUP {
+        send("commit", &appender.borrow_mut().next());
+    }
+    println!("commit: {} bytes of response body", conn.borrow().body().len());
 
     let mut g = bench.group("request");
     for (name, req) in &cases {
-        g.custom(
-            name,
-            |iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    one(req);
-                }
-                start.elapsed()
-            },
-            |iters| {
-                one(req);
-                let before = alloc_totals(&server);
-                for _ in 0..iters {
-                    one(req);
-                }
-                let after = alloc_totals(&server);
-                let requests = (after.3 - before.3) as u64;
-                if requests != iters {
-                    println!("{name}: server counted {requests} requests for {iters} sent");
-                }
-                Counts {
-                    ops: iters,
-                    allocs: (after.0 - before.0) as u64,
-                    bytes: (after.2 - before.2) as u64,
-                    request_allocs: Some((after.1 - before.1) as u64),
-                }
-            },
-        );
+        server_case(&mut g, &server, name, || send(name, req));
     }
+    server_case(&mut g, &server, "commit", || send("commit", &appender.borrow_mut().next()));
     g.finish();
 
     let m = server.scrape();

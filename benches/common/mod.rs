@@ -351,6 +351,11 @@ fn schema_json(schema_id: i32, columns: usize) -> (String, i32) {
     (json, next)
 }
 
+/// The id of the first snapshot of [`table_metadata_json`]; the others
+/// follow one by one, each the parent of the next, with sequence numbers
+/// 1, 2, ...
+pub const FIRST_SNAPSHOT_ID: i64 = 4_000_000_000_000_000_000;
+
 /// Valid Iceberg v2 table metadata with `columns` columns and `snapshots`
 /// snapshots (Spark-like summaries), a day partition, a sort order, and
 /// snapshot and metadata logs; `location` is the table location.
@@ -358,7 +363,7 @@ pub fn table_metadata_json(location: &str, columns: usize, snapshots: usize) -> 
     assert!(snapshots >= 1);
     let (schema, last_column_id) = schema_json(0, columns);
     let base_ms: i64 = 1_719_000_000_000;
-    let first_id: i64 = 4_000_000_000_000_000_000;
+    let first_id = FIRST_SNAPSHOT_ID;
     let mut snaps = Vec::with_capacity(snapshots);
     let mut snap_log = Vec::with_capacity(snapshots);
     let mut md_log = Vec::with_capacity(snapshots);

@@ -3,8 +3,8 @@
 #![no_main]
 
 use bingsan::metadata::{
-    apply_commit, apply_view_commit, new_table_metadata, new_view_metadata, CommitTableRequest, CommitTransactionRequest,
-    CommitViewRequest, CreateTableRequest, CreateViewRequest, TableMetadata, ViewMetadata,
+    apply_commit, apply_create, apply_view_commit, new_table_metadata, new_view_metadata, CommitTableRequest,
+    CommitTransactionRequest, CommitViewRequest, CreateTableRequest, CreateViewRequest, TableMetadata, ViewMetadata,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -24,11 +24,13 @@ fuzz_target!(|data: &[u8]| {
         let _ = new_view_metadata(&req, "/w/v", "00000000-0000-0000-0000-000000000000", 1);
     }
     if let Ok(req) = sonic_rs::from_slice::<CommitTableRequest>(data) {
-        let base = sonic_rs::from_slice::<TableMetadata>(BASE).expect("fixture parses");
-        for b in [None, Some(&base)] {
-            if let Ok(out) = apply_commit(b, &req.requirements, &req.updates, 2) {
-                let _ = sonic_rs::to_vec(&out.metadata);
-            }
+        let base = || sonic_rs::from_slice::<TableMetadata>(BASE).expect("fixture parses");
+        let outcomes = [
+            apply_create(&req.requirements, &req.updates, 2),
+            apply_commit(base(), base, &req.requirements, &req.updates, 2),
+        ];
+        for out in outcomes.into_iter().flatten() {
+            let _ = sonic_rs::to_vec(&out.metadata);
         }
     }
     if let Ok(req) = sonic_rs::from_slice::<CommitViewRequest>(data) {

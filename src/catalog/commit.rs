@@ -15,12 +15,15 @@ use bumpalo::Bump;
 use super::ident::{validate_namespace, validate_part};
 use super::namespaces::parse_json;
 use super::record::{file_version, Record};
-use super::tables::{already_exists, kind_name, no_such_table, other_kind, refs_rendering, write_load_result, RETRIES};
+use super::tables::{
+    already_exists, kind_name, no_such_table, other_kind, write_load_result, write_refs_rendering, RETRIES,
+};
+use super::written::{new_record_capacity, Written, COMMIT_GROWTH};
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
 use crate::metadata::{
-    apply_commit, new_table_metadata, record_previous, CommitTableRequest, CommitTransactionRequest,
+    apply_commit, apply_create, new_table_metadata, record_previous, CommitTableRequest, CommitTransactionRequest,
     CreateTableRequest, TableMetadata, TableRequirement,
 };
 use crate::store::{keys, Expect, Store, StoreError, Write};
@@ -32,19 +35,6 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A new metadata version, serialized and written.
-pub(crate) struct Written {
-    pub location: String,
-    pub json: Vec<u8>,
-    pub refs: Vec<u8>,
-}
-
-impl Written {
-    pub fn record(&self) -> Vec<u8> {
-        Record { metadata_location: &self.location, metadata: &self.json, refs_metadata: &self.refs }.encode()
-    }
-}
-
 /// A store failure after the metadata file was written: whether the swap
 /// happened is unknown, so the client must not treat it as a failure.
 fn unknown_outcome(e: StoreError) -> ApiError {
@@ -53,31 +43,11 @@ fn unknown_outcome(e: StoreError) -> ApiError {
 }
 
 impl<S: Store, F: FileIo> Catalog<S, F> {
-    /// Serializes `md` and writes it durably as metadata file `version`.
-    pub(crate) async fn write_metadata(&self, md: &TableMetadata, version: u64) -> ApiResult<Written> {
-        let json = sonic_rs::to_vec(md).map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))?;
-        let refs = refs_rendering(md)?;
-        self.write_metadata_json(&md.location, version, json, refs).await
-    }
-
-    /// Writes serialized table or view metadata durably as metadata file
-    /// `version` under `root` (the object's location); `refs` is the
-    /// `snapshots=refs` rendering to store with it (empty: the same).
-    pub(crate) async fn write_metadata_json(
-        &self,
-        root: &str,
-        version: u64,
-        json: Vec<u8>,
-        refs: Vec<u8>,
-    ) -> ApiResult<Written> {
-        self.files.check_location(root).map_err(|e| ApiError::bad_request(format!("unusable location {root}: {e}")))?;
-        let location =
-            format!("{}/metadata/{version:05}-{}.metadata.json", root.trim_end_matches('/'), uuid::Uuid::new_v4());
-        self.files.write_new(&location, &json).await.map_err(|e| {
-            tracing::error!(error = %e, location, "writing metadata file failed");
-            ApiError::new(ErrorKind::ServiceUnavailable, format!("cannot write metadata file {location}: {e}"))
-        })?;
-        Ok(Written { location, json, refs })
+    /// Serializes `md` and writes it durably as metadata file `version`;
+    /// `capacity` guesses the size of its record.
+    pub(crate) async fn write_metadata(&self, md: &TableMetadata, version: u64, capacity: usize) -> ApiResult<Written> {
+        let metadata = |out: &mut Vec<u8>| sonic_rs::to_writer(out, md);
+        self.write_metadata_json(&md.location, version, capacity, metadata, |out| write_refs_rendering(md, out)).await
     }
 
     /// Deletes a metadata file nobody will reference (a lost race).
@@ -101,9 +71,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             write_load_result(out, None, &json, true);
             return Ok(());
         }
-        let written = self.write_metadata(&md, 0).await?;
+        let written = self.write_metadata(&md, 0, new_record_capacity(body)).await?;
         self.insert_new(a, keys::TABLE, ns, &req.name, &written).await?;
-        write_load_result(out, Some(&written.location), &written.json, true);
+        write_load_result(out, Some(written.location()), written.metadata(), true);
         Ok(())
     }
 
@@ -118,10 +88,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         name: &str,
         written: &Written,
     ) -> ApiResult<()> {
-        match self.insert_object(a, kind, ns, name, &written.record(), Expect::Absent).await {
+        match self.insert_object(a, kind, ns, name, written.record(), Expect::Absent).await {
             Ok(()) => Ok(()),
             Err(Refused::Client(e)) => {
-                self.discard(&written.location).await;
+                self.discard(written.location()).await;
                 Err(e)
             }
             Err(Refused::Unknown(e)) => Err(unknown_outcome(e)),
@@ -241,12 +211,12 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             match self.store.apply(&[prepared.write()]).await {
                 Ok(()) => {
                     self.after_commit(&prepared).await;
-                    write_load_result(out, Some(&prepared.written.location), &prepared.written.json, config);
+                    write_load_result(out, Some(prepared.written.location()), prepared.written.metadata(), config);
                     return Ok(true);
                 }
                 Err(StoreError::Conflict { .. }) => {
                     // Someone committed first: our file is garbage; retry on the new base.
-                    self.discard(&prepared.written.location).await;
+                    self.discard(prepared.written.location()).await;
                     backoff(attempt).await;
                 }
                 Err(e) => return Err(unknown_outcome(e)),
@@ -300,7 +270,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             }
             if let Some(e) = failure {
                 for c in &changes {
-                    self.discard(&c.written.location).await;
+                    self.discard(c.written.location()).await;
                 }
                 return Err(e);
             }
@@ -314,7 +284,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 }
                 Err(StoreError::Conflict { .. }) => {
                     for c in &changes {
-                        self.discard(&c.written.location).await;
+                        self.discard(c.written.location()).await;
                     }
                     backoff(attempt).await;
                 }
@@ -345,7 +315,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         };
         let record = Record::decode(current.value.as_ref())?;
         let base: TableMetadata = parse_json(record.metadata, "stored metadata")?;
-        let outcome = apply_commit(Some(&base), &req.requirements, &req.updates, now_ms())?;
+        let base_updated_ms = base.last_updated_ms;
+        // The same bytes parsed a moment ago: they parse again.
+        let base_again = || parse_json(record.metadata, "stored metadata").expect("stored metadata parsed before");
+        let outcome = apply_commit(base, base_again, &req.requirements, &req.updates, now_ms())?;
         if !outcome.changed {
             return Ok(Prepared::Unchanged {
                 location: record.metadata_location.to_string(),
@@ -353,11 +326,11 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             });
         }
         let mut md = outcome.metadata;
-        let expired = record_previous(&mut md, record.metadata_location, base.last_updated_ms);
-        let written = self.write_metadata(&md, file_version(record.metadata_location) + 1).await?;
+        let expired = record_previous(&mut md, record.metadata_location, base_updated_ms);
+        let capacity = current.value.as_ref().len() + COMMIT_GROWTH;
+        let written = self.write_metadata(&md, file_version(record.metadata_location) + 1, capacity).await?;
         let delete_expired = md.properties.get(DELETE_AFTER_COMMIT).is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let record = written.record();
-        Ok(Prepared::Change(Change { key, version: current.version, written, record, expired, delete_expired }))
+        Ok(Prepared::Change(Change { key, version: current.version, written, expired, delete_expired }))
     }
 
     /// Deletes metadata files that fell off the log, when the table asks.
@@ -380,11 +353,11 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         out: &mut Vec<u8>,
     ) -> ApiResult<()> {
         self.live_namespace_version(a, ns).await?;
-        let mut md = apply_commit(None, &req.requirements, &req.updates, now_ms())?.metadata;
+        let mut md = apply_create(&req.requirements, &req.updates, now_ms())?.metadata;
         if md.location.is_empty() {
             md.location = self.default_location(ns, name);
         }
-        let written = self.write_metadata(&md, 0).await?;
+        let written = self.write_metadata(&md, 0, COMMIT_GROWTH).await?;
         self.insert_new(a, keys::TABLE, ns, name, &written).await.map_err(|e| match e.kind {
             // Someone created it meanwhile: the assert-create requirement failed.
             ErrorKind::AlreadyExists => ApiError::new(
@@ -393,7 +366,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             ),
             _ => e,
         })?;
-        write_load_result(out, Some(&written.location), &written.json, false);
+        write_load_result(out, Some(written.location()), written.metadata(), false);
         Ok(())
     }
 }
@@ -434,7 +407,6 @@ pub(crate) struct Change<'k> {
     pub key: &'k [u8],
     pub version: u64,
     pub written: Written,
-    pub record: Vec<u8>,
     /// Metadata files that fell off the log, deleted after the swap when
     /// `delete_expired`.
     pub expired: Vec<String>,
@@ -443,7 +415,7 @@ pub(crate) struct Change<'k> {
 
 impl Change<'_> {
     fn write(&self) -> Write<'_> {
-        Write::put(self.key, Expect::Version(self.version), &self.record)
+        Write::put(self.key, Expect::Version(self.version), self.written.record())
     }
 }
 

@@ -10,6 +10,7 @@ mod paging;
 mod record;
 mod tables;
 mod views;
+mod written;
 
 pub use commit::now_ms;
 pub use ident::validate_namespace;

@@ -16,9 +16,42 @@ pub struct Record<'a> {
     pub refs_metadata: &'a [u8],
 }
 
-fn put(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
+/// Encodes a record field by field (location, metadata, refs rendering),
+/// each written in place: metadata is serialized straight into the record
+/// instead of into a buffer of its own that is then copied.
+pub struct RecordBuilder {
+    buf: Vec<u8>,
+}
+
+impl RecordBuilder {
+    /// `capacity` is a guess of the whole record's size; the buffer grows if short.
+    pub fn with_capacity(capacity: usize) -> RecordBuilder {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.push(FORMAT);
+        RecordBuilder { buf }
+    }
+
+    /// Appends the next field, as `write` writes it.
+    pub fn field<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        write(&mut self.buf)?;
+        let len = (self.buf.len() - at - 4) as u32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        Ok(())
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// A field of known bytes, for [`RecordBuilder::field`].
+pub fn copied(field: &[u8]) -> impl FnOnce(&mut Vec<u8>) -> Result<(), std::convert::Infallible> + '_ {
+    move |out| {
+        out.extend_from_slice(field);
+        Ok(())
+    }
 }
 
 fn take<'a>(raw: &mut &'a [u8]) -> Option<&'a [u8]> {
@@ -29,16 +62,6 @@ fn take<'a>(raw: &mut &'a [u8]) -> Option<&'a [u8]> {
 }
 
 impl<'a> Record<'a> {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(16 + self.metadata_location.len() + self.metadata.len() + self.refs_metadata.len());
-        out.push(FORMAT);
-        put(&mut out, self.metadata_location.as_bytes());
-        put(&mut out, self.metadata);
-        put(&mut out, self.refs_metadata);
-        out
-    }
-
     pub fn decode(raw: &'a [u8]) -> ApiResult<Record<'a>> {
         let corrupt = || ApiError::internal("stored record is corrupt");
         let (&format, mut rest) = raw.split_first().ok_or_else(corrupt)?;
@@ -75,14 +98,14 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let r = Record {
-            metadata_location: "/w/t/metadata/00001-x.metadata.json",
-            metadata: b"{\"a\":1}",
-            refs_metadata: b"",
-        };
-        let raw = r.encode();
+        let location = "/w/t/metadata/00001-x.metadata.json";
+        let mut b = RecordBuilder::with_capacity(0);
+        for field in [location.as_bytes(), b"{\"a\":1}", b""] {
+            let Ok(()) = b.field(copied(field));
+        }
+        let raw = b.finish();
         let back = Record::decode(&raw).unwrap();
-        assert_eq!(back.metadata_location, r.metadata_location);
+        assert_eq!(back.metadata_location, location);
         assert_eq!(back.metadata_for(true), b"{\"a\":1}");
         assert!(Record::decode(&raw[..raw.len() - 1]).is_err());
     }

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use super::ident::{validate_namespace, validate_part, write_namespace};
 use super::namespaces::{no_such_namespace, parse_json, write_failure};
 use super::paging::{close_listing, Page};
-use super::record::Record;
+use super::record::{copied, Record, RecordBuilder};
+use super::written::encoding_failure;
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
@@ -287,9 +288,11 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         validate_part("table name", &req.name)?;
         let bytes = self.read_metadata_file(&req.metadata_location).await?;
         let md: TableMetadata = parse_json(&bytes, "table metadata file")?;
-        let refs = refs_rendering(&md)?;
-        let record =
-            Record { metadata_location: &req.metadata_location, metadata: &bytes, refs_metadata: &refs }.encode();
+        let mut record = RecordBuilder::with_capacity(2 * bytes.len() + req.metadata_location.len() + 13);
+        let Ok(()) = record.field(copied(req.metadata_location.as_bytes()));
+        let Ok(()) = record.field(copied(&bytes));
+        record.field(|out| write_refs_rendering(&md, out)).map_err(encoding_failure)?;
+        let record = record.finish();
         let expect = if req.overwrite { Expect::Any } else { Expect::Absent };
         self.insert_object(a, keys::TABLE, ns, &req.name, &record, expect)
             .await
@@ -323,13 +326,12 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
 }
 
 /// The `snapshots=refs` rendering, or empty when it equals the full one.
-pub(crate) fn refs_rendering(md: &TableMetadata) -> ApiResult<Vec<u8>> {
+pub(crate) fn write_refs_rendering(md: &TableMetadata, out: &mut Vec<u8>) -> sonic_rs::Result<()> {
     let referenced = |id: i64| md.refs.values().any(|r| r.snapshot_id == id);
     if md.snapshots.iter().all(|s| referenced(s.snapshot_id)) {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    sonic_rs::to_vec(&md.referenced_snapshots_only())
-        .map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))
+    sonic_rs::to_writer(out, &md.referenced_snapshots_only())
 }
 
 /// The table location inside stored metadata JSON.

@@ -10,11 +10,12 @@
 use bumpalo::Bump;
 use serde::Deserialize;
 
-use super::commit::{now_ms, Change, Prepared, Written};
+use super::commit::{now_ms, Change, Prepared};
 use super::ident::{validate_namespace, validate_part};
 use super::namespaces::{parse_json, write_failure};
-use super::record::{file_version, Record};
+use super::record::{copied, file_version, Record, RecordBuilder};
 use super::tables::write_load_result;
+use super::written::{new_record_capacity, Written, COMMIT_GROWTH};
 use super::Catalog;
 use crate::error::{ApiError, ApiResult};
 use crate::fileio::FileIo;
@@ -29,10 +30,11 @@ struct RegisterViewRequest {
 }
 
 impl<S: Store, F: FileIo> Catalog<S, F> {
-    /// Serializes view metadata and writes it durably as metadata file `version`.
-    async fn write_view_metadata(&self, md: &ViewMetadata, version: u64) -> ApiResult<Written> {
-        let json = sonic_rs::to_vec(md).map_err(|e| ApiError::internal(format!("serializing view metadata: {e}")))?;
-        self.write_metadata_json(&md.location, version, json, Vec::new()).await
+    /// Serializes view metadata and writes it durably as metadata file
+    /// `version`; `capacity` guesses the size of its record.
+    async fn write_view_metadata(&self, md: &ViewMetadata, version: u64, capacity: usize) -> ApiResult<Written> {
+        let metadata = |out: &mut Vec<u8>| sonic_rs::to_writer(out, md);
+        self.write_metadata_json(&md.location, version, capacity, metadata, |_| Ok(())).await
     }
 
     /// `POST .../namespaces/{ns}/views`: answers a `LoadViewResult`.
@@ -44,9 +46,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         self.ensure_name_free(a, keys::VIEW, ns, &req.name).await?;
         let location = self.object_location(req.location.as_deref(), ns, &req.name);
         let md = new_view_metadata(&req, &location, &uuid::Uuid::new_v4().to_string(), now_ms())?;
-        let written = self.write_view_metadata(&md, 0).await?;
+        let written = self.write_view_metadata(&md, 0, new_record_capacity(body)).await?;
         self.insert_new(a, keys::VIEW, ns, &req.name, &written).await?;
-        write_load_result(out, Some(&written.location), &written.json, true);
+        write_load_result(out, Some(written.location()), written.metadata(), true);
         Ok(())
     }
 
@@ -99,11 +101,12 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 metadata: record.metadata.to_vec(),
             });
         }
-        let written = self.write_view_metadata(&outcome.metadata, file_version(record.metadata_location) + 1).await?;
+        let capacity = current.value.as_ref().len() + COMMIT_GROWTH;
+        let version = file_version(record.metadata_location) + 1;
+        let written = self.write_view_metadata(&outcome.metadata, version, capacity).await?;
         Ok(Prepared::Change(Change {
             key: keys::object(a, keys::VIEW, ns, name),
             version: current.version,
-            record: written.record(),
             written,
             expired: Vec::new(),
             delete_expired: false,
@@ -128,8 +131,11 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 req.metadata_location, md.current_version_id
             )));
         }
-        let record =
-            Record { metadata_location: &req.metadata_location, metadata: &bytes, refs_metadata: b"" }.encode();
+        let mut record = RecordBuilder::with_capacity(bytes.len() + req.metadata_location.len() + 13);
+        for field in [req.metadata_location.as_bytes(), &bytes, b""] {
+            let Ok(()) = record.field(copied(field));
+        }
+        let record = record.finish();
         self.insert_object(a, keys::VIEW, ns, &req.name, &record, Expect::Absent)
             .await
             .map_err(|r| r.into_api(write_failure))?;

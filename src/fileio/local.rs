@@ -29,7 +29,7 @@ impl LocalFileIo {
     /// (`..` and symbolic links resolved), `None` if it does not exist.
     fn inside_warehouse(&self, location: &str) -> io::Result<Option<PathBuf>> {
         let path = self.path(location)?;
-        let resolved = match std::fs::canonicalize(&path) {
+        let resolved = match std::fs::canonicalize(path) {
             Ok(p) => p,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -44,12 +44,12 @@ impl LocalFileIo {
     }
 
     /// The local path of a location this warehouse may touch.
-    fn path(&self, location: &str) -> io::Result<PathBuf> {
+    fn path<'l>(&self, location: &'l str) -> io::Result<&'l Path> {
         let p = location.strip_prefix("file://").unwrap_or(location);
         if p.contains("://") {
             return Err(io::Error::new(io::ErrorKind::Unsupported, format!("unsupported location scheme: {location}")));
         }
-        let path = PathBuf::from(p);
+        let path = Path::new(p);
         if !path.is_absolute() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("location is not absolute: {location}")));
         }

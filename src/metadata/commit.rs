@@ -28,33 +28,88 @@ pub struct CommitOutcome {
     pub changed: bool,
 }
 
-/// Applies a commit to `base`, or creates the table from scratch when `base` is `None`
-/// and the requirements are exactly `assert-create`. A create without `set-location`
-/// leaves `location` empty for the caller to fill with its default.
+/// Applies a commit to an existing table: checks `requirements` against
+/// `base`, then applies `updates` to it in place. Whether they changed
+/// anything is told by a [`Summary`] taken before; only when the summaries
+/// agree is the result compared with `base_again()`, the same metadata built
+/// anew. That spares cloning the whole base for every commit.
 pub fn apply_commit(
-    base: Option<&TableMetadata>,
+    base: TableMetadata,
+    base_again: impl FnOnce() -> TableMetadata,
     requirements: &[TableRequirement],
     updates: &[TableUpdate],
     now_ms: i64,
 ) -> Result<CommitOutcome, MetadataError> {
-    let start = match base {
-        Some(base) => {
-            requirements.iter().try_for_each(|r| r.check(base))?;
-            base.clone()
-        }
-        None if !requirements.contains(&TableRequirement::AssertCreate) => {
-            return Err(MetadataError::NoSuchTable("Table does not exist".to_owned()))
-        }
-        None if requirements.iter().any(|r| *r != TableRequirement::AssertCreate) => {
-            return invalid!("Invalid create requirements: only assert-create is allowed");
-        }
-        None => empty_table(updates, now_ms),
-    };
-    let mut builder = Builder::new(start, base.is_none(), now_ms);
+    requirements.iter().try_for_each(|r| r.check(&base))?;
+    let before = Summary::of(&base);
+    let mut builder = Builder::new(base, false, now_ms);
     for update in updates {
         builder.apply(update)?;
     }
-    builder.finish(base)
+    builder.finish(|md| Summary::of(md) == before && base_again() == *md)
+}
+
+/// Creates a table from scratch when the requirements are exactly
+/// `assert-create`. Without `set-location` the result's `location` is
+/// empty, for the caller to fill with its default.
+pub fn apply_create(
+    requirements: &[TableRequirement],
+    updates: &[TableUpdate],
+    now_ms: i64,
+) -> Result<CommitOutcome, MetadataError> {
+    if !requirements.contains(&TableRequirement::AssertCreate) {
+        return Err(MetadataError::NoSuchTable("Table does not exist".to_owned()));
+    }
+    if requirements.iter().any(|r| *r != TableRequirement::AssertCreate) {
+        return invalid!("Invalid create requirements: only assert-create is allowed");
+    }
+    let mut builder = Builder::new(empty_table(updates, now_ms), true, now_ms);
+    for update in updates {
+        builder.apply(update)?;
+    }
+    builder.finish(|_| false)
+}
+
+/// Scalars and lengths of table metadata, cheap to take: metadata whose
+/// summaries differ differs; equal summaries need a full comparison.
+#[derive(PartialEq)]
+struct Summary {
+    scalars: [i64; 10],
+    lengths: [usize; 13],
+}
+
+impl Summary {
+    fn of(md: &TableMetadata) -> Summary {
+        Summary {
+            scalars: [
+                md.format_version.into(),
+                md.last_sequence_number,
+                md.last_updated_ms,
+                md.last_column_id.into(),
+                md.current_schema_id.into(),
+                md.default_spec_id.into(),
+                md.last_partition_id.into(),
+                md.default_sort_order_id.into(),
+                md.current_snapshot_id.map_or(i64::MIN, |id| id),
+                md.next_row_id,
+            ],
+            lengths: [
+                md.table_uuid.len(),
+                md.location.len(),
+                md.schemas.len(),
+                md.partition_specs.len(),
+                md.sort_orders.len(),
+                md.properties.len(),
+                md.encryption_keys.len(),
+                md.refs.len(),
+                md.snapshots.len(),
+                md.statistics.len(),
+                md.partition_statistics.len(),
+                md.snapshot_log.len(),
+                md.metadata_log.len(),
+            ],
+        }
+    }
 }
 
 /// What a create transaction starts from: Java's `buildFromEmpty`, in the format
@@ -430,11 +485,12 @@ impl Builder {
         Ok(())
     }
 
-    /// Validates the result and settles the snapshot log and last-updated-ms.
-    fn finish(mut self, base: Option<&TableMetadata>) -> Result<CommitOutcome, MetadataError> {
+    /// Settles the snapshot log; unless `unchanged` says the result equals
+    /// the base, validates it and sets last-updated-ms.
+    fn finish(mut self, unchanged: impl FnOnce(&TableMetadata) -> bool) -> Result<CommitOutcome, MetadataError> {
         self.settle_snapshot_log();
         let mut md = self.md;
-        if base == Some(&md) {
+        if unchanged(&md) {
             return Ok(CommitOutcome { metadata: md, changed: false });
         }
         let Some(schema) = md.current_schema() else {
@@ -448,7 +504,7 @@ impl Builder {
         };
         spec.check_compatible(schema).map_err(MetadataError::Invalid)?;
         order.check_compatible(schema).map_err(MetadataError::Invalid)?;
-        if md.location.is_empty() && base.is_some() {
+        if md.location.is_empty() && !self.creating {
             return invalid!("Table location is required");
         }
         md.last_updated_ms = self.now_ms;
@@ -501,7 +557,7 @@ mod tests {
     const NOW: i64 = 1_800_000_000_000;
 
     fn commit(base: &TableMetadata, requirements: &str, updates: &str) -> Result<CommitOutcome, MetadataError> {
-        apply_commit(Some(base), &parse::<Vec<_>>(requirements), &parse::<Vec<_>>(updates), NOW)
+        apply_commit(base.clone(), || base.clone(), &parse::<Vec<_>>(requirements), &parse::<Vec<_>>(updates), NOW)
     }
 
     fn updated(base: &TableMetadata, updates: &str) -> TableMetadata {
@@ -556,8 +612,7 @@ mod tests {
 
     #[test]
     fn create_transaction_rebuilds_what_create_table_would() {
-        let outcome =
-            apply_commit(None, &[TableRequirement::AssertCreate], &parse::<Vec<_>>(PYICEBERG_CREATE), NOW).unwrap();
+        let outcome = apply_create(&[TableRequirement::AssertCreate], &parse::<Vec<_>>(PYICEBERG_CREATE), NOW).unwrap();
         assert!(outcome.changed);
         let req = parse(
             r#"{"name":"cities","schema":{"type":"struct","fields":[{"id":1,"name":"id","type":"long","required":true},{"id":2,"name":"city","type":"string","required":false}]},
@@ -574,8 +629,7 @@ mod tests {
             r#"{"action":"set-properties""#,
             &format!(r#"{},{},{{"action":"set-properties""#, snapshot(5, None, 0, None), set_main(5)),
         );
-        let md =
-            apply_commit(None, &[TableRequirement::AssertCreate], &parse::<Vec<_>>(&updates), NOW).unwrap().metadata;
+        let md = apply_create(&[TableRequirement::AssertCreate], &parse::<Vec<_>>(&updates), NOW).unwrap().metadata;
         assert_eq!((md.format_version, md.current_snapshot_id), (1, Some(5)));
         assert_eq!(md.snapshot_log, [SnapshotLogEntry { timestamp_ms: 1_790_000_000_005, snapshot_id: 5 }]);
         assert_eq!(to_value(&md)["partition-spec"][0]["field-id"], 1000);
@@ -584,25 +638,22 @@ mod tests {
     #[test]
     fn create_transaction_requirements() {
         let updates: Vec<TableUpdate> = parse(PYICEBERG_CREATE);
-        let err = apply_commit(None, &[], &updates, NOW).unwrap_err();
+        let err = apply_create(&[], &updates, NOW).unwrap_err();
         assert!(matches!(err, MetadataError::NoSuchTable(_)));
         let reqs = [TableRequirement::AssertCreate, TableRequirement::AssertCurrentSchemaId { current_schema_id: 0 }];
-        assert!(matches!(apply_commit(None, &reqs, &updates, NOW), Err(MetadataError::Invalid(_))));
+        assert!(matches!(apply_create(&reqs, &updates, NOW), Err(MetadataError::Invalid(_))));
         let base = table("v2_full");
         assert!(matches!(
-            apply_commit(Some(&base), &[TableRequirement::AssertCreate], &updates, NOW),
+            apply_commit(base.clone(), || base.clone(), &[TableRequirement::AssertCreate], &updates, NOW),
             Err(MetadataError::Conflict(_))
         ));
         // Without set-location the caller fills in its default; without a schema nothing can be built.
         let no_location: Vec<TableUpdate> =
             updates.iter().filter(|u| !matches!(u, TableUpdate::SetLocation { .. })).cloned().collect();
-        assert_eq!(
-            apply_commit(None, &[TableRequirement::AssertCreate], &no_location, NOW).unwrap().metadata.location,
-            ""
-        );
+        assert_eq!(apply_create(&[TableRequirement::AssertCreate], &no_location, NOW).unwrap().metadata.location, "");
         let no_schema: Vec<TableUpdate> = updates[..2].to_vec();
         assert!(matches!(
-            apply_commit(None, &[TableRequirement::AssertCreate], &no_schema, NOW),
+            apply_create(&[TableRequirement::AssertCreate], &no_schema, NOW),
             Err(MetadataError::Invalid(_))
         ));
     }
@@ -635,6 +686,18 @@ mod tests {
             assert_eq!(outcome.metadata, base);
         }
         assert_eq!(updated(&base, r#"[{"action":"set-properties","updates":{"k":"v"}}]"#).last_updated_ms, NOW);
+    }
+
+    #[test]
+    fn base_is_built_again_only_when_the_summary_cannot_tell() {
+        let base = table("v2_full");
+        let apply = |updates: &str, again: &dyn Fn() -> TableMetadata| {
+            apply_commit(base.clone(), again, &[], &parse::<Vec<_>>(updates), NOW).unwrap().changed
+        };
+        // A new property changes the summary: no full comparison.
+        assert!(apply(r#"[{"action":"set-properties","updates":{"k":"v"}}]"#, &|| panic!("summary differs")));
+        // A new value of a property keeps the summary: the comparison tells.
+        assert!(apply(r#"[{"action":"set-properties","updates":{"write.format.default":"orc"}}]"#, &|| base.clone()));
     }
 
     #[test]

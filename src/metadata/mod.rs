@@ -24,7 +24,7 @@ mod update;
 mod view;
 mod view_commit;
 
-pub use commit::{apply_commit, CommitOutcome};
+pub use commit::{apply_commit, apply_create, CommitOutcome};
 pub use create::new_table_metadata;
 pub use encryption::EncryptedKey;
 pub use error::MetadataError;

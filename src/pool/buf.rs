@@ -13,12 +13,16 @@ pub struct BufPool {
     initial: usize,
     max: usize,
     keep: usize,
+    /// Most bytes of capacity kept idle in all: `keep × initial`.
+    budget: usize,
     stats: Arc<PoolStats>,
 }
 
 impl BufPool {
-    /// A pool that hands out buffers of `initial` bytes, keeps at most `keep`
-    /// of them, and discards any that grew past `max`.
+    /// A pool that hands out buffers of `initial` bytes and keeps at most
+    /// `keep` of them, holding at most `keep × initial` bytes idle in all:
+    /// a buffer that grew is kept only while the total stays within that,
+    /// and one that grew past `max` never is.
     pub fn new(initial: usize, max: usize, keep: usize, stats: Arc<PoolStats>) -> Rc<BufPool> {
         assert!(initial > 0 && initial <= max, "buffer sizes: 0 < initial <= max");
         Rc::new(BufPool {
@@ -27,6 +31,7 @@ impl BufPool {
             initial,
             max,
             keep,
+            budget: keep.saturating_mul(initial),
             stats,
         })
     }
@@ -52,13 +57,14 @@ impl BufPool {
 
     fn put(&self, mut buf: Vec<u8>) {
         let mut free = self.free.borrow_mut();
-        if buf.capacity() > self.max || free.len() >= self.keep {
+        let retained = self.retained_bytes.get() + buf.capacity();
+        if buf.capacity() > self.max || free.len() >= self.keep || retained > self.budget {
             bump(&self.stats.discards, 1);
             return;
         }
         buf.clear();
         bump(&self.stats.returns, 1);
-        self.retained_bytes.set(self.retained_bytes.get() + buf.capacity());
+        self.retained_bytes.set(retained);
         free.push(buf);
         drop(free);
         self.publish_retained();
@@ -175,6 +181,41 @@ mod tests {
         drop(bufs);
         let s = p.stats().snapshot();
         assert_eq!((s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (3, 2, 1, 2, 32));
+    }
+
+    #[test]
+    fn grown_buffers_are_kept_within_the_byte_budget() {
+        // Budget 4 × 16 = 64 bytes: a 40-byte and a 16-byte buffer fit
+        // (56); one more 16-byte buffer would make 72.
+        let p = pool(4);
+        drop((p.get(), p.get(), p.get()));
+        let s = p.stats().snapshot();
+        assert_eq!((s.misses, s.returns, s.retained_count, s.retained_bytes), (3, 3, 3, 48));
+        let (mut a, b, c) = (p.get(), p.get(), p.get());
+        a.reserve_exact(40);
+        assert_eq!(a.capacity(), 40);
+        drop(a);
+        drop(b);
+        drop(c);
+        let s = p.stats().snapshot();
+        assert_eq!((s.hits, s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (3, 3, 5, 1, 2, 56));
+    }
+
+    #[test]
+    fn buffer_filling_the_budget_exactly_is_kept() {
+        // Budget 2 × 16 = 32 bytes: a 32-byte buffer alone fills it, so a
+        // fresh 16-byte buffer returned after it is discarded.
+        let p = pool(2);
+        let (fresh, mut grown) = (p.get(), p.get());
+        grown.reserve_exact(32);
+        assert_eq!(grown.capacity(), 32);
+        drop(grown);
+        drop(fresh);
+        let s = p.stats().snapshot();
+        assert_eq!((s.hits, s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (0, 2, 1, 1, 1, 32));
+        assert_eq!(p.get().capacity(), 32);
+        let s = p.stats().snapshot();
+        assert_eq!((s.hits, s.returns, s.retained_count, s.retained_bytes), (1, 2, 1, 32));
     }
 
     #[test]

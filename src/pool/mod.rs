@@ -13,13 +13,20 @@ pub use buf::{BufPool, PooledBuf};
 pub use stats::PoolStats;
 
 /// Sizing for one shard's pools.
+///
+/// What a shard keeps idle is bounded by construction: the buffer pool holds
+/// at most `buffers_per_shard × buffer_initial` bytes of capacity in all
+/// (grown buffers count in full, so fewer of them are kept), the arena pool
+/// at most `arenas_per_shard × arena_max`. With the defaults that is
+/// 512 KiB + 512 KiB = 1 MiB per shard, plus the 4 KiB token pool.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolConfig {
     /// Capacity of a freshly allocated buffer (a miss).
     pub buffer_initial: usize,
     /// Buffers that grew past this are discarded instead of kept.
     pub buffer_max: usize,
-    /// How many buffers a shard keeps at most.
+    /// How many buffers a shard keeps at most; times `buffer_initial`,
+    /// also the most bytes it keeps.
     pub buffers_per_shard: usize,
     /// Arenas that grew past this many bytes are discarded on return.
     pub arena_max: usize,
@@ -34,7 +41,7 @@ pub const TOKEN_BUFFERS_PER_SHARD: usize = 16;
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        // 128 idle buffers of 4 KiB plus 8 arenas of at most 64 KiB: 1 MiB per
+        // 128 × 4 KiB of buffers plus 8 arenas of at most 64 KiB: 1 MiB per
         // shard when idle, the budget the pools issue sets.
         PoolConfig {
             buffer_initial: 4096,

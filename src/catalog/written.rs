@@ -1,0 +1,84 @@
+//! A new metadata version on its way to the store. Its record is encoded
+//! once, with the metadata serialized straight into it; the metadata file is
+//! written from those bytes, and the answer copies from them.
+
+use std::io::Write as _;
+
+use super::record::{Record, RecordBuilder};
+use super::Catalog;
+use crate::error::{ApiError, ApiResult, ErrorKind};
+use crate::fileio::FileIo;
+use crate::store::Store;
+
+/// Room for what one commit adds to a record (a snapshot, log entries), on
+/// top of the current record's size, so the new one rarely regrows.
+pub(crate) const COMMIT_GROWTH: usize = 4096;
+
+/// A guess of the record size of a new table or view created from a
+/// request `body`: the request's schema and properties plus defaults.
+pub(crate) fn new_record_capacity(body: &[u8]) -> usize {
+    2 * body.len() + COMMIT_GROWTH
+}
+
+/// A written metadata version: its encoded store record.
+pub(crate) struct Written {
+    record: Vec<u8>,
+}
+
+impl Written {
+    /// The record's fields.
+    pub fn parts(&self) -> Record<'_> {
+        Record::decode(&self.record).expect("a record encoded by write_metadata_json")
+    }
+
+    pub fn location(&self) -> &str {
+        self.parts().metadata_location
+    }
+
+    pub fn metadata(&self) -> &[u8] {
+        self.parts().metadata
+    }
+
+    /// The bytes to store.
+    pub fn record(&self) -> &[u8] {
+        &self.record
+    }
+}
+
+/// Serializing into a `Vec` fails only on a bug.
+pub(crate) fn encoding_failure(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("serializing metadata: {e}"))
+}
+
+impl<S: Store, F: FileIo> Catalog<S, F> {
+    /// Encodes a record for a new metadata file `version` under `root` (the
+    /// object's location), with `metadata` and `refs` (the `snapshots=refs`
+    /// rendering; nothing when it is the same) serialized into it, and
+    /// writes the metadata file durably. `capacity` guesses the record's size.
+    pub(crate) async fn write_metadata_json(
+        &self,
+        root: &str,
+        version: u64,
+        capacity: usize,
+        metadata: impl FnOnce(&mut Vec<u8>) -> sonic_rs::Result<()>,
+        refs: impl FnOnce(&mut Vec<u8>) -> sonic_rs::Result<()>,
+    ) -> ApiResult<Written> {
+        self.files.check_location(root).map_err(|e| ApiError::bad_request(format!("unusable location {root}: {e}")))?;
+        let mut record = RecordBuilder::with_capacity(capacity);
+        record
+            .field(|out| {
+                let root = root.trim_end_matches('/');
+                write!(out, "{root}/metadata/{version:05}-{}.metadata.json", uuid::Uuid::new_v4())
+            })
+            .map_err(encoding_failure)?;
+        record.field(metadata).map_err(encoding_failure)?;
+        record.field(refs).map_err(encoding_failure)?;
+        let written = Written { record: record.finish() };
+        let location = written.location();
+        self.files.write_new(location, written.metadata()).await.map_err(|e| {
+            tracing::error!(error = %e, location, "writing metadata file failed");
+            ApiError::new(ErrorKind::ServiceUnavailable, format!("cannot write metadata file {location}: {e}"))
+        })?;
+        Ok(written)
+    }
+}
