@@ -103,6 +103,7 @@ class BingsanServer:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         rlimit_nofile: int | None = None,
+        affinity: set[int] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +121,8 @@ class BingsanServer:
         self.tls_key = Path(tls_key) if tls_key else None
         #: Start the server under this RLIMIT_NOFILE (soft and hard).
         self.rlimit_nofile = rlimit_nofile
+        #: Start the server with this CPU affinity mask (as `taskset` would).
+        self.affinity = affinity
         self.port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -204,6 +207,8 @@ class BingsanServer:
             import resource
 
             resource.setrlimit(resource.RLIMIT_NOFILE, (self.rlimit_nofile, self.rlimit_nofile))
+        if self.affinity is not None:
+            os.sched_setaffinity(0, self.affinity)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Polls GET /health/ready until 200; fails with the log otherwise."""

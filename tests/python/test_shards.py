@@ -4,6 +4,9 @@ with every read seeing every write acknowledged before it."""
 from __future__ import annotations
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +105,23 @@ def test_child_create_races_parent_drop(two_shards):
         child_exists = conns[6].request("GET", f"/v1/namespaces/{parent}%1Fc").status == 200
         assert (drop, child) in ((204, 404), (409, 200)), (drop, child)
         assert parent_exists == (drop == 409) and child_exists == (child == 200)
+
+
+def shard_cpus(server) -> dict[str, str]:
+    """Each shard thread's allowed CPUs (its `Cpus_allowed_list`), by name."""
+    placed = {}
+    for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+        name = (task / "comm").read_text().strip()
+        if name.startswith("bingsan-shard-"):
+            status = (task / "status").read_text()
+            placed[name] = re.search(r"^Cpus_allowed_list:\s*(\S+)", status, re.M).group(1)
+    return placed
+
+
+def test_shards_follow_the_affinity_mask(server_factory):
+    """Under `taskset -c N`, the default shard count is the mask's size and
+    shards run on the mask's CPUs, not on any online CPU."""
+    last = max(os.sched_getaffinity(0))
+    s = server_factory(name="masked", shards=0, affinity={last})
+    assert shard_cpus(s) == {"bingsan-shard-0": str(last)}
+    assert set(per_shard_connections(s)) <= {"0"}
