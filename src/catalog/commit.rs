@@ -23,8 +23,8 @@ use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
 use crate::metadata::{
-    apply_commit, apply_create, new_table_metadata, record_previous, CommitTableRequest, CommitTransactionRequest,
-    CreateTableRequest, TableMetadata, TableRequirement,
+    apply_commit, apply_create, new_table_metadata, quick_conflict, record_previous, CommitTableRequest,
+    CommitTransactionRequest, CreateTableRequest, TableMetadata, TableRequirement,
 };
 use crate::store::{keys, Expect, Store, StoreError, Write};
 
@@ -314,6 +314,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             return Err(no_such_table(ns, name));
         };
         let record = Record::decode(current.value.as_ref())?;
+        // A writer that lost a race learns it without a parse of the table.
+        if let Some(conflict) = quick_conflict(&req.requirements, record.metadata) {
+            return Err(conflict.into());
+        }
         let base: TableMetadata = parse_json(record.metadata, "stored metadata")?;
         let base_updated_ms = base.last_updated_ms;
         // The same bytes parsed a moment ago: they parse again.

@@ -31,7 +31,7 @@ pub use error::MetadataError;
 pub use metadata_log::record_previous;
 pub use partition::{PartitionField, PartitionSpec, UnboundPartitionField, UnboundPartitionSpec};
 pub use requests::{CommitTableRequest, CommitTransactionRequest, CreateTableRequest, TableIdentifier};
-pub use requirement::TableRequirement;
+pub use requirement::{quick_conflict, TableRequirement};
 pub use schema::{ListType, MapType, PrimitiveType, Schema, StructField, StructType, Type};
 pub use snapshot::{MetadataLogEntry, Snapshot, SnapshotLogEntry, SnapshotRefType, SnapshotReference};
 pub use sort::{NullOrder, SortDirection, SortField, SortOrder};

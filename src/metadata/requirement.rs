@@ -1,5 +1,8 @@
 //! Commit requirements: what the client assumed about the table it changed.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::error::{conflict, MetadataError};
@@ -48,23 +51,11 @@ impl TableRequirement {
     pub fn check(&self, base: &TableMetadata) -> Result<(), MetadataError> {
         use TableRequirement::*;
         match self {
-            AssertCreate => conflict!("Requirement failed: table already exists"),
-            AssertTableUuid { uuid } if !uuid.eq_ignore_ascii_case(&base.table_uuid) => {
-                conflict!("Requirement failed: UUID does not match: expected {} != {uuid}", base.table_uuid)
+            AssertCreate => table_exists(),
+            AssertTableUuid { uuid } => check_uuid(uuid, &base.table_uuid),
+            AssertRefSnapshotId { r#ref, snapshot_id } => {
+                check_ref(r#ref, *snapshot_id, base.refs.get(r#ref).map(|r| r.snapshot_id))
             }
-            AssertRefSnapshotId { r#ref, snapshot_id } => match (base.refs.get(r#ref), snapshot_id) {
-                (Some(_), None) => {
-                    conflict!("Requirement failed: branch or tag {ref} was created concurrently")
-                }
-                (Some(found), Some(id)) if found.snapshot_id != *id => conflict!(
-                    "Requirement failed: branch or tag {ref} has changed: expected id {id} != {}",
-                    found.snapshot_id
-                ),
-                (None, Some(id)) => {
-                    conflict!("Requirement failed: branch or tag {ref} is missing, expected {id}")
-                }
-                _ => Ok(()),
-            },
             AssertLastAssignedFieldId { last_assigned_field_id: id } if *id != base.last_column_id => conflict!(
                 "Requirement failed: last assigned field id changed: expected id {id} != {}",
                 base.last_column_id
@@ -89,6 +80,73 @@ impl TableRequirement {
             _ => Ok(()),
         }
     }
+}
+
+fn table_exists() -> Result<(), MetadataError> {
+    conflict!("Requirement failed: table already exists")
+}
+
+fn check_uuid(expected: &str, found: &str) -> Result<(), MetadataError> {
+    if expected.eq_ignore_ascii_case(found) {
+        return Ok(());
+    }
+    conflict!("Requirement failed: UUID does not match: expected {found} != {expected}")
+}
+
+/// `expected: None` asserts that the ref does not exist.
+fn check_ref(name: &str, expected: Option<i64>, found: Option<i64>) -> Result<(), MetadataError> {
+    match (found, expected) {
+        (Some(_), None) => conflict!("Requirement failed: branch or tag {name} was created concurrently"),
+        (Some(found), Some(id)) if found != id => {
+            conflict!("Requirement failed: branch or tag {name} has changed: expected id {id} != {found}")
+        }
+        (None, Some(id)) => conflict!("Requirement failed: branch or tag {name} is missing, expected {id}"),
+        _ => Ok(()),
+    }
+}
+
+/// The few fields of stored table metadata that decide the requirements
+/// concurrent writers trip over; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct RequirementView<'a> {
+    #[serde(rename = "table-uuid", borrow, default)]
+    table_uuid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refs: Option<BTreeMap<Cow<'a, str>, RefView>>,
+}
+
+#[derive(Deserialize)]
+struct RefView {
+    #[serde(rename = "snapshot-id")]
+    snapshot_id: i64,
+}
+
+/// The first failed requirement, when `stored` (a table's metadata JSON)
+/// decides it from its own `table-uuid` and `refs` without a full parse: a
+/// commit that lost a race on a large table then costs a scan, not a parse.
+/// Requirements are taken in order, as [`TableRequirement::check`] takes
+/// them; `None` once one needs more than these fields (or all hold), and
+/// the full check on the parsed table decides. Present fields are what the
+/// parsed table holds (normalizing only fills in absent ones), so whatever
+/// this reports, the full check reports too.
+pub fn quick_conflict(requirements: &[TableRequirement], stored: &[u8]) -> Option<MetadataError> {
+    use TableRequirement::*;
+    let view: RequirementView<'_> = sonic_rs::from_slice(stored).ok()?;
+    for requirement in requirements {
+        let checked = match requirement {
+            AssertCreate => table_exists(),
+            AssertTableUuid { uuid } => check_uuid(uuid, view.table_uuid.as_deref()?),
+            AssertRefSnapshotId { r#ref, snapshot_id } => {
+                let found = view.refs.as_ref()?.get(r#ref.as_str()).map(|r| r.snapshot_id);
+                check_ref(r#ref, *snapshot_id, found)
+            }
+            _ => return None,
+        };
+        if let Err(e) = checked {
+            return Some(e);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -136,6 +194,57 @@ mod tests {
                 Err(MetadataError::Conflict(m)) => assert!(m.contains(message), "{json}: {m}"),
                 other => panic!("{json}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn quick_check_reports_only_what_the_full_check_reports() {
+        let requirements = [
+            r#"{"type":"assert-create"}"#,
+            r#"{"type":"assert-table-uuid","uuid":"8F2B3C4D-5E6F-4A7B-8C9D-0E1F2A3B4C5D"}"#,
+            r#"{"type":"assert-table-uuid","uuid":"00000000-0000-4000-8000-000000000000"}"#,
+            r#"{"type":"assert-ref-snapshot-id","ref":"main","snapshot-id":7001}"#,
+            r#"{"type":"assert-ref-snapshot-id","ref":"main","snapshot-id":7000}"#,
+            r#"{"type":"assert-ref-snapshot-id","ref":"main","snapshot-id":3051729675574597004}"#,
+            r#"{"type":"assert-ref-snapshot-id","ref":"main","snapshot-id":null}"#,
+            r#"{"type":"assert-ref-snapshot-id","ref":"gone","snapshot-id":7000}"#,
+            r#"{"type":"assert-ref-snapshot-id","ref":"new-branch","snapshot-id":null}"#,
+            r#"{"type":"assert-current-schema-id","current-schema-id":0}"#,
+            r#"{"type":"assert-current-schema-id","current-schema-id":1}"#,
+        ]
+        .map(parse::<TableRequirement>);
+        let mut decided = 0;
+        // Every ordered pair, against tables with and without stored refs and uuid.
+        for name in ["v2_full", "v1_current", "v1_legacy", "v2_pyiceberg", "v3_row_lineage"] {
+            let stored = crate::metadata::test_support::fixture(name);
+            let table = table(name);
+            for a in &requirements {
+                for b in &requirements {
+                    let pair = [a.clone(), b.clone()];
+                    let full = pair.iter().try_for_each(|r| r.check(&table));
+                    match quick_conflict(&pair, stored.as_bytes()) {
+                        Some(e) => {
+                            decided += 1;
+                            assert_eq!(full, Err(e), "{name}: {pair:?}");
+                        }
+                        None => assert!(
+                            full.is_ok() || pair.iter().any(|r| undecidable(r, stored)),
+                            "{name}: {pair:?} conflicts ({full:?}) but the quick check did not say so"
+                        ),
+                    }
+                }
+            }
+        }
+        assert!(decided > 50, "the quick check decided only {decided} cases");
+    }
+
+    /// Whether the quick check must defer `r` to the full check for `stored`.
+    fn undecidable(r: &TableRequirement, stored: &str) -> bool {
+        match r {
+            TableRequirement::AssertCreate => false,
+            TableRequirement::AssertTableUuid { .. } => !stored.contains("\"table-uuid\""),
+            TableRequirement::AssertRefSnapshotId { .. } => !stored.contains("\"refs\""),
+            _ => true,
         }
     }
 
