@@ -21,8 +21,10 @@ pub struct BufPool {
 impl BufPool {
     /// A pool that hands out buffers of `initial` bytes and keeps at most
     /// `keep` of them, holding at most `keep × initial` bytes idle in all:
-    /// a buffer that grew is kept only while the total stays within that,
-    /// and one that grew past `max` never is.
+    /// a buffer that grew is kept as it is while the total stays within
+    /// that, else shrunk back to `initial` first (one reallocation, so the
+    /// free list stays stocked through bursts of large answers); one that
+    /// grew past `max` is never kept.
     pub fn new(initial: usize, max: usize, keep: usize, stats: Arc<PoolStats>) -> Rc<BufPool> {
         assert!(initial > 0 && initial <= max, "buffer sizes: 0 < initial <= max");
         Rc::new(BufPool {
@@ -57,12 +59,19 @@ impl BufPool {
 
     fn put(&self, mut buf: Vec<u8>) {
         let mut free = self.free.borrow_mut();
-        let retained = self.retained_bytes.get() + buf.capacity();
-        if buf.capacity() > self.max || free.len() >= self.keep || retained > self.budget {
+        if buf.capacity() > self.max || free.len() >= self.keep {
             bump(&self.stats.discards, 1);
             return;
         }
         buf.clear();
+        if self.retained_bytes.get() + buf.capacity() > self.budget {
+            buf.shrink_to(self.initial);
+        }
+        let retained = self.retained_bytes.get() + buf.capacity();
+        if retained > self.budget {
+            bump(&self.stats.discards, 1);
+            return;
+        }
         bump(&self.stats.returns, 1);
         self.retained_bytes.set(retained);
         free.push(buf);
@@ -199,6 +208,22 @@ mod tests {
         drop(c);
         let s = p.stats().snapshot();
         assert_eq!((s.hits, s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (3, 3, 5, 1, 2, 56));
+    }
+
+    #[test]
+    fn grown_buffer_beyond_the_budget_is_shrunk_and_kept() {
+        // Budget 2 × 16 = 32 bytes: a 64-byte buffer does not fit beside a
+        // 16-byte one, so it comes back as a 16-byte buffer.
+        let p = pool(2);
+        let (fresh, mut grown) = (p.get(), p.get());
+        grown.reserve_exact(64);
+        drop(fresh);
+        drop(grown);
+        let s = p.stats().snapshot();
+        assert_eq!((s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (2, 2, 0, 2, 32));
+        let (a, b) = (p.get(), p.get());
+        assert_eq!((a.capacity(), b.capacity()), (16, 16));
+        assert_eq!(p.stats().snapshot().hits, 2);
     }
 
     #[test]
