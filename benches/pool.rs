@@ -36,8 +36,8 @@ const CFG: PoolConfig = PoolConfig {
     buffer_initial: 4096,
     buffer_max: 65536,
     buffers_per_shard: 128,
-    arena_max: 64 * 1024,
-    arenas_per_shard: 8,
+    arena_max: 8 * 1024,
+    arenas_per_shard: 64,
 };
 
 const PAYLOAD: [u8; 64] = [b'x'; 64];

@@ -166,11 +166,11 @@ pub struct ServeArgs {
     pub pool_buffers_per_shard: usize,
 
     /// Arenas that grew past this many bytes are discarded, not kept.
-    #[arg(long, env = "BINGSAN_POOL_ARENA_MAX", default_value_t = 64 * 1024)]
+    #[arg(long, env = "BINGSAN_POOL_ARENA_MAX", default_value_t = 8 * 1024)]
     pub pool_arena_max: usize,
 
     /// Most idle arenas a shard keeps.
-    #[arg(long, env = "BINGSAN_POOL_ARENAS_PER_SHARD", default_value_t = 8)]
+    #[arg(long, env = "BINGSAN_POOL_ARENAS_PER_SHARD", default_value_t = 64)]
     pub pool_arenas_per_shard: usize,
 
     /// Serve /metrics also on this address, from the metrics thread.

@@ -67,11 +67,23 @@ impl BufPool {
         if self.retained_bytes.get() + buf.capacity() > self.budget {
             buf.shrink_to(self.initial);
         }
-        let retained = self.retained_bytes.get() + buf.capacity();
+        let mut retained = self.retained_bytes.get() + buf.capacity();
         if retained > self.budget {
-            bump(&self.stats.discards, 1);
-            return;
+            // Kept buffers that grew fill the budget: free the largest, so
+            // the pool keeps many buffers (what hits need) over big ones.
+            let largest = (0..free.len()).max_by_key(|&i| free[i].capacity());
+            match largest {
+                Some(i) if free[i].capacity() > buf.capacity() => {
+                    retained -= free.swap_remove(i).capacity();
+                    bump(&self.stats.discards, 1);
+                }
+                _ => {
+                    bump(&self.stats.discards, 1);
+                    return;
+                }
+            }
         }
+        debug_assert!(retained <= self.budget, "buffer pool over its budget");
         bump(&self.stats.returns, 1);
         self.retained_bytes.set(retained);
         free.push(buf);
@@ -82,6 +94,11 @@ impl BufPool {
     fn publish_retained(&self) {
         set(&self.stats.retained_bytes, self.retained_bytes.get() as u64);
         set(&self.stats.retained_count, self.free.borrow().len() as u64);
+    }
+
+    /// The capacity of a fresh buffer.
+    pub fn initial(&self) -> usize {
+        self.initial
     }
 
     /// This pool's counters.
@@ -195,7 +212,8 @@ mod tests {
     #[test]
     fn grown_buffers_are_kept_within_the_byte_budget() {
         // Budget 4 × 16 = 64 bytes: a 40-byte and a 16-byte buffer fit
-        // (56); one more 16-byte buffer would make 72.
+        // (56); one more 16-byte buffer would make 72, so the 40-byte one
+        // is freed to make room for it.
         let p = pool(4);
         drop((p.get(), p.get(), p.get()));
         let s = p.stats().snapshot();
@@ -207,7 +225,7 @@ mod tests {
         drop(b);
         drop(c);
         let s = p.stats().snapshot();
-        assert_eq!((s.hits, s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (3, 3, 5, 1, 2, 56));
+        assert_eq!((s.hits, s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (3, 3, 6, 1, 2, 32));
     }
 
     #[test]
@@ -228,19 +246,30 @@ mod tests {
 
     #[test]
     fn buffer_filling_the_budget_exactly_is_kept() {
-        // Budget 2 × 16 = 32 bytes: a 32-byte buffer alone fills it, so a
-        // fresh 16-byte buffer returned after it is discarded.
+        // Budget 2 × 16 = 32 bytes: a 32-byte buffer alone fills it.
         let p = pool(2);
-        let (fresh, mut grown) = (p.get(), p.get());
+        let mut grown = p.get();
         grown.reserve_exact(32);
         assert_eq!(grown.capacity(), 32);
         drop(grown);
+        let s = p.stats().snapshot();
+        assert_eq!((s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (1, 1, 0, 1, 32));
+        assert_eq!(p.get().capacity(), 32);
+    }
+
+    #[test]
+    fn a_full_budget_gives_up_its_largest_buffer_for_a_small_one() {
+        // Budget 2 × 16 = 32 bytes, filled by one 32-byte buffer: a fresh
+        // 16-byte buffer coming back takes its place (two small buffers
+        // serve more gets than one big one).
+        let p = pool(2);
+        let (fresh, mut grown) = (p.get(), p.get());
+        grown.reserve_exact(32);
+        drop(grown);
         drop(fresh);
         let s = p.stats().snapshot();
-        assert_eq!((s.hits, s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (0, 2, 1, 1, 1, 32));
-        assert_eq!(p.get().capacity(), 32);
-        let s = p.stats().snapshot();
-        assert_eq!((s.hits, s.returns, s.retained_count, s.retained_bytes), (1, 2, 1, 32));
+        assert_eq!((s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (2, 2, 1, 1, 16));
+        assert_eq!(p.get().capacity(), 16);
     }
 
     #[test]

@@ -41,14 +41,14 @@ pub const TOKEN_BUFFERS_PER_SHARD: usize = 16;
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        // 128 × 4 KiB of buffers plus 8 arenas of at most 64 KiB: 1 MiB per
+        // 128 × 4 KiB of buffers plus 64 arenas of at most 8 KiB: 1 MiB per
         // shard when idle, the budget the pools issue sets.
         PoolConfig {
             buffer_initial: 4096,
             buffer_max: 65536,
             buffers_per_shard: 128,
-            arena_max: 64 * 1024,
-            arenas_per_shard: 8,
+            arena_max: 8 * 1024,
+            arenas_per_shard: 64,
         }
     }
 }

@@ -191,13 +191,13 @@ def test_sustained_load_hits_the_pools_and_stays_within_the_cap(alloc_server):
     rate = hits / (hits + misses)
     MEASUREMENTS.append(f"buffer pool after 4000 requests on 8 connections: hit rate {rate:.4f} ({hits:.0f} hits, {misses:.0f} misses)")
     assert rate >= 0.99, f"buffer pool hit rate {rate:.4f}"
-    # The idle budget per shard (defaults): 128 x 4 KiB of buffers, 8 arenas
-    # of at most 64 KiB; 1 MiB in all.
+    # The idle budget per shard (defaults): 128 x 4 KiB of buffers, 64 arenas
+    # of at most 8 KiB; 1 MiB in all.
     for shard in ("0", "1"):
         buffers = m.sum("bingsan_pool_retained_bytes", pool="buffer", shard=shard)
         arenas = m.sum("bingsan_pool_retained_bytes", pool="arena", shard=shard)
         assert buffers <= 128 * 4096, f"shard {shard} retains {buffers:.0f} bytes of buffers"
-        assert arenas <= 8 * 65536, f"shard {shard} retains {arenas:.0f} bytes of arenas"
+        assert arenas <= 64 * 8192, f"shard {shard} retains {arenas:.0f} bytes of arenas"
         assert buffers + arenas <= 1 << 20
 
 
