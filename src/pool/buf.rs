@@ -96,11 +96,6 @@ impl BufPool {
         set(&self.stats.retained_count, self.free.borrow().len() as u64);
     }
 
-    /// The capacity of a fresh buffer.
-    pub fn initial(&self) -> usize {
-        self.initial
-    }
-
     /// This pool's counters.
     pub fn stats(&self) -> &PoolStats {
         &self.stats
