@@ -41,16 +41,14 @@ impl RecordBuilder {
         Ok(())
     }
 
+    /// Appends a field of known bytes.
+    pub fn bytes(&mut self, field: &[u8]) {
+        self.buf.extend_from_slice(&(field.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(field);
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.buf
-    }
-}
-
-/// A field of known bytes, for [`RecordBuilder::field`].
-pub fn copied(field: &[u8]) -> impl FnOnce(&mut Vec<u8>) -> Result<(), std::convert::Infallible> + '_ {
-    move |out| {
-        out.extend_from_slice(field);
-        Ok(())
     }
 }
 
@@ -101,7 +99,7 @@ mod tests {
         let location = "/w/t/metadata/00001-x.metadata.json";
         let mut b = RecordBuilder::with_capacity(0);
         for field in [location.as_bytes(), b"{\"a\":1}", b""] {
-            let Ok(()) = b.field(copied(field));
+            b.bytes(field);
         }
         let raw = b.finish();
         let back = Record::decode(&raw).unwrap();

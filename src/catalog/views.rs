@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::commit::{now_ms, Change, Prepared};
 use super::ident::{validate_namespace, validate_part};
 use super::namespaces::{parse_json, write_failure};
-use super::record::{copied, file_version, Record, RecordBuilder};
+use super::record::{file_version, Record, RecordBuilder};
 use super::tables::write_load_result;
 use super::written::{new_record_capacity, Written, COMMIT_GROWTH};
 use super::Catalog;
@@ -133,7 +133,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         }
         let mut record = RecordBuilder::with_capacity(bytes.len() + req.metadata_location.len() + 13);
         for field in [req.metadata_location.as_bytes(), &bytes, b""] {
-            let Ok(()) = record.field(copied(field));
+            record.bytes(field);
         }
         let record = record.finish();
         self.insert_object(a, keys::VIEW, ns, &req.name, &record, Expect::Absent)

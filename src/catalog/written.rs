@@ -74,8 +74,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         record.field(metadata).map_err(encoding_failure)?;
         record.field(refs).map_err(encoding_failure)?;
         let written = Written { record: record.finish() };
-        let location = written.location();
-        self.files.write_new(location, written.metadata()).await.map_err(|e| {
+        let Record { metadata_location: location, metadata, .. } = written.parts();
+        self.files.write_new(location, metadata).await.map_err(|e| {
             tracing::error!(error = %e, location, "writing metadata file failed");
             ApiError::new(ErrorKind::ServiceUnavailable, format!("cannot write metadata file {location}: {e}"))
         })?;

@@ -103,10 +103,7 @@ where
                 }
             }
             Step::Fail(err) => {
-                let out = out.get_or_insert_with(|| bufs.get());
-                write_error(out, &err);
-                let _ = stream.write_all(out).await;
-                return;
+                return send_error(stream, &mut out, bufs, &err).await;
             }
             Step::NeedMore { send_continue } => {
                 // Everything parsed so far is answered: send it before waiting.
@@ -129,10 +126,7 @@ where
                     Some(t) => match limits.request_timeout.checked_sub(t.elapsed()) {
                         Some(left) if !left.is_zero() => left,
                         _ => {
-                            let out = out.get_or_insert_with(|| bufs.get());
-                            write_error(out, &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"));
-                            let _ = stream.write_all(out).await;
-                            return;
+                            return send_error(stream, &mut out, bufs, &too_slow()).await;
                         }
                     },
                 };
@@ -144,10 +138,13 @@ where
                 } else {
                     let buf = input.as_mut().expect("a request is being received");
                     if !make_room(buf, &mut start, &mut filled, limits) {
-                        let out = out.get_or_insert_with(|| bufs.get());
-                        write_error(out, &ApiError::new(ErrorKind::PayloadTooLarge, "request too large"));
-                        let _ = stream.write_all(out).await;
-                        return;
+                        return send_error(
+                            stream,
+                            &mut out,
+                            bufs,
+                            &ApiError::new(ErrorKind::PayloadTooLarge, "request too large"),
+                        )
+                        .await;
                     }
                     stream.read_some(&mut buf[filled..]).await
                 };
@@ -159,10 +156,7 @@ where
                         request_started.get_or_insert_with(Instant::now);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::TimedOut && request_started.is_some() => {
-                        let out = out.get_or_insert_with(|| bufs.get());
-                        write_error(out, &ApiError::new(ErrorKind::RequestTimeout, "request not received in time"));
-                        let _ = stream.write_all(out).await;
-                        return;
+                        return send_error(stream, &mut out, bufs, &too_slow()).await;
                     }
                     Err(_) => return,
                 }
@@ -313,6 +307,19 @@ fn write_response(out: &mut Vec<u8>, resp: &Response, head_only: bool, close: bo
     if !bodiless && !head_only {
         out.extend_from_slice(&resp.body);
     }
+}
+
+/// The answer to a request that did not arrive whole in time.
+fn too_slow() -> ApiError {
+    ApiError::new(ErrorKind::RequestTimeout, "request not received in time")
+}
+
+/// Answers with `err` (after whatever is already in `out`) before the
+/// connection closes.
+async fn send_error<T: Transport>(stream: &mut T, out: &mut Option<PooledBuf>, bufs: &Rc<BufPool>, err: &ApiError) {
+    let out = out.get_or_insert_with(|| bufs.get());
+    write_error(out, err);
+    let _ = stream.write_all(out).await;
 }
 
 fn write_error(out: &mut Vec<u8>, err: &ApiError) {
