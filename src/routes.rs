@@ -45,7 +45,9 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// Every operation, in metrics order.
+    /// Every operation, in metrics order. A stored `Idempotency-Key` answer
+    /// records its operation's position here: add new operations just before
+    /// `Unmatched`, never in between.
     pub const ALL: [Operation; 31] = [
         Operation::GetConfig,
         Operation::GetToken,
@@ -85,92 +87,124 @@ impl Operation {
         self as usize
     }
 
-    /// Whether the operation opens warehouse files (writes, reads for a
-    /// register, deletes for a purge): these run under the shard's write cap.
-    pub fn uses_warehouse(self) -> bool {
+    /// What the operation is: the one place that says so.
+    pub const fn spec(self) -> Spec {
         use Operation::*;
-        matches!(
-            self,
-            CreateTable
-                | UpdateTable
-                | DropTable
-                | RegisterTable
-                | CommitTransaction
-                | CreateView
-                | ReplaceView
-                | RegisterView
-        )
-    }
-
-    /// Label for metrics (the spec's operationId, in snake case).
-    pub fn name(self) -> &'static str {
-        use Operation::*;
+        const NS: &str = "/v1/{prefix}/namespaces/{namespace}";
+        const TABLES: &str = "/v1/{prefix}/namespaces/{namespace}/tables";
+        const TABLE: &str = "/v1/{prefix}/namespaces/{namespace}/tables/{table}";
+        const VIEWS: &str = "/v1/{prefix}/namespaces/{namespace}/views";
+        const VIEW: &str = "/v1/{prefix}/namespaces/{namespace}/views/{view}";
         match self {
-            GetConfig => "get_config",
-            GetToken => "get_token",
-            ListNamespaces => "list_namespaces",
-            CreateNamespace => "create_namespace",
-            LoadNamespace => "load_namespace",
-            NamespaceExists => "namespace_exists",
-            DropNamespace => "drop_namespace",
-            UpdateProperties => "update_properties",
-            ListTables => "list_tables",
-            CreateTable => "create_table",
-            LoadTable => "load_table",
-            TableExists => "table_exists",
-            UpdateTable => "update_table",
-            DropTable => "drop_table",
-            RegisterTable => "register_table",
-            RenameTable => "rename_table",
-            ReportMetrics => "report_metrics",
-            LoadCredentials => "load_credentials",
-            CommitTransaction => "commit_transaction",
-            ListViews => "list_views",
-            CreateView => "create_view",
-            LoadView => "load_view",
-            ViewExists => "view_exists",
-            ReplaceView => "replace_view",
-            DropView => "drop_view",
-            RenameView => "rename_view",
-            RegisterView => "register_view",
-            HealthLive => "health_live",
-            HealthReady => "health_ready",
-            Metrics => "metrics",
-            Unmatched => "unmatched",
+            GetConfig => Spec::new("get_config", "GET", "/v1/config"),
+            GetToken => Spec::new("get_token", "POST", "/v1/oauth/tokens").open().form(),
+            ListNamespaces => Spec::new("list_namespaces", "GET", "/v1/{prefix}/namespaces"),
+            CreateNamespace => Spec::new("create_namespace", "POST", "/v1/{prefix}/namespaces").mutation(),
+            LoadNamespace => Spec::new("load_namespace_metadata", "GET", NS),
+            NamespaceExists => Spec::new("namespace_exists", "HEAD", NS),
+            DropNamespace => Spec::new("drop_namespace", "DELETE", NS).mutation(),
+            UpdateProperties => {
+                Spec::new("update_properties", "POST", "/v1/{prefix}/namespaces/{namespace}/properties").mutation()
+            }
+            ListTables => Spec::new("list_tables", "GET", TABLES),
+            CreateTable => Spec::new("create_table", "POST", TABLES).mutation().warehouse(),
+            LoadTable => Spec::new("load_table", "GET", TABLE),
+            TableExists => Spec::new("table_exists", "HEAD", TABLE),
+            UpdateTable => Spec::new("update_table", "POST", TABLE).mutation().warehouse().commit(),
+            // A purge deletes the table's files.
+            DropTable => Spec::new("drop_table", "DELETE", TABLE).mutation().warehouse(),
+            // Reads the metadata file it is given.
+            RegisterTable => Spec::new("register_table", "POST", "/v1/{prefix}/namespaces/{namespace}/register")
+                .mutation()
+                .warehouse(),
+            RenameTable => Spec::new("rename_table", "POST", "/v1/{prefix}/tables/rename").mutation(),
+            ReportMetrics => {
+                Spec::new("report_metrics", "POST", "/v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics")
+            }
+            LoadCredentials => {
+                Spec::new("load_credentials", "GET", "/v1/{prefix}/namespaces/{namespace}/tables/{table}/credentials")
+            }
+            CommitTransaction => Spec::new("commit_transaction", "POST", "/v1/{prefix}/transactions/commit")
+                .mutation()
+                .warehouse()
+                .commit(),
+            ListViews => Spec::new("list_views", "GET", VIEWS),
+            CreateView => Spec::new("create_view", "POST", VIEWS).mutation().warehouse(),
+            LoadView => Spec::new("load_view", "GET", VIEW),
+            ViewExists => Spec::new("view_exists", "HEAD", VIEW),
+            ReplaceView => Spec::new("replace_view", "POST", VIEW).mutation().warehouse().commit(),
+            DropView => Spec::new("drop_view", "DELETE", VIEW).mutation(),
+            RenameView => Spec::new("rename_view", "POST", "/v1/{prefix}/views/rename").mutation(),
+            RegisterView => Spec::new("register_view", "POST", "/v1/{prefix}/namespaces/{namespace}/register-view")
+                .mutation()
+                .warehouse(),
+            HealthLive => Spec::new("health_live", "GET", "/health/live").open(),
+            HealthReady => Spec::new("health_ready", "GET", "/health/ready").open(),
+            Metrics => Spec::new("metrics", "GET", "/metrics").open(),
+            Unmatched => Spec::new("unmatched", "ANY", ""),
         }
     }
+}
 
-    /// The method and path template the spec's `endpoints` list uses.
-    pub fn endpoint(self) -> Option<&'static str> {
-        use Operation::*;
-        Some(match self {
-            ListNamespaces => "GET /v1/{prefix}/namespaces",
-            CreateNamespace => "POST /v1/{prefix}/namespaces",
-            LoadNamespace => "GET /v1/{prefix}/namespaces/{namespace}",
-            NamespaceExists => "HEAD /v1/{prefix}/namespaces/{namespace}",
-            DropNamespace => "DELETE /v1/{prefix}/namespaces/{namespace}",
-            UpdateProperties => "POST /v1/{prefix}/namespaces/{namespace}/properties",
-            ListTables => "GET /v1/{prefix}/namespaces/{namespace}/tables",
-            CreateTable => "POST /v1/{prefix}/namespaces/{namespace}/tables",
-            LoadTable => "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
-            TableExists => "HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}",
-            UpdateTable => "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
-            DropTable => "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
-            RegisterTable => "POST /v1/{prefix}/namespaces/{namespace}/register",
-            RenameTable => "POST /v1/{prefix}/tables/rename",
-            ReportMetrics => "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
-            LoadCredentials => "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}/credentials",
-            CommitTransaction => "POST /v1/{prefix}/transactions/commit",
-            ListViews => "GET /v1/{prefix}/namespaces/{namespace}/views",
-            CreateView => "POST /v1/{prefix}/namespaces/{namespace}/views",
-            LoadView => "GET /v1/{prefix}/namespaces/{namespace}/views/{view}",
-            ViewExists => "HEAD /v1/{prefix}/namespaces/{namespace}/views/{view}",
-            ReplaceView => "POST /v1/{prefix}/namespaces/{namespace}/views/{view}",
-            DropView => "DELETE /v1/{prefix}/namespaces/{namespace}/views/{view}",
-            RenameView => "POST /v1/{prefix}/views/rename",
-            RegisterView => "POST /v1/{prefix}/namespaces/{namespace}/register-view",
-            GetConfig | GetToken | HealthLive | HealthReady | Metrics | Unmatched => return None,
-        })
+/// What an operation is. Everything that depends on the kind of operation
+/// (idempotency, the write cap, authentication, metrics labels, the
+/// advertised endpoints) reads it from [`Operation::spec`], so a new
+/// operation is described once and cannot miss a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// The metrics `route` label: the spec's operationId in snake case.
+    pub label: &'static str,
+    /// The method that reaches it (the metrics `method` label).
+    pub method: &'static str,
+    /// Its path template as the OpenAPI spec writes it.
+    pub path: &'static str,
+    /// Changes catalog state, so it honours `Idempotency-Key`.
+    pub mutation: bool,
+    /// Opens warehouse files (writes, reads for a register, deletes for a
+    /// purge): runs under the shard's write cap.
+    pub warehouse: bool,
+    /// Commits a new table or view version: counted in `bingsan_commits_total`.
+    pub commit: bool,
+    /// Answered without authentication (probes, metrics, the token endpoint).
+    pub open: bool,
+    /// Its body is a form, not JSON: the JSON limits do not apply.
+    pub form: bool,
+}
+
+impl Spec {
+    const fn new(label: &'static str, method: &'static str, path: &'static str) -> Spec {
+        Spec { label, method, path, mutation: false, warehouse: false, commit: false, open: false, form: false }
+    }
+
+    const fn mutation(mut self) -> Spec {
+        self.mutation = true;
+        self
+    }
+
+    const fn warehouse(mut self) -> Spec {
+        self.warehouse = true;
+        self
+    }
+
+    const fn commit(mut self) -> Spec {
+        self.commit = true;
+        self
+    }
+
+    const fn open(mut self) -> Spec {
+        self.open = true;
+        self
+    }
+
+    const fn form(mut self) -> Spec {
+        self.form = true;
+        self
+    }
+
+    /// Whether `/v1/config` lists it in `endpoints`: the spec's list names
+    /// the catalog operations under `{prefix}`.
+    pub fn advertised(&self) -> bool {
+        self.path.starts_with("/v1/{prefix}/")
     }
 }
 
@@ -380,6 +414,9 @@ impl RouteError {
         }
     }
 }
+
+#[cfg(test)]
+mod openapi_tests;
 
 #[cfg(test)]
 mod tests {

@@ -78,11 +78,6 @@ impl Denied {
     }
 }
 
-/// Operations anyone may call: probes, metrics, and the token endpoint.
-pub fn is_open(op: Operation) -> bool {
-    matches!(op, Operation::HealthLive | Operation::HealthReady | Operation::Metrics | Operation::GetToken)
-}
-
 /// Seconds since the epoch.
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -196,7 +191,7 @@ impl Authenticator {
     /// matched (refused too: without a token, nothing about the server is
     /// revealed). Allocates nothing.
     pub fn deny(&self, op: Option<Operation>, req: &Request<'_>, resp: &mut Response) -> bool {
-        if !self.required || op.is_some_and(is_open) {
+        if !self.required || op.is_some_and(|op| op.spec().open) {
             return false;
         }
         let outcome = match req.header("authorization").and_then(form::bearer) {
@@ -467,10 +462,8 @@ mod tests {
 
     #[test]
     fn open_operations() {
-        let open: Vec<Operation> = Operation::ALL.into_iter().filter(|op| is_open(*op)).collect();
+        let open: Vec<Operation> = Operation::ALL.into_iter().filter(|op| op.spec().open).collect();
         assert_eq!(open, [Operation::GetToken, Operation::HealthLive, Operation::HealthReady, Operation::Metrics]);
-        assert!(!is_open(Operation::GetConfig));
-        assert!(!is_open(Operation::Unmatched));
     }
 
     /// A server with client "spark" (and the clients file Python makes).

@@ -46,15 +46,6 @@ fn gauge(pairs: &[(&str, &str)], v: u64) -> Metric {
     m
 }
 
-/// The method an operation is reached by, for the `method` label.
-fn method_of(op: Operation) -> &'static str {
-    op.endpoint().and_then(|e| e.split(' ').next()).unwrap_or(match op {
-        Operation::GetToken => "POST",
-        Operation::Unmatched => "ANY",
-        _ => "GET",
-    })
-}
-
 /// Name, help, reader and whether it is a gauge.
 type PoolMetric = (&'static str, &'static str, fn(&PoolStats) -> u64, bool);
 type ShardRead = fn(&ShardStats) -> u64;
@@ -178,10 +169,11 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
             let n: u64 = shards.iter().map(|s| s.requests[i][si].load(Relaxed)).sum();
             if n > 0 {
                 let status = if *status == 0 { "other".to_string() } else { status.to_string() };
-                requests.push(counter(&[("route", op.name()), ("method", method_of(op)), ("status", &status)], n));
+                let spec = op.spec();
+                requests.push(counter(&[("route", spec.label), ("method", spec.method), ("status", &status)], n));
             }
         }
-        if let Some(m) = histogram(shards, |s| &s.latency[i], &[("route", op.name())], false) {
+        if let Some(m) = histogram(shards, |s| &s.latency[i], &[("route", op.spec().label)], false) {
             durations.push(m);
         }
     }

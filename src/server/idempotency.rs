@@ -33,28 +33,6 @@ const WAIT_FOR_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
 /// Status stored in a claim: the request is still running.
 const IN_PROGRESS: u16 = 0;
 
-/// Whether `op` mutates and so honours `Idempotency-Key`.
-pub fn applies(op: Operation) -> bool {
-    use Operation::*;
-    matches!(
-        op,
-        CreateNamespace
-            | DropNamespace
-            | UpdateProperties
-            | CreateTable
-            | UpdateTable
-            | DropTable
-            | RegisterTable
-            | RenameTable
-            | CommitTransaction
-            | CreateView
-            | ReplaceView
-            | DropView
-            | RenameView
-            | RegisterView
-    )
-}
-
 /// Checks the header value: a UUID in its 36-character text form.
 pub fn validate(key: &[u8]) -> ApiResult<&str> {
     let text = std::str::from_utf8(key).ok().filter(|k| k.len() == 36 && uuid::Uuid::parse_str(k).is_ok());

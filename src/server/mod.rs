@@ -176,8 +176,13 @@ fn config_body(settings: &Settings) -> Vec<u8> {
     out.extend_from_slice(b"},\"idempotency-key-lifetime\":");
     write_str(&mut out, idempotency::LIFETIME);
     out.extend_from_slice(b",\"endpoints\":");
-    // Every operation with a spec endpoint is implemented.
-    write_str_array(&mut out, Operation::ALL.iter().filter_map(|op| op.endpoint()));
+    let endpoints: Vec<String> = Operation::ALL
+        .iter()
+        .map(|op| op.spec())
+        .filter(|s| s.advertised())
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    write_str_array(&mut out, endpoints.iter().map(String::as_str));
     out.push(b'}');
     out
 }

@@ -56,7 +56,7 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
             Err(_) if denied => Operation::Unmatched,
             Ok(m) => {
                 // The semaphore is never closed, so acquiring cannot fail.
-                let _permit = if m.op.uses_warehouse() { self.writes.acquire_permit(1).await.ok() } else { None };
+                let _permit = if m.op.spec().warehouse { self.writes.acquire_permit(1).await.ok() } else { None };
                 if let Err(e) = self.idempotent(&m, req, &arena, resp).await {
                     resp.error(&e);
                 }
@@ -70,7 +70,7 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
                 Operation::Unmatched
             }
         };
-        if matches!(op, Operation::UpdateTable | Operation::CommitTransaction | Operation::ReplaceView) {
+        if op.spec().commit {
             self.stats.commit(match resp.status {
                 200..=299 => CommitOutcome::Ok,
                 409 => CommitOutcome::Conflict,
@@ -89,7 +89,7 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
 impl<S: Store, F: FileIo> ShardService<S, F> {
     /// Dispatches, honouring `Idempotency-Key` on mutations.
     async fn idempotent(&self, m: &Matched<'_>, req: &Request<'_>, a: &Bump, resp: &mut Response) -> ApiResult<()> {
-        if !req.body.is_empty() && m.op != Operation::GetToken {
+        if !req.body.is_empty() && !m.op.spec().form {
             check_limits(req.body, self.json.max_depth, self.json.max_string).map_err(|e| match e {
                 LimitError::TooDeep => {
                     ApiError::bad_request(format!("JSON nested deeper than {}", self.json.max_depth))
@@ -100,7 +100,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             })?;
         }
         let key = match req.header("idempotency-key") {
-            Some(k) if idempotency::applies(m.op) => Some(idempotency::validate(k)?),
+            Some(k) if m.op.spec().mutation => Some(idempotency::validate(k)?),
             _ => None,
         };
         let Some(key) = key else {
@@ -208,12 +208,8 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 resp.empty(204);
             }
             Operation::RegisterView => catalog.register_view(a, m.namespace, req.body, out).await?,
-            op => {
-                return Err(ApiError::new(
-                    ErrorKind::NotImplemented,
-                    format!("{} is not implemented by this server", op.name()),
-                ))
-            }
+            // The router never names it: a request that matched no route is answered there.
+            Operation::Unmatched => return Err(ApiError::new(ErrorKind::NotFound, "no route")),
         }
         Ok(())
     }

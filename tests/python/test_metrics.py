@@ -66,7 +66,7 @@ def test_request_counters_are_exact(fresh_server):
         return after.sum(sample, **labels) - before.sum(sample, **labels)
 
     assert delta("bingsan_http_requests_total", route="get_config", status="200") == 7
-    assert delta("bingsan_http_requests_total", route="load_namespace", status="404") == 3
+    assert delta("bingsan_http_requests_total", route="load_namespace_metadata", status="404") == 3
     assert delta("bingsan_http_requests_total", route="create_namespace", status="200") == 1
     assert delta("bingsan_http_requests_total", route="unmatched", status="404") == 1
     assert delta("bingsan_http_request_duration_seconds_count", route="get_config") == 7
