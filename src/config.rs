@@ -1,28 +1,9 @@
-//! Command line and environment configuration.
+//! `bingsan serve`'s configuration: its flags and their `BINGSAN_*` variables.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-
-/// Bingsan: an Apache Iceberg REST catalog server.
-#[derive(Parser, Debug)]
-#[command(name = "bingsan", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Run the catalog server.
-    Serve(Box<ServeArgs>),
-    /// Drive an Iceberg REST catalog with load; report throughput, latency and pool figures.
-    Bench(Box<crate::bench::BenchArgs>),
-    /// A fixed-response HTTP server: this machine's ceiling, to calibrate `bench`.
-    #[command(hide = true)]
-    StaticServer(crate::bench::static_server::StaticArgs),
-}
+use clap::Args;
 
 /// Deepest JSON nesting the parser's recursion may reach within the shard
 /// threads' stack (see `THREAD_STACK` in main.rs).

@@ -17,3 +17,4 @@ pub mod pool;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod uring;

@@ -1,6 +1,29 @@
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-use bingsan::config::{Cli, Command};
+use bingsan::bench::{BenchArgs, StaticArgs};
+use bingsan::config::ServeArgs;
+
+/// Bingsan: an Apache Iceberg REST catalog server.
+///
+/// The command line lives here, with the binary, so that the server and the
+/// load generator, which both hang off it, stay independent modules.
+#[derive(Parser, Debug)]
+#[command(name = "bingsan", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the catalog server.
+    Serve(Box<ServeArgs>),
+    /// Drive an Iceberg REST catalog with load; report throughput, latency and pool figures.
+    Bench(Box<BenchArgs>),
+    /// A fixed-response HTTP server: this machine's ceiling, to calibrate `bench`.
+    #[command(hide = true)]
+    StaticServer(StaticArgs),
+}
 
 #[global_allocator]
 static ALLOC: bingsan::alloc::CountingAlloc = bingsan::alloc::CountingAlloc;

@@ -117,7 +117,7 @@ where
         let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&name)
             .io_memory(IO_MEMORY)
-            .ring_depth(crate::server::RING_DEPTH)
+            .ring_depth(crate::uring::RING_DEPTH)
             .make()
             .map_err(|e| {
                 failed.store(true, Ordering::SeqCst);

@@ -386,3 +386,18 @@ fn commits_reload_and_retry_on_conflict() {
     assert_eq!(seqs as u64, r.ops);
     assert!(tables.values().all(|t| t.snapshots.len() <= fake_catalog::KEEP), "{tables:?}");
 }
+
+/// The load generator names no module of the server (only the io_uring
+/// settings both share), so neither can pull the other into a cycle.
+#[test]
+fn depends_on_no_server_module() {
+    let needle = concat!("crate", "::");
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/bench")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (at, _) in text.match_indices(needle) {
+            let used = text[at + needle.len()..].split(|c: char| !c.is_alphanumeric() && c != '_').next();
+            assert!(matches!(used, Some("bench" | "uring")), "{} uses module {used:?}", path.display());
+        }
+    }
+}

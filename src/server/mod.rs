@@ -30,13 +30,6 @@ pub use state::Shared;
 /// io_uring registered memory per shard: we do little file I/O, so keep the
 /// locked-memory budget small.
 const IO_MEMORY: usize = 1 << 20;
-/// io_uring submission-queue depth of every executor (server and load
-/// generator). The kernel sizes a ring's cancel hash table from it (one
-/// bucket per 32 completion entries, at most 256), and glommio cancels a
-/// preemption timer on every reactor turn; each cancel walks one bucket of the
-/// pending socket polls. At glommio's default of 128 that is 8 buckets: with
-/// 10,000 idle connections a turn walked ~1,250 polls, half a shard's CPU.
-pub const RING_DEPTH: usize = 4096;
 /// File descriptors to ask for: the 10k-connection target plus headroom.
 const WANTED_FDS: u64 = 65_536;
 /// Fewest connections per shard worth starting with.
@@ -133,7 +126,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpus[id % cpus.len()]))
             .name(&format!("bingsan-shard-{id}"))
             .io_memory(IO_MEMORY)
-            .ring_depth(RING_DEPTH)
+            .ring_depth(crate::uring::RING_DEPTH)
             .spawn(move || shard::run(setup, shared, ready))
             .map_err(|e| format!("cannot start shard {id}: {e}"))?;
         handles.push(handle);
