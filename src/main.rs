@@ -3,10 +3,10 @@ use clap::{Parser, Subcommand};
 use bingsan::bench::{BenchArgs, StaticArgs};
 use bingsan::config::ServeArgs;
 
+// The command line lives here, with the binary, so that the server and the
+// load generator, which both hang off it, stay independent modules.
+
 /// Bingsan: an Apache Iceberg REST catalog server.
-///
-/// The command line lives here, with the binary, so that the server and the
-/// load generator, which both hang off it, stay independent modules.
 #[derive(Parser, Debug)]
 #[command(name = "bingsan", version, about)]
 struct Cli {
