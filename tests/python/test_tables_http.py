@@ -372,9 +372,10 @@ def test_stage_create_then_commit_with_assert_create(any_server, http):
 
     # The same create again fails its requirement.
     assert_error(http.post(table_url(server, ns, "staged"), json=body), 409, "CommitFailedException")
-    # assert-create with other requirements on a missing table is invalid.
+    # assert-create with other requirements on a missing table is invalid (as in Java's CatalogHandlers).
     body2 = dict(body, requirements=[{"type": "assert-create"}, {"type": "assert-current-schema-id", "current-schema-id": 0}])
-    assert http.post(table_url(server, ns, "staged2"), json=body2).status_code in (400, 409)
+    err = assert_error(http.post(table_url(server, ns, "staged2"), json=body2), 400, "BadRequestException")
+    assert "Invalid create requirements" in err["message"], err
     assert http.head(table_url(server, ns, "staged2")).status_code == 404
 
 
