@@ -441,26 +441,27 @@ def test_bad_escapes_and_utf8_in_paths_and_queries_are_400(server, existing_ns, 
 
 
 @pytest.mark.parametrize(
-    "header",
+    "header,status",
     [
-        b"Idempotency-Key: \xff\xfe\xfd",
-        b"Authorization: Bearer \xff\xfe",
-        b"Expect: \xff100-continue",
-        b"Connection: \xffclose",
-        b"Content-Type: application/json; charset=\xff",
-        b"Transfer-Encoding: \xffchunked",
+        (b"Idempotency-Key: \xff\xfe\xfd", 400),  # not a UUID
+        (b"Authorization: Bearer \xff\xfe", 200),  # auth is off: not read
+        (b"Expect: \xff100-continue", 200),  # an unknown expectation is ignored
+        (b"Connection: \xffclose", 200),
+        (b"Content-Type: application/json; charset=\xff", 200),  # the body is JSON whatever it says
+        (b"Transfer-Encoding: \xffchunked", 400),  # no coding we know
     ],
 )
-def test_non_utf8_header_values_get_no_5xx(server, header):
+def test_non_utf8_header_values_get_no_5xx(server, header, status):
     ns = unique("hdr")
     body = create_body(ns)
     with server.raw() as c:
         c.send(b"POST /v1/namespaces HTTP/1.1\r\nHost: x\r\n" + header
                + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
         r = c.read_response()
-        assert 200 <= r.status < 500, (r.status, r.body[:300])
-        if r.status >= 400:
-            assert_error(r, r.status)
+        if status == 200:
+            assert r.status == 200 and r.json()["namespace"] == [ns], (r.status, r.body[:300])
+        else:
+            assert_error(r, status, "BadRequestException")
     assert_serving(server)
 
 
@@ -468,7 +469,8 @@ def test_non_utf8_header_values_get_no_5xx(server, header):
 def test_truncated_chunked_bodies_then_eof(fresh_server):
     """A chunked body cut off anywhere, then the client half-closes: the
     server ends the connection at once (not after the 30 s request timeout),
-    with nothing or a 4xx; nothing is created, nothing leaks."""
+    without an answer to a request that never arrived; nothing is created,
+    nothing leaks."""
     s = fresh_server
     ns = unique("trunc")
     body = chunked(create_body(ns))
@@ -492,10 +494,7 @@ def test_truncated_chunked_bodies_then_eof(fresh_server):
             got = read_all(c.sock)
             took = time.monotonic() - began
             assert took < 3.0, f"cut {cut[:20]!r}: server held the half-closed connection {took:.1f}s"
-            if got:
-                c.buf = got
-                resp = c.read_response()
-                assert 400 <= resp.status < 500, (cut, resp.status, resp.body[:200])
+            assert got == b"", (cut, got[:200])
         # And a plain close (no half-close) mid-chunk too.
         c = s.raw(timeout=5)
         c.send(head + cut)

@@ -234,7 +234,8 @@ def test_create_and_load_view(any_server, http):
 def test_create_view_with_explicit_location(server, http, ns):
     loc = str(server.warehouse / "custom-views" / unique("loc"))
     created = create_view(server, http, ns, unique("v"), location=loc)
-    assert created["metadata"]["location"].rstrip("/") in (loc, "file://" + loc)
+    # Kept as the client wrote it.
+    assert created["metadata"]["location"] == loc
 
 
 def test_view_uuids_differ(server, http, ns):
@@ -569,7 +570,7 @@ def test_update_set_location(server, http, ns):
     created = create_view(server, http, ns, name)
     new_loc = str(server.warehouse / "moved" / unique("loc"))
     md = commit_ok(server, http, ns, name, [{"action": "set-location", "location": new_loc}])["metadata"]
-    assert md["location"].rstrip("/") in (new_loc, "file://" + new_loc)
+    assert md["location"] == new_loc
     assert md["versions"] == created["metadata"]["versions"]
 
 
@@ -761,8 +762,7 @@ def test_register_view_errors(server, http, ns):
     assert_error(http.post(server.api(f"namespaces/{encode_namespace(ns)}/register-view"), json={"name": "x"}), 400)
     # A file that does not exist, and a table's metadata file: no view there.
     for bad in (str(server.warehouse / "nowhere" / "00000-x.metadata.json"), t["metadata-location"]):
-        r = register_view(server, http, ns, unique("x"), bad)
-        assert 400 <= r.status_code < 500, f"register {bad}: {r.status_code} {r.text[:300]}"
+        assert_error(register_view(server, http, ns, unique("x"), bad), 400, "BadRequestException")
     assert [i["name"] for i in http.get(view_url(server, ns)).json()["identifiers"]] == [name]
 
 
