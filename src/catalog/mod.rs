@@ -5,6 +5,7 @@
 
 mod commit;
 mod ident;
+mod locations;
 mod namespaces;
 mod paging;
 mod record;
