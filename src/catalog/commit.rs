@@ -69,6 +69,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let location = self.object_location(req.location.as_deref(), ns, &req.name, &uuid)?;
         let md = new_table_metadata(&req, &location, &uuid, now_ms())?;
         if req.stage_create {
+            // Nothing is claimed yet; an overlap found now would fail the create later.
+            self.claim_location(a, keys::object(a, keys::TABLE, ns, &req.name), &location, None).await?;
             let json = sonic_rs::to_vec(&md).map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))?;
             write_load_result(out, None, &json, true);
             return Ok(());

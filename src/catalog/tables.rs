@@ -357,8 +357,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// `POST .../tables/{t}/metrics`: the report is validated and counted;
     /// a local warehouse has nowhere further to send it.
     pub async fn report_metrics(&self, a: &Bump, ns: &[&str], name: &str, body: &[u8]) -> ApiResult<()> {
-        sonic_rs::from_slice::<serde::de::IgnoredAny>(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid ReportMetricsRequest: {e}")))?;
+        parse_json::<serde::de::IgnoredAny>(body, "ReportMetricsRequest")?;
         self.table_exists(a, ns, name).await
     }
 
