@@ -125,12 +125,17 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let ns_key = keys::namespace(a, ns);
         let mut ns_version = self.live_namespace_version(a, ns).await.map_err(Refused::Client)?;
         for _ in 0..RETRIES {
-            let (expect, old) = match self.store.get(key).await.map_err(Refused::Unknown)? {
-                Some(current) if overwrite => {
+            // A taken name is the answer before any location question.
+            if self.store.get(other_key).await.map_err(|e| Refused::Client(store_failure(e)))?.is_some() {
+                return Err(Refused::Client(already_exists(kind_name(other_kind(kind)), ns, name)));
+            }
+            let (expect, old) = match self.store.get(key).await.map_err(|e| Refused::Client(store_failure(e)))? {
+                Some(_) if !overwrite => return Err(Refused::Client(already_exists(kind_name(kind), ns, name))),
+                Some(current) => {
                     let metadata = Record::decode(current.value.as_ref()).map_err(Refused::Client)?.metadata;
                     (Expect::Version(current.version), self.stored_location(metadata).map_err(Refused::Client)?)
                 }
-                _ => (Expect::Absent, None),
+                None => (Expect::Absent, None),
             };
             let claim = self.claim_location(a, key, location, old.as_deref()).await.map_err(Refused::Client)?;
             let mut batch = vec![

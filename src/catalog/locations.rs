@@ -173,10 +173,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         Ok(found)
     }
 
-    /// Whether a file lies in a claimed location.
-    pub(crate) async fn in_claimed_location(&self, a: &Bump, file: &str) -> ApiResult<bool> {
-        let Ok(file) = self.files.normalise(file) else { return Ok(false) };
-        for outer in ancestors(self.files.root(), &file) {
+    /// Whether a file or directory is, or lies in, a claimed location.
+    pub(crate) async fn in_claimed_location(&self, a: &Bump, path: &str) -> ApiResult<bool> {
+        let Ok(path) = self.files.normalise(path) else { return Ok(false) };
+        for outer in ancestors(self.files.root(), &path).chain([path.as_str()]) {
             if self.version_of(keys::location(a, keys::LOCATION, outer)).await?.is_some() {
                 return Ok(true);
             }
@@ -228,5 +228,73 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         }
         self.store.apply(&[Write::put(marker, Expect::Absent, b"")]).await?;
         Ok(claimed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bumpalo::Bump;
+
+    use super::super::record::RecordBuilder;
+    use super::super::test_support::{json, with_catalog, SCHEMA};
+    use super::INDEXED;
+    use crate::store::{keys, Expect, Store, Write};
+
+    /// Every location claim: (location, owner key).
+    async fn claims(c: &super::Catalog<impl Store, impl crate::fileio::FileIo>) -> Vec<(String, Vec<u8>)> {
+        let mut found = Vec::new();
+        c.store
+            .scan(&[keys::LOCATION], None, |k, v| {
+                found.push((String::from_utf8(k[1..].to_vec()).unwrap(), v.value.to_vec()));
+                true
+            })
+            .await
+            .unwrap();
+        found
+    }
+
+    #[test]
+    fn objects_from_before_the_index_are_claimed_once_and_overlaps_stay_unclaimed() {
+        with_catalog(async |c, root| {
+            let a = Bump::new();
+            let mut out = Vec::new();
+            let body = format!(r#"{{"name":"t","schema":{SCHEMA}}}"#);
+            c.create_table(&a, &["db"], body.as_bytes(), &mut out).await.unwrap();
+            let location = json(&out)["metadata"]["location"].as_str().unwrap().to_string();
+            let t_key = keys::object(&a, keys::TABLE, &["db"], "t");
+            assert_eq!(claims(&c).await, [(location.clone(), t_key.to_vec())]);
+
+            // The store as an older server left it: no claims, no marker, and
+            // another table stored with the same location as a bare path.
+            let marker = keys::location(&a, keys::MIGRATION, INDEXED);
+            let mut batch = vec![Write::delete(marker, Expect::Any)];
+            let claimed = claims(&c).await;
+            batch.extend(
+                claimed.iter().map(|(l, _)| Write::delete(keys::location(&a, keys::LOCATION, l), Expect::Present)),
+            );
+            let legacy = format!(r#"{{"location":"{}/"}}"#, location.strip_prefix("file://").unwrap());
+            let mut record = RecordBuilder::with_capacity(0);
+            for field in [&b"/elsewhere/00000-x.metadata.json"[..], legacy.as_bytes(), b""] {
+                record.bytes(field);
+            }
+            let record = record.finish();
+            let legacy_key = keys::object(&a, keys::TABLE, &["db"], "u-legacy");
+            batch.push(Write::put(legacy_key, Expect::Absent, &record));
+            c.store.apply(&batch).await.unwrap();
+            assert!(claims(&c).await.is_empty());
+
+            assert_eq!(c.index_locations().await.unwrap(), 1);
+            assert_eq!(claims(&c).await, [(location.clone(), t_key.to_vec())]);
+            assert_eq!(c.index_locations().await.unwrap(), 0, "the migration runs once");
+
+            // Purging the unclaimed one leaves the claimed table's files.
+            c.drop_table(&a, &["db"], "u-legacy", "purgeRequested=true").await.unwrap();
+            let dir = root.join("db").join(location.rsplit('/').next().unwrap());
+            assert!(dir.join("metadata").is_dir());
+            c.load_table(&a, &["db"], "t", "", None, &mut Vec::new()).await.unwrap();
+            assert_eq!(claims(&c).await, [(location.clone(), t_key.to_vec())]);
+            c.drop_table(&a, &["db"], "t", "purgeRequested=true").await.unwrap();
+            assert!(!dir.exists() && claims(&c).await.is_empty());
+        });
     }
 }

@@ -10,6 +10,8 @@ mod namespaces;
 mod paging;
 mod record;
 mod tables;
+#[cfg(test)]
+mod test_support;
 mod views;
 mod written;
 

@@ -151,18 +151,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-    use std::rc::Rc;
-
     use bumpalo::Bump;
 
-    use super::super::{Catalog, Settings};
+    use super::super::test_support::{json, with_catalog, SCHEMA};
     use crate::error::ErrorKind;
-    use crate::fileio::LocalFileIo;
-    use crate::store::SledStore;
-
-    const SCHEMA: &str =
-        r#"{"type":"struct","schema-id":0,"fields":[{"id":1,"name":"id","type":"long","required":true}]}"#;
 
     fn create_body(name: &str) -> Vec<u8> {
         format!(
@@ -171,37 +163,6 @@ mod tests {
             "default-namespace":["db"]}}}}"#
         )
         .into_bytes()
-    }
-
-    fn json(out: &[u8]) -> serde_json::Value {
-        serde_json::from_slice(out).unwrap()
-    }
-
-    /// Runs `test` on a glommio executor (file I/O needs one) against a
-    /// fresh store and warehouse with namespace `db`.
-    fn with_catalog(test: impl AsyncFnOnce(Rc<Catalog<SledStore, LocalFileIo>>, PathBuf) + Send + 'static) {
-        let dir = std::env::temp_dir().join(format!("bingsan-views-{}", uuid::Uuid::new_v4()));
-        let wh = dir.join("wh");
-        let store = SledStore::open(&dir.join("data")).unwrap();
-        let files = LocalFileIo::new(wh.to_str().unwrap()).unwrap();
-        let settings = Settings {
-            prefix: String::new(),
-            separator_encoded: "%1F".into(),
-            default_page_size: 100,
-            max_page_size: 1000,
-        };
-        let catalog = Catalog::new(store, files, settings);
-        let root = wh.clone();
-        glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move {
-                let catalog = Rc::new(catalog);
-                catalog.create_namespace(&Bump::new(), br#"{"namespace":["db"]}"#, &mut Vec::new()).await.unwrap();
-                test(catalog, root).await;
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// The metadata files of view `name`, in its default location `db/<name>-<uuid>`.

@@ -29,7 +29,7 @@ from harness import (
     assert_error,
     assert_metadata_file_matches,
     create_table_raw,
-    encode_namespace,
+    local_path,
     table_url,
     unique,
     view_url,
@@ -47,11 +47,6 @@ def new_ns(http, server, *parts: str) -> str | tuple:
 
 def root_uri(server) -> str:
     return "file://" + str(server.warehouse.resolve())
-
-
-def local(location: str) -> Path:
-    assert location.startswith("file:///"), location
-    return Path(location[len("file://"):])
 
 
 def dotted(part: str) -> str:
@@ -107,7 +102,7 @@ def test_file_uri_warehouse(tmp_path, binary):
         assert_metadata_file_matches(t.metadata_location, t.metadata)
         assert sorted(r["id"] for r in cat.load_table((ns, "t")).scan().to_arrow().to_pylist()) == [1, 2]
         cat.purge_table((ns, "t"))
-        assert not local(t.location()).exists()
+        assert not local_path(t.location()).exists()
     finally:
         server.stop()
 
@@ -145,12 +140,12 @@ def test_names_an_encoding_would_merge_keep_their_own_files(fresh_server, http, 
     two = create_table_raw(http, server, ns, second)
     assert one["metadata"]["location"] != two["metadata"]["location"]
     for t in (one, two):
-        assert local(t["metadata"]["location"]).parent == server.warehouse.resolve() / ns
+        assert local_path(t["metadata"]["location"]).parent == server.warehouse.resolve() / ns
     assert http.delete(object_url(server, ns, second), params={"purgeRequested": "true"}).status_code == 204
-    assert not local(two["metadata"]["location"]).exists()
+    assert not local_path(two["metadata"]["location"]).exists()
     loaded = http.get(object_url(server, ns, first))
     assert loaded.status_code == 200
-    assert local(loaded.json()["metadata-location"]).is_file(), "purging one table deleted the other's files"
+    assert local_path(loaded.json()["metadata-location"]).is_file(), "purging one table deleted the other's files"
 
 
 def test_namespaces_named_dot_dot_stay_inside_the_warehouse(fresh_server, http):
@@ -160,10 +155,10 @@ def test_namespaces_named_dot_dot_stay_inside_the_warehouse(fresh_server, http):
     assert r.status_code == 200, r.text
     r = http.post(object_url(server, ".."), json={"name": "t", "schema": SIMPLE_SCHEMA_JSON})
     assert r.status_code == 200, r.text
-    assert local(r.json()["metadata"]["location"]).parent == wh / "_."
+    assert local_path(r.json()["metadata"]["location"]).parent == wh / "_."
     for parts in (("..", ".."), ("a/../..",), ("a/../..", "..")):
         ns = new_ns(http, server, *parts)
-        path = local(create_table_raw(http, server, ns, "t")["metadata"]["location"])
+        path = local_path(create_table_raw(http, server, ns, "t")["metadata"]["location"])
         assert path.parent == wh.joinpath(*("_." if p == ".." else "a_.._.." for p in parts))
         assert path.is_dir()
     assert sorted(p.name for p in wh.iterdir()) == ["_.", "a_.._.."]
@@ -177,7 +172,7 @@ def test_locations_equal_to_inside_or_enclosing_another_are_refused(server, http
     taken = create_table_raw(http, server, ns_a, "t")["metadata"]["location"]
     ns_dir = taken.rsplit("/", 1)[0]
     for location in (taken, taken + "/", taken + "/data/x", ns_dir, root_uri(server) + "/" + ns_a + "/../" + ns_a,
-                     local(taken).as_posix()):
+                     local_path(taken).as_posix()):
         assert_location_refused(create(http, server, ns_b, "c", location), "overlaps")
     assert_location_refused(create(http, server, ns_b, "c", root_uri(server)), "warehouse root")
     assert_location_refused(create(http, server, ns_b, "c", root_uri(server) + "/"), "warehouse root")
@@ -278,7 +273,7 @@ def test_purge_skips_files_another_live_table_owns(fresh_server, http):
     assert r.status_code == 200, r.text
     assert http.delete(table_url(server, ns, "reg"), params={"purgeRequested": "true"}).status_code == 204
     assert not crafted.exists()
-    assert local(victim["metadata-location"]).is_file(), "a purge deleted another table's metadata file"
+    assert local_path(victim["metadata-location"]).is_file(), "a purge deleted another table's metadata file"
     assert http.get(table_url(server, ns, "victim")).status_code == 200
 
 
@@ -299,11 +294,12 @@ def test_locations_outside_the_warehouse_are_refused_and_untouched(fresh_server,
     victim.mkdir()
     (server.warehouse / "link-out").symlink_to(victim)
     ok = create_table_raw(http, server, ns, "ok")
+    etc_before = sorted(Path("/etc").iterdir())
     for location in outside_locations(server):
         assert_location_refused(create(http, server, ns, "t", location))
         assert_location_refused(set_location(http, server, ns, "ok", location))
     assert list(victim.iterdir()) == [], "a refused location was written to"
-    assert not Path("/etc/metadata").exists()
+    assert sorted(Path("/etc").iterdir()) == etc_before, "a refused location was written to"
     assert http.get(table_url(server, ns, "ok")).json()["metadata-location"] == ok["metadata-location"]
     assert http.head(table_url(server, ns, "t")).status_code == 404
 
