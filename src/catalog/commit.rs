@@ -346,6 +346,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         }
         let base: TableMetadata = parse_json(record.metadata, "stored metadata")?;
         let base_updated_ms = base.last_updated_ms;
+        let base_location = base.location.clone();
         // The same bytes parsed a moment ago: they parse again.
         let base_again = || parse_json(record.metadata, "stored metadata").expect("stored metadata parsed before");
         let outcome = apply_commit(base, base_again, &req.requirements, &req.updates, now_ms())?;
@@ -356,7 +357,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             });
         }
         let mut md = outcome.metadata;
-        let claim = self.relocate(a, key, record.metadata, &mut md.location).await?;
+        let claim = self.relocate(a, key, &base_location, &mut md.location).await?;
         // Tables stored before locations carried a scheme get it with their next version.
         let previous = with_scheme(record.metadata_location);
         let expired =
@@ -375,16 +376,16 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// Resolves the `location` a commit leaves an object with (400 outside
     /// the warehouse; a bare path stored before locations carried a scheme
     /// becomes its URI), and the writes that move the object's location
-    /// claim there from the one its `base` metadata had.
+    /// claim there from its `base` location.
     pub(crate) async fn relocate<'k>(
         &self,
         a: &'k Bump,
         key: &'k [u8],
-        base: &[u8],
+        base: &str,
         location: &mut String,
     ) -> ApiResult<Vec<Write<'k>>> {
         *location = self.resolve_location(location)?;
-        let old = self.stored_location(base)?;
+        let old = self.files.normalise(base).ok();
         self.claim_location(a, key, location, old.as_deref()).await
     }
 

@@ -103,7 +103,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             });
         }
         let key = keys::object(a, keys::VIEW, ns, name);
-        let claim = self.relocate(a, key, record.metadata, &mut outcome.metadata.location).await?;
+        let claim = self.relocate(a, key, &base.location, &mut outcome.metadata.location).await?;
         let capacity = current.value.as_ref().len() + COMMIT_GROWTH;
         let version = file_version(record.metadata_location) + 1;
         let written = self.write_view_metadata(&outcome.metadata, version, capacity).await?;

@@ -199,3 +199,28 @@ impl FileIo for LocalFileIo {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_removal_keeps_the_subtrees_it_is_told_to() {
+        let dir = std::env::temp_dir().join(format!("bingsan-tree-{}", uuid::Uuid::new_v4()));
+        let outside = dir.with_extension("outside");
+        for d in [dir.join("t/data/a"), dir.join("t/other/metadata"), outside.clone()] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(dir.join("t/data/a/f"), b"x").unwrap();
+        std::fs::write(dir.join("t/other/metadata/m"), b"x").unwrap();
+        std::fs::write(outside.join("keep"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("t/link")).unwrap();
+        remove_tree(&dir.join("t"), &[dir.join("t/other")]).unwrap();
+        assert!(dir.join("t/other/metadata/m").is_file() && outside.join("keep").is_file());
+        assert!(!dir.join("t/data").exists() && !dir.join("t/link").exists());
+        remove_tree(&dir.join("t"), &[]).unwrap();
+        assert!(!dir.join("t").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
+    }
+}

@@ -98,8 +98,8 @@ pub fn join<'a>(a: &'a Bump, prefix: &[u8], name: &[u8]) -> &'a [u8] {
 
 /// The prefix a listing of `key`'s siblings scans: everything up to and
 /// including its last separator (a top-level namespace: kind and depth).
-/// Every scan prefix the catalog builds is the listing prefix of the keys
-/// under it, which is what lets the shard caches invalidate scans.
+/// Every scan prefix the catalog builds is one of the [`scanned_prefixes`]
+/// of the keys under it, which is what lets the shard caches invalidate scans.
 pub fn listing_prefix(key: &[u8]) -> &[u8] {
     if key.first() == Some(&LOCATION) {
         return &key[..1];
