@@ -16,9 +16,14 @@ pub struct LocalFileIo {
 }
 
 impl LocalFileIo {
-    /// Creates the warehouse directory if needed.
+    /// Creates the warehouse directory if needed. The operator may name it
+    /// by a relative path; any other location error refuses to start.
     pub fn new(warehouse: &str) -> io::Result<LocalFileIo> {
-        let path = local_path(warehouse).map_or_else(|_| Path::new(warehouse), Path::new);
+        let path = match local_path(warehouse) {
+            Ok(p) => Path::new(p),
+            Err(LocationError::Relative) => Path::new(warehouse),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())),
+        };
         std::fs::create_dir_all(path)?;
         let root = std::fs::canonicalize(path)?;
         Ok(LocalFileIo { root_uri: uri(&root), root })
