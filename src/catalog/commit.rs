@@ -161,7 +161,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 Err(e) => return Err(Refused::Unknown(e)),
             }
         }
-        Err(Refused::Client(ApiError::new(ErrorKind::CommitFailed, "namespace changed concurrently; retry")))
+        Err(Refused::Client(ApiError::new(
+            ErrorKind::CommitFailed,
+            "the namespace or the location changed concurrently; retry",
+        )))
     }
 
     /// A 409 when a table or view already has the name of a new `kind`
