@@ -134,16 +134,53 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         Ok(self.files.normalise(&Placement::of(metadata)?.location).ok())
     }
 
-    /// The write that ends `owner`'s claim of `location` (none if it holds none).
-    pub(crate) async fn release_location<'a>(
+    /// The writes that end `owner`'s claim of `location` as it is dropped
+    /// (none if it holds none): released at once or, for a purge, handed to
+    /// the purge's marker until [`Catalog::end_purge`], so that nothing new
+    /// claims the location while its files are deleted.
+    pub(crate) async fn drop_claim<'a>(
         &self,
         a: &'a Bump,
         owner: &[u8],
         location: Option<&str>,
-    ) -> ApiResult<Option<Write<'a>>> {
-        let Some(location) = location else { return Ok(None) };
+        purge: bool,
+    ) -> ApiResult<Vec<Write<'a>>> {
+        let Some(location) = location else { return Ok(Vec::new()) };
         let key = keys::location(a, keys::LOCATION, location);
-        Ok(self.owned_claim(key, owner).await?.map(|v| Write::delete(key, Expect::Version(v))))
+        let Some(version) = self.owned_claim(key, owner).await? else { return Ok(Vec::new()) };
+        if !purge {
+            return Ok(vec![Write::delete(key, Expect::Version(version))]);
+        }
+        let marker = keys::location(a, keys::PURGING, location);
+        Ok(vec![Write::put(key, Expect::Version(version), marker), Write::put(marker, Expect::Any, b"")])
+    }
+
+    /// Releases the claim a purge of `location` held, once its files are gone.
+    pub(crate) async fn end_purge(&self, a: &Bump, location: &str) -> Result<(), StoreError> {
+        let marker = keys::location(a, keys::PURGING, location);
+        let key = keys::location(a, keys::LOCATION, location);
+        let mut batch = vec![Write::delete(marker, Expect::Any)];
+        if let Some(claim) = self.store.get(key).await?.filter(|c| c.value.as_ref() == marker) {
+            batch.push(Write::delete(key, Expect::Version(claim.version)));
+        }
+        self.store.apply(&batch).await
+    }
+
+    /// Releases the claims of purges a crash interrupted (their files may
+    /// remain); run at start, before any request.
+    pub async fn end_interrupted_purges(&self) -> Result<usize, StoreError> {
+        let mut locations = Vec::new();
+        self.store
+            .scan(&[keys::PURGING], None, |key, _| {
+                locations.push(String::from_utf8_lossy(&key[1..]).into_owned());
+                true
+            })
+            .await?;
+        let a = Bump::new();
+        for location in &locations {
+            self.end_purge(&a, location).await?;
+        }
+        Ok(locations.len())
     }
 
     /// The write that hands `from`'s claim of `location` to `to` (a rename).
@@ -173,11 +210,13 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         Ok(found)
     }
 
-    /// Whether a file or directory is, or lies in, a claimed location.
-    pub(crate) async fn in_claimed_location(&self, a: &Bump, path: &str) -> ApiResult<bool> {
+    /// Whether a file or directory is, or lies in, a location claimed by
+    /// anyone but `ours`.
+    pub(crate) async fn in_claimed_location(&self, a: &Bump, path: &str, ours: &[u8]) -> ApiResult<bool> {
         let Ok(path) = self.files.normalise(path) else { return Ok(false) };
         for outer in ancestors(self.files.root(), &path).chain([path.as_str()]) {
-            if self.version_of(keys::location(a, keys::LOCATION, outer)).await?.is_some() {
+            let claim = self.store.get(keys::location(a, keys::LOCATION, outer)).await.map_err(store_failure)?;
+            if claim.is_some_and(|c| c.value.as_ref() != ours) {
                 return Ok(true);
             }
         }
@@ -295,6 +334,35 @@ mod tests {
             assert_eq!(claims(&c).await, [(location.clone(), t_key.to_vec())]);
             c.drop_table(&a, &["db"], "t", "purgeRequested=true").await.unwrap();
             assert!(!dir.exists() && claims(&c).await.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_purge_holds_its_location_until_it_ends_even_across_a_stop() {
+        with_catalog(async |c, _| {
+            let a = Bump::new();
+            let mut out = Vec::new();
+            let body = format!(r#"{{"name":"t","schema":{SCHEMA}}}"#);
+            c.create_table(&a, &["db"], body.as_bytes(), &mut out).await.unwrap();
+            let location = json(&out)["metadata"]["location"].as_str().unwrap().to_string();
+            let key = keys::object(&a, keys::TABLE, &["db"], "t");
+            let other = keys::object(&a, keys::TABLE, &["db"], "u");
+
+            // The drop's batch of a purge, then a stop before the purge ended.
+            let mut batch = vec![Write::delete(key, Expect::Present)];
+            batch.extend(c.drop_claim(&a, key, Some(&location), true).await.unwrap());
+            c.store.apply(&batch).await.unwrap();
+            let marker = keys::location(&a, keys::PURGING, &location);
+            assert_eq!(claims(&c).await, [(location.clone(), marker.to_vec())]);
+            for inside in [location.clone(), format!("{location}/x")] {
+                assert!(c.claim_location(&a, other, &inside, None).await.unwrap_err().message.contains("overlaps"));
+            }
+
+            assert_eq!(c.end_interrupted_purges().await.unwrap(), 1);
+            assert!(claims(&c).await.is_empty());
+            assert!(c.store.get(marker).await.unwrap().is_none());
+            assert_eq!(c.end_interrupted_purges().await.unwrap(), 0);
+            assert!(!c.claim_location(&a, other, &location, None).await.unwrap().is_empty());
         });
     }
 }

@@ -207,7 +207,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// `DELETE .../tables/{t}[?purgeRequested=true]`.
     pub async fn drop_table(&self, a: &Bump, ns: &[&str], name: &str, query: &str) -> ApiResult<()> {
         let purge = query_pairs(query).any(|(k, v)| k == "purgeRequested" && v.eq_ignore_ascii_case("true"));
-        let rec = self.delete_object(a, keys::TABLE, ns, name).await?;
+        let rec = self.delete_object(a, keys::TABLE, ns, name, purge).await?;
         if purge {
             self.purge(a, Record::decode(rec.value.as_ref())?).await?;
         }
@@ -220,42 +220,45 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// table is gone either way; a failed purge leaves files, not corruption.
     async fn purge(&self, a: &Bump, record: Record<'_>) -> ApiResult<()> {
         let placement = Placement::of(record.metadata)?;
+        let location = self.files.normalise(&placement.location).ok();
+        // The claim the drop handed to the purge's marker, if it had one.
+        let ours = location.as_deref().map_or(&[][..], |l| keys::location(a, keys::PURGING, l));
         let logged = placement.metadata_log.iter().map(|e| e.metadata_file.as_str());
         for file in logged.chain([record.metadata_location]) {
-            if self.in_claimed_location(a, file).await? {
+            if self.in_claimed_location(a, file, ours).await? {
                 continue;
             }
             if let Err(e) = self.files.delete(file).await {
                 tracing::warn!(error = %e, file, "purging a metadata file failed");
             }
         }
-        let Ok(location) = self.files.resolve(&placement.location) else { return Ok(()) };
-        if self.in_claimed_location(a, &location).await? {
-            return Ok(());
+        let Some(location) = location else { return Ok(()) };
+        if self.files.resolve(&location).is_ok() && !self.in_claimed_location(a, &location, ours).await? {
+            let keep = self.claims_inside(a, &location).await?;
+            if let Err(e) = self.files.delete_tree(&location, keep).await {
+                tracing::warn!(error = %e, location, "purging table files failed");
+            }
         }
-        let keep = self.claims_inside(a, &location).await?;
-        if let Err(e) = self.files.delete_tree(&location, keep).await {
-            tracing::warn!(error = %e, location, "purging table files failed");
-        }
-        Ok(())
+        self.end_purge(a, &location).await.map_err(write_failure)
     }
 
-    /// Deletes a table or view (`kind`) and its location claim; returns the
-    /// record it had.
+    /// Deletes a table or view (`kind`) and its location claim (held for
+    /// the `purge` to come, if any); returns the record it had.
     pub(crate) async fn delete_object(
         &self,
         a: &Bump,
         kind: u8,
         ns: &[&str],
         name: &str,
+        purge: bool,
     ) -> ApiResult<Versioned<S::Value>> {
         let key = keys::object(a, kind, ns, name);
         for _ in 0..RETRIES {
             let rec = self.object_record(a, kind, ns, name).await?;
             let location = self.stored_location(Record::decode(rec.value.as_ref())?.metadata)?;
-            let release = self.release_location(a, key, location.as_deref()).await?;
+            let claim = self.drop_claim(a, key, location.as_deref(), purge).await?;
             let batch: Vec<Write<'_>> =
-                [Write::delete(key, Expect::Version(rec.version))].into_iter().chain(release).collect();
+                [Write::delete(key, Expect::Version(rec.version))].into_iter().chain(claim).collect();
             match self.store.apply(&batch).await {
                 Ok(()) => return Ok(rec),
                 Err(StoreError::Conflict { .. }) => continue,

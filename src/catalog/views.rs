@@ -119,7 +119,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
 
     /// `DELETE .../views/{v}`: the metadata files stay.
     pub async fn drop_view(&self, a: &Bump, ns: &[&str], name: &str) -> ApiResult<()> {
-        self.delete_object(a, keys::VIEW, ns, name).await.map(drop)
+        self.delete_object(a, keys::VIEW, ns, name, false).await.map(drop)
     }
 
     /// `POST .../namespaces/{ns}/register-view`: answers a `LoadViewResult`.

@@ -94,6 +94,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     if claimed > 0 {
         tracing::info!(claimed, "indexed the locations of existing tables and views");
     }
+    let interrupted = futures_lite::future::block_on(catalog.end_interrupted_purges())
+        .map_err(|e| format!("cannot release interrupted purges: {e}"))?;
+    if interrupted > 0 {
+        tracing::warn!(interrupted, "purges interrupted by a stop released their locations; their files may remain");
+    }
     let shared = Arc::new(Shared {
         catalog,
         shards,

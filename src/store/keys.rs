@@ -24,6 +24,10 @@ pub const LOCATION: u8 = b'L';
 /// whenever a location is claimed below it, so a claim of an enclosing
 /// location that scanned for claims below can assert nothing came since.
 pub const BENEATH: u8 = b'U';
+/// A purge in progress: `P`, the location URI. While the purge deletes
+/// files, the location's claim is held by this key (its value), so nothing
+/// new can claim the location; one left by a crash is released at start.
+pub const PURGING: u8 = b'P';
 /// One-time start-up migrations done: `S`, the migration's name.
 pub const MIGRATION: u8 = b'S';
 
@@ -77,7 +81,7 @@ pub fn object_prefix<'a>(a: &'a Bump, kind: u8, namespace: &[&str]) -> &'a [u8] 
     object(a, kind, namespace, "")
 }
 
-/// Key of location `uri` of `kind` ([`LOCATION`] or [`BENEATH`]).
+/// Key of location `uri` of `kind` ([`LOCATION`], [`BENEATH`] or [`PURGING`]).
 pub fn location<'a>(a: &'a Bump, kind: u8, uri: &str) -> &'a [u8] {
     join(a, &[kind], uri.as_bytes())
 }
