@@ -100,12 +100,15 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         }
         writes.push(Write::put(key, Expect::Absent, owner));
         let root = self.files.root();
-        for outer in ancestors(root, new).filter(|&o| Some(o) != released) {
-            let outer_key = keys::location(a, keys::LOCATION, outer);
-            if self.version_of(outer_key).await?.is_some() {
-                return Err(overlaps(new));
+        for outer in ancestors(root, new) {
+            // Its own old claim, released in this batch, may enclose the new one.
+            if Some(outer) != released {
+                let outer_key = keys::location(a, keys::LOCATION, outer);
+                if self.version_of(outer_key).await?.is_some() {
+                    return Err(overlaps(new));
+                }
+                writes.push(Write::check(outer_key, Expect::Absent));
             }
-            writes.push(Write::check(outer_key, Expect::Absent));
             writes.push(Write::put(keys::location(a, keys::BENEATH, outer), Expect::Any, b""));
         }
         // Read before the scan: a claim inside `new` landing after the scan moves it.
@@ -334,6 +337,26 @@ mod tests {
             assert_eq!(claims(&c).await, [(location.clone(), t_key.to_vec())]);
             c.drop_table(&a, &["db"], "t", "purgeRequested=true").await.unwrap();
             assert!(!dir.exists() && claims(&c).await.is_empty());
+        });
+    }
+
+    #[test]
+    fn of_two_nested_claims_read_at_once_the_second_applied_conflicts() {
+        with_catalog(async |c, root| {
+            let a = Bump::new();
+            let outer = format!("file://{}/db/x", root.display());
+            let inner = format!("{outer}/y/z");
+            let (p, q) = (keys::object(&a, keys::TABLE, &["db"], "p"), keys::object(&a, keys::TABLE, &["db"], "q"));
+            for (first, second) in [((p, &outer), (q, &inner)), ((q, &inner), (p, &outer))] {
+                let one = c.claim_location(&a, first.0, first.1, None).await.unwrap();
+                let two = c.claim_location(&a, second.0, second.1, None).await.unwrap();
+                c.store.apply(&one).await.unwrap();
+                assert!(matches!(c.store.apply(&two).await, Err(crate::store::StoreError::Conflict { .. })));
+                // And read again, the second is refused outright.
+                assert!(c.claim_location(&a, second.0, second.1, None).await.is_err());
+                c.store.apply(&c.drop_claim(&a, first.0, Some(first.1), false).await.unwrap()).await.unwrap();
+            }
+            assert!(claims(&c).await.is_empty());
         });
     }
 
