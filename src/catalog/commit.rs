@@ -21,6 +21,7 @@ use super::tables::{
 use super::written::{new_record_capacity, Written, COMMIT_GROWTH};
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
+use crate::fileio::location::with_scheme;
 use crate::fileio::FileIo;
 use crate::metadata::{
     apply_commit, apply_create, new_table_metadata, quick_conflict, record_previous, CommitTableRequest,
@@ -64,22 +65,26 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         validate_part("table name", &req.name)?;
         self.live_namespace_version(a, ns).await?;
         self.ensure_name_free(a, keys::TABLE, ns, &req.name).await?;
-        let location = self.object_location(req.location.as_deref(), ns, &req.name);
-        let md = new_table_metadata(&req, &location, &uuid::Uuid::new_v4().to_string(), now_ms())?;
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let location = self.object_location(req.location.as_deref(), ns, &req.name, &uuid)?;
+        let md = new_table_metadata(&req, &location, &uuid, now_ms())?;
         if req.stage_create {
+            // Nothing is claimed yet; an overlap found now would fail the create later.
+            self.claim_location(a, keys::object(a, keys::TABLE, ns, &req.name), &location, None).await?;
             let json = sonic_rs::to_vec(&md).map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))?;
             write_load_result(out, None, &json, true);
             return Ok(());
         }
         let written = self.write_metadata(&md, 0, new_record_capacity(body)).await?;
-        self.insert_new(a, keys::TABLE, ns, &req.name, &written).await?;
+        self.insert_new(a, keys::TABLE, ns, &req.name, &written, &md.location).await?;
         write_load_result(out, Some(written.location()), written.metadata(), true);
         Ok(())
     }
 
-    /// Makes a freshly written table or view (`kind`) current, atomically
-    /// with the checks that its namespace is unchanged and no table or view
-    /// took the name; the file is deleted when that is refused.
+    /// Makes a freshly written table or view (`kind`) at `location` current,
+    /// atomically with the checks that its namespace is unchanged, no table
+    /// or view took the name and no other one overlaps the location; the
+    /// file is deleted when that is refused.
     pub(crate) async fn insert_new(
         &self,
         a: &Bump,
@@ -87,8 +92,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         ns: &[&str],
         name: &str,
         written: &Written,
+        location: &str,
     ) -> ApiResult<()> {
-        match self.insert_object(a, kind, ns, name, written.record(), Expect::Absent).await {
+        match self.insert_object(a, kind, ns, name, written.record(), location, false).await {
             Ok(()) => Ok(()),
             Err(Refused::Client(e)) => {
                 self.discard(written.location()).await;
@@ -98,10 +104,12 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         }
     }
 
-    /// Puts the record of a table or view (`kind`) that `expect`s its key
-    /// (absent, or anything to overwrite), atomically with the checks that
-    /// no object of the other kind has the name and that the namespace is
-    /// live and unchanged since read (re-read and retried when it changed).
+    /// Puts the record of a table or view (`kind`) at `location` (resolved),
+    /// new or `overwrite`-ing the object of that name, atomically with the
+    /// checks that no object of the other kind has the name, that the
+    /// namespace is live and unchanged since read, and the location claim
+    /// (re-read and retried when any of them changed).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn insert_object(
         &self,
         a: &Bump,
@@ -109,34 +117,54 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         ns: &[&str],
         name: &str,
         record: &[u8],
-        expect: Expect,
+        location: &str,
+        overwrite: bool,
     ) -> Result<(), Refused> {
         let key = keys::object(a, kind, ns, name);
         let other_key = keys::object(a, other_kind(kind), ns, name);
         let ns_key = keys::namespace(a, ns);
         let mut ns_version = self.live_namespace_version(a, ns).await.map_err(Refused::Client)?;
         for _ in 0..RETRIES {
-            let batch = [
+            // A taken name is the answer before any location question.
+            if self.store.get(other_key).await.map_err(|e| Refused::Client(store_failure(e)))?.is_some() {
+                return Err(Refused::Client(already_exists(kind_name(other_kind(kind)), ns, name)));
+            }
+            let (expect, old) = match self.store.get(key).await.map_err(|e| Refused::Client(store_failure(e)))? {
+                Some(_) if !overwrite => return Err(Refused::Client(already_exists(kind_name(kind), ns, name))),
+                Some(current) => {
+                    let metadata = Record::decode(current.value.as_ref()).map_err(Refused::Client)?.metadata;
+                    (Expect::Version(current.version), self.stored_location(metadata).map_err(Refused::Client)?)
+                }
+                None => (Expect::Absent, None),
+            };
+            let claim = self.claim_location(a, key, location, old.as_deref()).await.map_err(Refused::Client)?;
+            let mut batch = vec![
                 Write::put(key, expect, record),
                 Write::check(other_key, Expect::Absent),
                 Write::check(ns_key, Expect::Version(ns_version)),
             ];
+            batch.extend(claim);
             match self.store.apply(&batch).await {
                 Ok(()) => return Ok(()),
-                Err(StoreError::Conflict { index: 0 }) => {
+                Err(StoreError::Conflict { index: 0 }) if !overwrite => {
                     return Err(Refused::Client(already_exists(kind_name(kind), ns, name)))
                 }
                 Err(StoreError::Conflict { index: 1 }) => {
                     return Err(Refused::Client(already_exists(kind_name(other_kind(kind)), ns, name)))
                 }
                 // The namespace changed (properties) or is being dropped.
-                Err(StoreError::Conflict { .. }) => {
+                Err(StoreError::Conflict { index: 2 }) => {
                     ns_version = self.live_namespace_version(a, ns).await.map_err(Refused::Client)?
                 }
+                // The overwritten record or a location claim moved: read again.
+                Err(StoreError::Conflict { .. }) => {}
                 Err(e) => return Err(Refused::Unknown(e)),
             }
         }
-        Err(Refused::Client(ApiError::new(ErrorKind::CommitFailed, "namespace changed concurrently; retry")))
+        Err(Refused::Client(ApiError::new(
+            ErrorKind::CommitFailed,
+            "the namespace or the location changed concurrently; retry",
+        )))
     }
 
     /// A 409 when a table or view already has the name of a new `kind`
@@ -151,19 +179,20 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         Ok(())
     }
 
-    /// The location of a new table or view: the requested one, else the default.
-    pub(crate) fn object_location(&self, requested: Option<&str>, ns: &[&str], name: &str) -> String {
+    /// The location of a new table or view: the requested one (resolved;
+    /// 400 when the warehouse refuses it), else the default, made unique by
+    /// the object's `uuid`.
+    pub(crate) fn object_location(
+        &self,
+        requested: Option<&str>,
+        ns: &[&str],
+        name: &str,
+        uuid: &str,
+    ) -> ApiResult<String> {
         match requested {
-            Some(l) if !l.is_empty() => l.trim_end_matches('/').to_string(),
-            _ => self.default_location(ns, name),
+            Some(l) if !l.is_empty() => self.resolve_location(l),
+            _ => Ok(self.files.default_location(ns, name, uuid)),
         }
-    }
-
-    /// The default location of a table or view.
-    pub(crate) fn default_location(&self, ns: &[&str], name: &str) -> String {
-        let mut parts: Vec<&str> = ns.to_vec();
-        parts.push(name);
-        self.files.warehouse_location(&parts)
     }
 
     /// `POST .../tables/{t}`: the commit engine.
@@ -208,7 +237,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 }
                 Prepared::Change(change) => change,
             };
-            match self.store.apply(&[prepared.write()]).await {
+            match self.store.apply(&prepared.writes()).await {
                 Ok(()) => {
                     self.after_commit(&prepared).await;
                     write_load_result(out, Some(prepared.written.location()), prepared.written.metadata(), config);
@@ -274,7 +303,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 }
                 return Err(e);
             }
-            let batch: Vec<Write<'_>> = changes.iter().map(Change::write).collect();
+            let batch: Vec<Write<'_>> = changes.iter().flat_map(Change::writes).collect();
             match self.store.apply(&batch).await {
                 Ok(()) => {
                     for c in &changes {
@@ -320,6 +349,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         }
         let base: TableMetadata = parse_json(record.metadata, "stored metadata")?;
         let base_updated_ms = base.last_updated_ms;
+        let base_location = base.location.clone();
         // The same bytes parsed a moment ago: they parse again.
         let base_again = || parse_json(record.metadata, "stored metadata").expect("stored metadata parsed before");
         let outcome = apply_commit(base, base_again, &req.requirements, &req.updates, now_ms())?;
@@ -330,11 +360,36 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             });
         }
         let mut md = outcome.metadata;
-        let expired = record_previous(&mut md, record.metadata_location, base_updated_ms);
+        let claim = self.relocate(a, key, &base_location, &mut md.location).await?;
+        // Tables stored before locations carried a scheme get it with their next version.
+        let previous = with_scheme(record.metadata_location);
+        let expired =
+            record_previous(&mut md, previous.as_deref().unwrap_or(record.metadata_location), base_updated_ms);
+        for entry in &mut md.metadata_log {
+            if let Some(uri) = with_scheme(&entry.metadata_file) {
+                entry.metadata_file = uri;
+            }
+        }
         let capacity = current.value.as_ref().len() + COMMIT_GROWTH;
         let written = self.write_metadata(&md, file_version(record.metadata_location) + 1, capacity).await?;
         let delete_expired = md.properties.get(DELETE_AFTER_COMMIT).is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        Ok(Prepared::Change(Change { key, version: current.version, written, expired, delete_expired }))
+        Ok(Prepared::Change(Change { key, version: current.version, written, claim, expired, delete_expired }))
+    }
+
+    /// Resolves the `location` a commit leaves an object with (400 outside
+    /// the warehouse; a bare path stored before locations carried a scheme
+    /// becomes its URI), and the writes that move the object's location
+    /// claim there from its `base` location.
+    pub(crate) async fn relocate<'k>(
+        &self,
+        a: &'k Bump,
+        key: &'k [u8],
+        base: &str,
+        location: &mut String,
+    ) -> ApiResult<Vec<Write<'k>>> {
+        *location = self.resolve_location(location)?;
+        let old = self.files.normalise(base).ok();
+        self.claim_location(a, key, location, old.as_deref()).await
     }
 
     /// Deletes metadata files that fell off the log, when the table asks.
@@ -358,11 +413,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     ) -> ApiResult<()> {
         self.live_namespace_version(a, ns).await?;
         let mut md = apply_create(&req.requirements, &req.updates, now_ms())?.metadata;
-        if md.location.is_empty() {
-            md.location = self.default_location(ns, name);
-        }
+        md.location = self.object_location(Some(&md.location), ns, name, &md.table_uuid)?;
         let written = self.write_metadata(&md, 0, COMMIT_GROWTH).await?;
-        self.insert_new(a, keys::TABLE, ns, name, &written).await.map_err(|e| match e.kind {
+        self.insert_new(a, keys::TABLE, ns, name, &written, &md.location).await.map_err(|e| match e.kind {
             // Someone created it meanwhile: the assert-create requirement failed.
             ErrorKind::AlreadyExists => ApiError::new(
                 ErrorKind::CommitFailed,
@@ -411,6 +464,8 @@ pub(crate) struct Change<'k> {
     pub key: &'k [u8],
     pub version: u64,
     pub written: Written,
+    /// Location claim writes when the commit moves the object.
+    pub claim: Vec<Write<'k>>,
     /// Metadata files that fell off the log, deleted after the swap when
     /// `delete_expired`.
     pub expired: Vec<String>,
@@ -418,8 +473,10 @@ pub(crate) struct Change<'k> {
 }
 
 impl Change<'_> {
-    fn write(&self) -> Write<'_> {
-        Write::put(self.key, Expect::Version(self.version), self.written.record())
+    /// The swap of the record, and the claim of its new location.
+    fn writes(&self) -> Vec<Write<'_>> {
+        let swap = Write::put(self.key, Expect::Version(self.version), self.written.record());
+        std::iter::once(swap).chain(self.claim.iter().copied()).collect()
     }
 }
 

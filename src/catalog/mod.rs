@@ -5,10 +5,13 @@
 
 mod commit;
 mod ident;
+mod locations;
 mod namespaces;
 mod paging;
 mod record;
 mod tables;
+#[cfg(test)]
+mod test_support;
 mod views;
 mod written;
 

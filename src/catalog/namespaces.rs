@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use bumpalo::Bump;
 use serde::Deserialize;
+use sonic_rs::error::Category;
 
 use super::ident::{validate_namespace, write_namespace};
 use super::paging::{close_listing, Page};
@@ -62,8 +63,27 @@ pub(crate) fn no_such_namespace(ns: &[&str]) -> ApiError {
     ApiError::new(ErrorKind::NoSuchNamespace, format!("Namespace does not exist: {}", ns.join(".")))
 }
 
+/// Parses JSON the server holds or a client sent. The message keeps what
+/// went wrong and where, but not the fragment of the input sonic-rs quotes
+/// after the position.
 pub(crate) fn parse_json<'de, T: Deserialize<'de>>(body: &'de [u8], what: &str) -> ApiResult<T> {
-    sonic_rs::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
+    sonic_rs::from_slice(body).map_err(|e| {
+        let message = e.to_string();
+        let described = message.split_once("\n").map_or(message.as_str(), |(d, _)| d);
+        ApiError::bad_request(format!("invalid {what}: {described}"))
+    })
+}
+
+/// Parses a file the server read because a client named it (register): the
+/// message says only the kind of error and where, never a value from it.
+pub(crate) fn parse_file<'de, T: Deserialize<'de>>(bytes: &'de [u8], what: &str) -> ApiResult<T> {
+    sonic_rs::from_slice(bytes).map_err(|e: sonic_rs::Error| {
+        let kind = match e.classify() {
+            Category::Syntax | Category::Eof => "not JSON",
+            _ => "JSON of another shape",
+        };
+        ApiError::bad_request(format!("not valid {what}: {kind} at line {} column {}", e.line(), e.column()))
+    })
 }
 
 impl<S: Store, F: FileIo> Catalog<S, F> {

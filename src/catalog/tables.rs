@@ -5,13 +5,14 @@ use bumpalo::Bump;
 use serde::Deserialize;
 
 use super::ident::{validate_namespace, validate_part, write_namespace};
-use super::namespaces::{no_such_namespace, parse_json, write_failure};
+use super::locations::Placement;
+use super::namespaces::{no_such_namespace, parse_file, parse_json, write_failure};
 use super::paging::{close_listing, Page};
 use super::record::{Record, RecordBuilder};
 use super::written::encoding_failure;
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
-use crate::fileio::FileIo;
+use crate::fileio::{FileIo, ReadError};
 use crate::http::percent::query_pairs;
 use crate::json::write_str;
 use crate::metadata::{TableIdentifier, TableMetadata};
@@ -206,29 +207,59 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// `DELETE .../tables/{t}[?purgeRequested=true]`.
     pub async fn drop_table(&self, a: &Bump, ns: &[&str], name: &str, query: &str) -> ApiResult<()> {
         let purge = query_pairs(query).any(|(k, v)| k == "purgeRequested" && v.eq_ignore_ascii_case("true"));
-        let rec = self.delete_object(a, keys::TABLE, ns, name).await?;
+        let rec = self.delete_object(a, keys::TABLE, ns, name, purge).await?;
         if purge {
-            let location = table_location(Record::decode(rec.value.as_ref())?.metadata)?;
-            // The table is gone either way; a failed purge leaves files, not corruption.
-            if let Err(e) = self.files.delete_tree(&location).await {
-                tracing::warn!(error = %e, location, "purging table files failed");
-            }
+            self.purge(a, Record::decode(rec.value.as_ref())?).await?;
         }
         Ok(())
     }
 
-    /// Deletes a table or view (`kind`); returns the record it had.
+    /// Deletes the files a dropped table owns: its metadata files (current
+    /// and logged) and its location's subtree, but nothing outside the
+    /// warehouse or in a location another live table or view claims. The
+    /// table is gone either way; a failed purge leaves files, not corruption.
+    async fn purge(&self, a: &Bump, record: Record<'_>) -> ApiResult<()> {
+        let placement = Placement::of(record.metadata)?;
+        let location = self.files.normalise(&placement.location).ok();
+        // The claim the drop handed to the purge's marker, if it had one.
+        let ours = location.as_deref().map_or(&[][..], |l| keys::location(a, keys::PURGING, l));
+        let logged = placement.metadata_log.iter().map(|e| e.metadata_file.as_str());
+        for file in logged.chain([record.metadata_location]) {
+            if self.in_claimed_location(a, file, ours).await? {
+                continue;
+            }
+            if let Err(e) = self.files.delete(file).await {
+                tracing::warn!(error = %e, file, "purging a metadata file failed");
+            }
+        }
+        let Some(location) = location else { return Ok(()) };
+        if self.files.resolve(&location).is_ok() && !self.in_claimed_location(a, &location, ours).await? {
+            let keep = self.claims_inside(a, &location).await?;
+            if let Err(e) = self.files.delete_tree(&location, keep).await {
+                tracing::warn!(error = %e, location, "purging table files failed");
+            }
+        }
+        self.end_purge(a, &location).await.map_err(write_failure)
+    }
+
+    /// Deletes a table or view (`kind`) and its location claim (held for
+    /// the `purge` to come, if any); returns the record it had.
     pub(crate) async fn delete_object(
         &self,
         a: &Bump,
         kind: u8,
         ns: &[&str],
         name: &str,
+        purge: bool,
     ) -> ApiResult<Versioned<S::Value>> {
         let key = keys::object(a, kind, ns, name);
         for _ in 0..RETRIES {
             let rec = self.object_record(a, kind, ns, name).await?;
-            match self.store.apply(&[Write::delete(key, Expect::Version(rec.version))]).await {
+            let location = self.stored_location(Record::decode(rec.value.as_ref())?.metadata)?;
+            let claim = self.drop_claim(a, key, location.as_deref(), purge).await?;
+            let batch: Vec<Write<'_>> =
+                [Write::delete(key, Expect::Version(rec.version))].into_iter().chain(claim).collect();
+            match self.store.apply(&batch).await {
                 Ok(()) => return Ok(rec),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(write_failure(e)),
@@ -261,12 +292,18 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             if src == dst {
                 return Ok(());
             }
-            let batch = [
+            // The location stays; its claim passes to the new name.
+            let location = self.stored_location(Record::decode(rec.value.as_ref())?.metadata)?;
+            let hand_over = self.hand_over_location(a, src, dst, location.as_deref()).await?;
+            let batch: Vec<Write<'_>> = [
                 Write::delete(src, Expect::Version(rec.version)),
                 Write::put(dst, Expect::Absent, rec.value.as_ref()),
                 Write::check(dst_other, Expect::Absent),
                 Write::check(dst_ns_key, Expect::Version(ns_version)),
-            ];
+            ]
+            .into_iter()
+            .chain(hand_over)
+            .collect();
             match self.store.apply(&batch).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { index: 1 }) => {
@@ -286,34 +323,44 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     pub async fn register_table(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
         let req: RegisterTableRequest = parse_json(body, "RegisterTableRequest")?;
         validate_part("table name", &req.name)?;
-        let bytes = self.read_metadata_file(&req.metadata_location).await?;
-        let md: TableMetadata = parse_json(&bytes, "table metadata file")?;
-        let mut record = RecordBuilder::with_capacity(2 * bytes.len() + req.metadata_location.len() + 13);
-        record.bytes(req.metadata_location.as_bytes());
+        let (metadata_location, bytes) = self.read_metadata_file(&req.metadata_location).await?;
+        let md: TableMetadata = parse_file(&bytes, "table metadata")?;
+        let location = self.resolve_location(&md.location)?;
+        let mut record = RecordBuilder::with_capacity(2 * bytes.len() + metadata_location.len() + 13);
+        record.bytes(metadata_location.as_bytes());
         record.bytes(&bytes);
         record.field(|out| write_refs_rendering(&md, out)).map_err(encoding_failure)?;
         let record = record.finish();
-        let expect = if req.overwrite { Expect::Any } else { Expect::Absent };
-        self.insert_object(a, keys::TABLE, ns, &req.name, &record, expect)
+        self.insert_object(a, keys::TABLE, ns, &req.name, &record, &location, req.overwrite)
             .await
             .map_err(|r| r.into_api(write_failure))?;
-        write_load_result(out, Some(&req.metadata_location), &bytes, true);
+        write_load_result(out, Some(&metadata_location), &bytes, true);
         Ok(())
     }
 
-    /// A metadata file named by a client (register): unreadable is a 400.
-    pub(crate) async fn read_metadata_file(&self, location: &str) -> ApiResult<Vec<u8>> {
-        self.files
-            .read(location)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("cannot read metadata file {location}: {e}")))
+    /// A metadata file named by a client (register), and its normalised
+    /// location: only a regular file inside the warehouse. The 400s name
+    /// the client's location and never what the server found there.
+    pub(crate) async fn read_metadata_file(&self, location: &str) -> ApiResult<(String, Vec<u8>)> {
+        let refused = |why: &str| ApiError::bad_request(format!("cannot register {location}: {why}"));
+        let resolved = self.files.resolve(location).map_err(|e| refused(&e.to_string()))?;
+        match self.files.read(&resolved).await {
+            Ok(bytes) => Ok((resolved, bytes)),
+            Err(ReadError::Location(e)) => Err(refused(&e.to_string())),
+            Err(ReadError::Missing) => Err(refused("no such file in the warehouse")),
+            Err(ReadError::NotARegularFile) => Err(refused("not a regular file")),
+            Err(ReadError::TooLarge) => Err(refused("larger than a metadata file may be")),
+            Err(ReadError::Io(e)) => {
+                tracing::warn!(error = %e, location, "reading a metadata file to register failed");
+                Err(refused("the file cannot be read"))
+            }
+        }
     }
 
     /// `POST .../tables/{t}/metrics`: the report is validated and counted;
     /// a local warehouse has nowhere further to send it.
     pub async fn report_metrics(&self, a: &Bump, ns: &[&str], name: &str, body: &[u8]) -> ApiResult<()> {
-        sonic_rs::from_slice::<serde::de::IgnoredAny>(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid ReportMetricsRequest: {e}")))?;
+        parse_json::<serde::de::IgnoredAny>(body, "ReportMetricsRequest")?;
         self.table_exists(a, ns, name).await
     }
 
@@ -332,13 +379,4 @@ pub(crate) fn write_refs_rendering(md: &TableMetadata, out: &mut Vec<u8>) -> son
         return Ok(());
     }
     sonic_rs::to_writer(out, &md.referenced_snapshots_only())
-}
-
-/// The table location inside stored metadata JSON.
-fn table_location(metadata: &[u8]) -> ApiResult<String> {
-    #[derive(Deserialize)]
-    struct Location {
-        location: String,
-    }
-    parse_json::<Location>(metadata, "stored metadata").map(|l| l.location)
 }

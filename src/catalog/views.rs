@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::commit::{now_ms, Change, Prepared};
 use super::ident::{validate_namespace, validate_part};
-use super::namespaces::{parse_json, write_failure};
+use super::namespaces::{parse_file, parse_json, write_failure};
 use super::record::{file_version, Record, RecordBuilder};
 use super::tables::write_load_result;
 use super::written::{new_record_capacity, Written, COMMIT_GROWTH};
@@ -20,7 +20,7 @@ use super::Catalog;
 use crate::error::{ApiError, ApiResult};
 use crate::fileio::FileIo;
 use crate::metadata::{apply_view_commit, new_view_metadata, CommitViewRequest, CreateViewRequest, ViewMetadata};
-use crate::store::{keys, Expect, Store};
+use crate::store::{keys, Store};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -44,10 +44,11 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         validate_part("view name", &req.name)?;
         self.live_namespace_version(a, ns).await?;
         self.ensure_name_free(a, keys::VIEW, ns, &req.name).await?;
-        let location = self.object_location(req.location.as_deref(), ns, &req.name);
-        let md = new_view_metadata(&req, &location, &uuid::Uuid::new_v4().to_string(), now_ms())?;
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let location = self.object_location(req.location.as_deref(), ns, &req.name, &uuid)?;
+        let md = new_view_metadata(&req, &location, &uuid, now_ms())?;
         let written = self.write_view_metadata(&md, 0, new_record_capacity(body)).await?;
-        self.insert_new(a, keys::VIEW, ns, &req.name, &written).await?;
+        self.insert_new(a, keys::VIEW, ns, &req.name, &written, &md.location).await?;
         write_load_result(out, Some(written.location()), written.metadata(), true);
         Ok(())
     }
@@ -94,20 +95,23 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let current = self.object_record(a, keys::VIEW, ns, name).await?;
         let record = Record::decode(current.value.as_ref())?;
         let base: ViewMetadata = parse_json(record.metadata, "stored view metadata")?;
-        let outcome = apply_view_commit(&base, &req.requirements, &req.updates, now_ms())?;
+        let mut outcome = apply_view_commit(&base, &req.requirements, &req.updates, now_ms())?;
         if !outcome.changed {
             return Ok(Prepared::Unchanged {
                 location: record.metadata_location.to_string(),
                 metadata: record.metadata.to_vec(),
             });
         }
+        let key = keys::object(a, keys::VIEW, ns, name);
+        let claim = self.relocate(a, key, &base.location, &mut outcome.metadata.location).await?;
         let capacity = current.value.as_ref().len() + COMMIT_GROWTH;
         let version = file_version(record.metadata_location) + 1;
         let written = self.write_view_metadata(&outcome.metadata, version, capacity).await?;
         Ok(Prepared::Change(Change {
-            key: keys::object(a, keys::VIEW, ns, name),
+            key,
             version: current.version,
             written,
+            claim,
             expired: Vec::new(),
             delete_expired: false,
         }))
@@ -115,7 +119,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
 
     /// `DELETE .../views/{v}`: the metadata files stay.
     pub async fn drop_view(&self, a: &Bump, ns: &[&str], name: &str) -> ApiResult<()> {
-        self.delete_object(a, keys::VIEW, ns, name).await.map(drop)
+        self.delete_object(a, keys::VIEW, ns, name, false).await.map(drop)
     }
 
     /// `POST .../namespaces/{ns}/register-view`: answers a `LoadViewResult`.
@@ -123,41 +127,34 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         validate_namespace(ns)?;
         let req: RegisterViewRequest = parse_json(body, "RegisterViewRequest")?;
         validate_part("view name", &req.name)?;
-        let bytes = self.read_metadata_file(&req.metadata_location).await?;
-        let md: ViewMetadata = parse_json(&bytes, "view metadata file")?;
+        let (metadata_location, bytes) = self.read_metadata_file(&req.metadata_location).await?;
+        let md: ViewMetadata = parse_file(&bytes, "view metadata")?;
         if md.current_version().is_none() {
             return Err(ApiError::bad_request(format!(
                 "invalid view metadata file {}: current version {} is not among its versions",
                 req.metadata_location, md.current_version_id
             )));
         }
-        let mut record = RecordBuilder::with_capacity(bytes.len() + req.metadata_location.len() + 13);
-        for field in [req.metadata_location.as_bytes(), &bytes, b""] {
+        let location = self.resolve_location(&md.location)?;
+        let mut record = RecordBuilder::with_capacity(bytes.len() + metadata_location.len() + 13);
+        for field in [metadata_location.as_bytes(), &bytes, b""] {
             record.bytes(field);
         }
         let record = record.finish();
-        self.insert_object(a, keys::VIEW, ns, &req.name, &record, Expect::Absent)
+        self.insert_object(a, keys::VIEW, ns, &req.name, &record, &location, false)
             .await
             .map_err(|r| r.into_api(write_failure))?;
-        write_load_result(out, Some(&req.metadata_location), &bytes, true);
+        write_load_result(out, Some(&metadata_location), &bytes, true);
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-    use std::rc::Rc;
-
     use bumpalo::Bump;
 
-    use super::super::{Catalog, Settings};
+    use super::super::test_support::{json, with_catalog, SCHEMA};
     use crate::error::ErrorKind;
-    use crate::fileio::LocalFileIo;
-    use crate::store::SledStore;
-
-    const SCHEMA: &str =
-        r#"{"type":"struct","schema-id":0,"fields":[{"id":1,"name":"id","type":"long","required":true}]}"#;
 
     fn create_body(name: &str) -> Vec<u8> {
         format!(
@@ -168,39 +165,12 @@ mod tests {
         .into_bytes()
     }
 
-    fn json(out: &[u8]) -> serde_json::Value {
-        serde_json::from_slice(out).unwrap()
-    }
-
-    /// Runs `test` on a glommio executor (file I/O needs one) against a
-    /// fresh store and warehouse with namespace `db`.
-    fn with_catalog(test: impl AsyncFnOnce(Rc<Catalog<SledStore, LocalFileIo>>, PathBuf) + Send + 'static) {
-        let dir = std::env::temp_dir().join(format!("bingsan-views-{}", uuid::Uuid::new_v4()));
-        let wh = dir.join("wh");
-        let store = SledStore::open(&dir.join("data")).unwrap();
-        let files = LocalFileIo::new(wh.to_str().unwrap()).unwrap();
-        let settings = Settings {
-            prefix: String::new(),
-            separator_encoded: "%1F".into(),
-            default_page_size: 100,
-            max_page_size: 1000,
-        };
-        let catalog = Catalog::new(store, files, settings);
-        let root = wh.clone();
-        glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move {
-                let catalog = Rc::new(catalog);
-                catalog.create_namespace(&Bump::new(), br#"{"namespace":["db"]}"#, &mut Vec::new()).await.unwrap();
-                test(catalog, root).await;
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
+    /// The metadata files of view `name`, in its default location `db/<name>-<uuid>`.
     fn metadata_files(root: &std::path::Path, name: &str) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(root.join("db").join(name).join("metadata"))
+        let prefix = format!("{name}-");
+        let mut dirs = std::fs::read_dir(root.join("db")).unwrap().map(|e| e.unwrap().path());
+        let dir = dirs.find(|d| d.file_name().unwrap().to_str().unwrap().starts_with(&prefix)).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("metadata"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();

@@ -5,56 +5,51 @@ use std::path::{Path, PathBuf};
 
 use glommio::io::{Directory, OpenOptions};
 
-use super::FileIo;
+use super::location::{lexical, local_path, resolve_links, segment, uri, LocationError};
+use super::{FileIo, ReadError, MAX_METADATA_FILE};
 
-/// A warehouse in a local directory. Locations are absolute paths, or
-/// `file://` URIs when the warehouse was given as one.
+/// A warehouse in a local directory, given as a path or a `file://` URI;
+/// every location it hands out is a `file://` URI.
 pub struct LocalFileIo {
     root: PathBuf,
-    uri: bool,
+    root_uri: String,
 }
 
 impl LocalFileIo {
-    /// Creates the warehouse directory if needed.
+    /// Creates the warehouse directory if needed. The operator may name it
+    /// by a relative path; any other location error refuses to start.
     pub fn new(warehouse: &str) -> io::Result<LocalFileIo> {
-        let (path, uri) = match warehouse.strip_prefix("file://") {
-            Some(p) => (p, true),
-            None => (warehouse, false),
+        let path = match local_path(warehouse) {
+            Ok(p) => Path::new(p),
+            Err(LocationError::Relative) => Path::new(warehouse),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())),
         };
         std::fs::create_dir_all(path)?;
-        Ok(LocalFileIo { root: std::fs::canonicalize(path)?, uri })
+        let root = std::fs::canonicalize(path)?;
+        Ok(LocalFileIo { root_uri: uri(&root), root })
     }
 
-    /// The resolved local path of `location` if it lies inside the warehouse
-    /// (`..` and symbolic links resolved), `None` if it does not exist.
-    fn inside_warehouse(&self, location: &str) -> io::Result<Option<PathBuf>> {
-        let path = self.path(location)?;
-        let resolved = match std::fs::canonicalize(path) {
-            Ok(p) => p,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if !resolved.starts_with(&self.root) || resolved == self.root {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("refusing to delete {location}: outside the warehouse"),
-            ));
-        }
-        Ok(Some(resolved))
+    /// The real path of a location: lexically cleaned, links of its
+    /// existing part resolved.
+    fn real_path(location: &str) -> Result<PathBuf, LocationError> {
+        Ok(resolve_links(&lexical(local_path(location)?)))
     }
 
-    /// The local path of a location this warehouse may touch.
-    fn path<'l>(&self, location: &'l str) -> io::Result<&'l Path> {
-        let p = location.strip_prefix("file://").unwrap_or(location);
-        if p.contains("://") {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("unsupported location scheme: {location}")));
+    /// The real path of a location strictly inside the warehouse.
+    fn inside(&self, location: &str) -> Result<PathBuf, LocationError> {
+        let path = Self::real_path(location)?;
+        if path == self.root {
+            Err(LocationError::Root)
+        } else if path.starts_with(&self.root) {
+            Ok(path)
+        } else {
+            Err(LocationError::Outside)
         }
-        let path = Path::new(p);
-        if !path.is_absolute() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("location is not absolute: {location}")));
-        }
-        Ok(path)
     }
+}
+
+fn refused(e: LocationError) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
 }
 
 async fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -89,9 +84,30 @@ async fn create_dirs(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes everything under `dir` but the subtrees in `keep` (and the
+/// directories that still hold them). Runs on the blocking pool.
+fn remove_tree(dir: &Path, keep: &[PathBuf]) -> io::Result<()> {
+    if keep.iter().all(|k| !k.starts_with(dir)) {
+        return std::fs::remove_dir_all(dir);
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if keep.contains(&path) {
+            continue;
+        }
+        // Not followed: a link is removed, never what it points to.
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            remove_tree(&path, keep)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 impl FileIo for LocalFileIo {
     async fn write_new(&self, location: &str, bytes: &[u8]) -> io::Result<()> {
-        let path = self.path(location)?;
+        let path = self.inside(location).map_err(refused)?;
         let dir =
             path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "location has no directory"))?;
         create_dirs(dir).await?;
@@ -109,30 +125,48 @@ impl FileIo for LocalFileIo {
         sync_dir(dir).await
     }
 
-    async fn read(&self, location: &str) -> io::Result<Vec<u8>> {
-        let path = self.path(location)?;
-        let file = OpenOptions::new().read(true).buffered_open(&path).await?;
-        let size = file.file_size().await? as usize;
+    async fn read(&self, location: &str) -> Result<Vec<u8>, ReadError> {
+        let path = self.inside(location).map_err(ReadError::Location)?;
+        // Checked before opening: a FIFO or device would block or never end.
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing),
+            Err(e) => return Err(ReadError::Io(e)),
+        };
+        if !meta.is_file() {
+            return Err(ReadError::NotARegularFile);
+        }
+        if meta.len() > MAX_METADATA_FILE {
+            return Err(ReadError::TooLarge);
+        }
+        let file = OpenOptions::new().read(true).buffered_open(&path).await.map_err(|e| ReadError::Io(e.into()))?;
+        let size = (file.file_size().await.map_err(|e| ReadError::Io(e.into()))?).min(MAX_METADATA_FILE) as usize;
         let mut out = Vec::with_capacity(size);
         while out.len() < size {
-            let chunk = file.read_at(out.len() as u64, size - out.len()).await?;
+            let chunk = file.read_at(out.len() as u64, size - out.len()).await.map_err(|e| ReadError::Io(e.into()))?;
             if chunk.is_empty() {
                 break;
             }
             out.extend_from_slice(&chunk);
         }
-        file.close().await?;
+        file.close().await.map_err(|e| ReadError::Io(e.into()))?;
         Ok(out)
     }
 
-    fn check_location(&self, location: &str) -> Result<(), String> {
-        self.path(location).map(drop).map_err(|e| e.to_string())
+    fn resolve(&self, location: &str) -> Result<String, LocationError> {
+        self.inside(location).map(|p| uri(&p))
+    }
+
+    fn normalise(&self, location: &str) -> Result<String, LocationError> {
+        Self::real_path(location).map(|p| uri(&p))
+    }
+
+    fn root(&self) -> &str {
+        &self.root_uri
     }
 
     async fn delete(&self, location: &str) -> io::Result<()> {
-        let Some(path) = self.inside_warehouse(location)? else {
-            return Ok(());
-        };
+        let path = self.inside(location).map_err(refused)?;
         match glommio::io::remove(path).await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -146,34 +180,52 @@ impl FileIo for LocalFileIo {
         }
     }
 
-    async fn delete_tree(&self, location: &str) -> io::Result<()> {
-        let Some(path) = self.inside_warehouse(location)? else {
-            return Ok(());
-        };
-        let result = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(path)).await;
+    async fn delete_tree(&self, location: &str, keep: Vec<String>) -> io::Result<()> {
+        let path = self.inside(location).map_err(refused)?;
+        let keep: Vec<PathBuf> = keep.iter().filter_map(|k| Self::real_path(k).ok()).collect();
+        let result = glommio::executor().spawn_blocking(move || remove_tree(&path, &keep)).await;
         match result {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
     }
 
-    fn warehouse_location(&self, parts: &[&str]) -> String {
-        let mut path = self.root.clone();
-        // Identifiers may contain anything but control characters; keep
-        // each one a single path component that cannot climb out.
-        for p in parts {
-            match *p {
-                "." => path.push("%2E"),
-                ".." => path.push("%2E%2E"),
-                p if p.contains('/') => path.push(p.replace('%', "%25").replace('/', "%2F")),
-                p => path.push(p),
-            }
+    fn default_location(&self, namespace: &[&str], name: &str, uuid: &str) -> String {
+        let mut out = self.root_uri.clone();
+        for part in namespace {
+            out.push('/');
+            out.push_str(&segment(part));
         }
-        let path = path.to_string_lossy();
-        if self.uri {
-            format!("file://{path}")
-        } else {
-            path.into_owned()
+        out.push('/');
+        out.push_str(&segment(name));
+        out.push('-');
+        // A staged create may bring its own UUID: it is a name like any other.
+        out.push_str(&segment(uuid));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_removal_keeps_the_subtrees_it_is_told_to() {
+        let dir = std::env::temp_dir().join(format!("bingsan-tree-{}", uuid::Uuid::new_v4()));
+        let outside = dir.with_extension("outside");
+        for d in [dir.join("t/data/a"), dir.join("t/other/metadata"), outside.clone()] {
+            std::fs::create_dir_all(d).unwrap();
         }
+        std::fs::write(dir.join("t/data/a/f"), b"x").unwrap();
+        std::fs::write(dir.join("t/other/metadata/m"), b"x").unwrap();
+        std::fs::write(outside.join("keep"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("t/link")).unwrap();
+        remove_tree(&dir.join("t"), &[dir.join("t/other")]).unwrap();
+        assert!(dir.join("t/other/metadata/m").is_file() && outside.join("keep").is_file());
+        assert!(!dir.join("t/data").exists() && !dir.join("t/link").exists());
+        remove_tree(&dir.join("t"), &[]).unwrap();
+        assert!(!dir.join("t").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
     }
 }

@@ -80,8 +80,20 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         max_page_size: args.max_page_size,
     };
     let config_body = config_body(&settings);
+    let catalog = Catalog::new(store, files, settings);
+    // Before any shard serves: tables from before the location index get their claims.
+    let claimed = futures_lite::future::block_on(catalog.index_locations())
+        .map_err(|e| format!("cannot index table locations: {e}"))?;
+    if claimed > 0 {
+        tracing::info!(claimed, "indexed the locations of existing tables and views");
+    }
+    let interrupted = futures_lite::future::block_on(catalog.end_interrupted_purges())
+        .map_err(|e| format!("cannot release interrupted purges: {e}"))?;
+    if interrupted > 0 {
+        tracing::warn!(interrupted, "purges interrupted by a stop released their locations; their files may remain");
+    }
     let shared = Arc::new(Shared {
-        catalog: Catalog::new(store, files, settings),
+        catalog,
         shards,
         accepting: AtomicUsize::new(0),
         stats,

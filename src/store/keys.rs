@@ -17,6 +17,19 @@ pub const TABLE: u8 = b'T';
 pub const VIEW: u8 = b'V';
 /// Idempotency record: `I`, key.
 pub const IDEMPOTENCY: u8 = b'I';
+/// Location claim: `L`, the normalised location URI; the value is the key
+/// of the table or view that lives there.
+pub const LOCATION: u8 = b'L';
+/// Claims beneath a location: `U`, the location URI; its version moves
+/// whenever a location is claimed below it, so a claim of an enclosing
+/// location that scanned for claims below can assert nothing came since.
+pub const BENEATH: u8 = b'U';
+/// A purge in progress: `P`, the location URI. While the purge deletes
+/// files, the location's claim is held by this key (its value), so nothing
+/// new can claim the location; one left by a crash is released at start.
+pub const PURGING: u8 = b'P';
+/// One-time start-up migrations done: `S`, the migration's name.
+pub const MIGRATION: u8 = b'S';
 
 pub const PART_SEP: u8 = 0x1f;
 pub const NAME_SEP: u8 = 0x00;
@@ -68,6 +81,17 @@ pub fn object_prefix<'a>(a: &'a Bump, kind: u8, namespace: &[&str]) -> &'a [u8] 
     object(a, kind, namespace, "")
 }
 
+/// Key of location `uri` of `kind` ([`LOCATION`], [`BENEATH`] or [`PURGING`]).
+pub fn location<'a>(a: &'a Bump, kind: u8, uri: &str) -> &'a [u8] {
+    join(a, &[kind], uri.as_bytes())
+}
+
+/// Prefix of the location claims strictly inside `uri`.
+pub fn locations_inside<'a>(a: &'a Bump, uri: &str) -> &'a [u8] {
+    let key = location(a, LOCATION, uri);
+    join(a, key, b"/")
+}
+
 /// `prefix` followed by `name`: where a keyset scan resumes.
 pub fn join<'a>(a: &'a Bump, prefix: &[u8], name: &[u8]) -> &'a [u8] {
     let out = a.alloc_slice_fill_copy(prefix.len() + name.len(), 0u8);
@@ -78,14 +102,25 @@ pub fn join<'a>(a: &'a Bump, prefix: &[u8], name: &[u8]) -> &'a [u8] {
 
 /// The prefix a listing of `key`'s siblings scans: everything up to and
 /// including its last separator (a top-level namespace: kind and depth).
-/// Every scan prefix the catalog builds is the listing prefix of the keys
-/// under it, which is what lets the shard caches invalidate scans.
+/// Every scan prefix the catalog builds is one of the [`scanned_prefixes`]
+/// of the keys under it, which is what lets the shard caches invalidate scans.
 pub fn listing_prefix(key: &[u8]) -> &[u8] {
+    if key.first() == Some(&LOCATION) {
+        return &key[..1];
+    }
     let end = match key.first() {
         Some(&NAMESPACE) => key.iter().rposition(|&b| b == PART_SEP).map_or(2, |i| i + 1),
         _ => key.iter().rposition(|&b| b == NAME_SEP || b == PART_SEP).map_or(1, |i| i + 1),
     };
     &key[..end.min(key.len())]
+}
+
+/// Every scan prefix a write of `key` changes: its listing prefix, and for
+/// a location claim each enclosing location's `locations_inside` prefix.
+pub fn scanned_prefixes(key: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let inside = if key.first() == Some(&LOCATION) { key } else { &[][..] };
+    let enclosing = inside.iter().enumerate().filter(|&(_, &b)| b == b'/').map(move |(i, _)| &inside[..=i]);
+    std::iter::once(listing_prefix(key)).chain(enclosing)
 }
 
 #[cfg(test)]
@@ -124,5 +159,19 @@ mod tests {
         assert_eq!(listing_prefix(namespace(&a, &["x", "y", "z"])), namespace_children(&a, &["x", "y"]));
         assert_eq!(listing_prefix(object(&a, TABLE, &["x", "y"], "t")), object_prefix(&a, TABLE, &["x", "y"]));
         assert_eq!(listing_prefix(object(&a, VIEW, &["x"], "v")), object_prefix(&a, VIEW, &["x"]));
+    }
+
+    #[test]
+    fn a_location_claim_changes_every_enclosing_scan() {
+        let a = Bump::new();
+        let claim = location(&a, LOCATION, "file:///w/a/b");
+        let scanned: Vec<&[u8]> = scanned_prefixes(claim).collect();
+        for outer in ["file:///w", "file:///w/a"] {
+            let prefix = locations_inside(&a, outer);
+            assert!(claim.starts_with(prefix) && scanned.contains(&prefix), "{outer}");
+        }
+        assert!(!claim.starts_with(locations_inside(&a, "file:///w/a/b")));
+        let table = object(&a, TABLE, &["x/y"], "t");
+        assert_eq!(scanned_prefixes(table).collect::<Vec<_>>(), [listing_prefix(table)]);
     }
 }

@@ -192,7 +192,7 @@ impl Store for SledStore {
                 // Before the acknowledgement: no shard may serve the old value.
                 for w in writes.iter().filter(|w| !matches!(w.op, Op::Check)) {
                     self.epochs.bump(w.key);
-                    self.epochs.bump(keys::listing_prefix(w.key));
+                    keys::scanned_prefixes(w.key).for_each(|p| self.epochs.bump(p));
                 }
                 self.group.durable().await.map_err(StoreError::Io)
             }

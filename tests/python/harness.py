@@ -533,6 +533,12 @@ def create_table_raw(session, server: "BingsanServer", namespace, name: str, sch
     return r.json()
 
 
+def local_path(location: str) -> Path:
+    """The local path of a `file://` location (every location the server answers has its scheme)."""
+    assert location.startswith("file:///"), f"not a file:// URI: {location}"
+    return Path(location[len("file://"):])
+
+
 def assert_metadata_file_matches(location: str, metadata) -> None:
     """The file at `location` exists, PyIceberg parses it, and it holds the
     same table as `metadata` (a PyIceberg TableMetadata or its JSON dict):
@@ -541,8 +547,7 @@ def assert_metadata_file_matches(location: str, metadata) -> None:
     from pyiceberg.table import StaticTable
     from pyiceberg.table.metadata import TableMetadataUtil
 
-    path = location[len("file://"):] if location.startswith("file://") else location
-    assert Path(path).is_file(), f"metadata file {location} does not exist"
+    assert local_path(location).is_file(), f"metadata file {location} does not exist"
     if isinstance(metadata, dict):
         import json
 

@@ -523,7 +523,7 @@ def parse(md_json: dict):
 def run_case(server, http, ns: str, case: int) -> list[str]:
     """Runs one case; returns its failures (empty when sides agree)."""
     rng = random.Random(SEED * 100_003 + case)
-    gen = Generator(rng, str(server.warehouse))
+    gen = Generator(rng, server.warehouse.resolve().as_uri())
     name = f"c{case}"
     create = {"name": name, "schema": BASE_SCHEMA}
     fv = rng.choice([1, 2, 2, 2])

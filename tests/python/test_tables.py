@@ -18,7 +18,6 @@ import datetime as dt
 import decimal
 import os
 import uuid
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -61,7 +60,7 @@ from pyiceberg.types import (
     UUIDType,
 )
 
-from harness import assert_metadata_file_matches, unique
+from harness import assert_metadata_file_matches, local_path, unique
 
 # ------------------------------------------------------------------ helpers
 
@@ -75,10 +74,6 @@ def new_ns(catalog) -> str:
 def check_file(table) -> None:
     """The current metadata file exists and holds what the server answered."""
     assert_metadata_file_matches(table.metadata_location, table.metadata)
-
-
-def local_path(location: str) -> Path:
-    return Path(location[len("file://"):] if location.startswith("file://") else location)
 
 
 def rows_of(table, **scan_args) -> list[dict]:

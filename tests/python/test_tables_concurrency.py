@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -17,7 +16,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.schema import Schema
 from pyiceberg.types import LongType, NestedField, StringType
 
-from harness import assert_metadata_file_matches, table_url, unique
+from harness import assert_metadata_file_matches, local_path, table_url, unique
 
 THREADS = 8
 APPENDS_PER_THREAD = 3
@@ -131,5 +130,5 @@ def test_concurrent_commits_without_requirements_are_all_applied(server, http):
     assert body["metadata-location"].rsplit("/", 1)[1].startswith(f"{THREADS * per_thread:05d}-")
     assert_metadata_file_matches(body["metadata-location"], body["metadata"])
     # Files written by attempts that lost the swap were deleted again.
-    files = sorted(p.name for p in (Path(body["metadata"]["location"]) / "metadata").glob("*.metadata.json"))
+    files = sorted(p.name for p in (local_path(body["metadata"]["location"]) / "metadata").glob("*.metadata.json"))
     assert len(files) == THREADS * per_thread + 1, f"{len(files)} metadata files for {THREADS * per_thread + 1} versions"

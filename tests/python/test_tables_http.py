@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 from pyiceberg.schema import Schema, assign_fresh_schema_ids
@@ -17,6 +16,7 @@ from harness import (
     assert_error,
     assert_metadata_file_matches,
     create_table_raw,
+    local_path,
     table_url,
     unique,
 )
@@ -45,7 +45,7 @@ def load(http, server, ns, name, **params) -> dict:
 
 
 def metadata_files(location: str) -> set[str]:
-    return {p.name for p in Path(location).parent.glob("*.metadata.json")}
+    return {p.name for p in local_path(location).parent.glob("*.metadata.json")}
 
 
 def snapshot(snapshot_id: int, parent: int | None, seq: int, schema_id: int = 0) -> dict:
@@ -107,7 +107,7 @@ def test_raw_create_assigns_fresh_ids(server, http):
         {"transform": "identity", "source-id": 2, "direction": "desc", "null-order": "nulls-last"}]}]
     assert md["default-sort-order-id"] == 1
     assert md["format-version"] == 2
-    assert md["location"] == str(server.warehouse / ns / "ids")
+    assert md["location"] == f"file://{server.warehouse.resolve() / ns}/ids-{md['table-uuid']}"
 
 
 def test_raw_create_nested_types_ids_match_pyiceberg(server, http):
@@ -339,7 +339,7 @@ def test_stage_create_then_commit_with_assert_create(any_server, http):
     md = staged["metadata"]
     assert http.head(table_url(server, ns, "staged")).status_code == 404
     assert http.get(table_url(server, ns)).json()["identifiers"] == []
-    assert not (server.warehouse / ns / "staged").exists(), "a staged create wrote files"
+    assert not (server.warehouse / ns).exists(), "a staged create wrote files"
 
     # What PyIceberg's and Java's create transactions send.
     updates = [
@@ -446,12 +446,12 @@ def test_head_and_drop(server, http):
     assert_error(http.delete(url), 404, "NoSuchTableException")
     assert_error(http.get(url), 404, "NoSuchTableException")
     # Plain drop keeps the metadata file.
-    assert Path(created["metadata-location"]).is_file()
+    assert local_path(created["metadata-location"]).is_file()
 
     purged = create_table_raw(http, server, ns, "p")
     assert http.delete(table_url(server, ns, "p"), params={"purgeRequested": "true"}).status_code == 204
-    assert not Path(purged["metadata-location"]).exists()
-    assert not Path(purged["metadata"]["location"]).exists()
+    assert not local_path(purged["metadata-location"]).exists()
+    assert not local_path(purged["metadata"]["location"]).exists()
 
 
 def test_report_metrics(server, http):

@@ -4,13 +4,12 @@ falls off it (`write.metadata.previous-versions-max`,
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pyarrow as pa
 from pyiceberg.schema import Schema
 from pyiceberg.types import LongType, NestedField
 
-from harness import assert_metadata_file_matches, unique
+from harness import assert_metadata_file_matches, local_path, unique
 
 SCHEMA = Schema(NestedField(1, "id", LongType(), required=True))
 ARROW = pa.schema([pa.field("id", pa.int64(), nullable=False)])
@@ -19,12 +18,8 @@ MAX = "write.metadata.previous-versions-max"
 DELETE = "write.metadata.delete-after-commit.enabled"
 
 
-def path(location: str) -> Path:
-    return Path(location[len("file://"):] if location.startswith("file://") else location)
-
-
 def metadata_files(table) -> set[str]:
-    d = path(table.metadata_location).parent
+    d = local_path(table.metadata_location).parent
     return {str(p) for p in d.glob("*.metadata.json")}
 
 
@@ -48,10 +43,10 @@ def test_log_limit_with_delete_after_commit(catalog):
     assert t.metadata_location == seen[-1]
     assert [e.metadata_file for e in t.metadata.metadata_log] == seen[3:5]
     for loc in seen[:3]:
-        assert not path(loc).exists(), f"{loc} fell off the log but is still on disk"
+        assert not local_path(loc).exists(), f"{loc} fell off the log but is still on disk"
     for loc in seen[3:]:
-        assert path(loc).is_file(), loc
-    assert metadata_files(t) == {str(path(x)) for x in seen[3:]}
+        assert local_path(loc).is_file(), loc
+    assert metadata_files(t) == {str(local_path(x)) for x in seen[3:]}
     assert sorted(r["id"] for r in t.scan().to_arrow().to_pylist()) == [0, 1, 2, 3, 4]
 
 
@@ -63,8 +58,8 @@ def test_log_limit_without_delete_after_commit_keeps_files(catalog):
     t = catalog.load_table((ns, "kept"))
     assert [e.metadata_file for e in t.metadata.metadata_log] == seen[3:5]
     for loc in seen:
-        assert path(loc).is_file(), f"{loc} was deleted without delete-after-commit"
-    assert metadata_files(t) == {str(path(x)) for x in seen}
+        assert local_path(loc).is_file(), f"{loc} was deleted without delete-after-commit"
+    assert metadata_files(t) == {str(local_path(x)) for x in seen}
 
 
 def test_default_log_keeps_every_version(catalog):
@@ -77,7 +72,7 @@ def test_default_log_keeps_every_version(catalog):
     # Timestamps are the previous versions' last-updated-ms, in order.
     stamps = [e.timestamp_ms for e in t.metadata.metadata_log]
     assert stamps == sorted(stamps)
-    assert metadata_files(t) == {str(path(x)) for x in seen}
+    assert metadata_files(t) == {str(local_path(x)) for x in seen}
 
 
 def test_lowering_the_limit_later_deletes_what_falls_off(catalog):
@@ -90,5 +85,5 @@ def test_lowering_the_limit_later_deletes_what_falls_off(catalog):
     seen.append(t.metadata_location)
     t = catalog.load_table((ns, "later"))
     assert [e.metadata_file for e in t.metadata.metadata_log] == [seen[-2]]
-    assert metadata_files(t) == {str(path(seen[-2])), str(path(seen[-1]))}
+    assert metadata_files(t) == {str(local_path(seen[-2])), str(local_path(seen[-1]))}
     assert_metadata_file_matches(t.metadata_location, t.metadata)

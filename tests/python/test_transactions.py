@@ -14,7 +14,6 @@ import random
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +23,7 @@ from harness import (
     assert_error,
     assert_metadata_file_matches,
     create_table_raw,
+    local_path,
     table_url,
     unique,
 )
@@ -78,7 +78,7 @@ def uuid_req(table: dict) -> list:
 
 
 def metadata_files(location: str) -> set[str]:
-    d = Path(location[len("file://"):] if location.startswith("file://") else location).parent
+    d = local_path(location).parent
     return {p.name for p in d.iterdir()}
 
 

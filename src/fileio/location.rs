@@ -1,0 +1,205 @@
+//! Local locations as `file://` URIs: parsing a client's location,
+//! normalising it (`.`, `..`, repeated slashes, symbolic links of the part
+//! that exists), and the safe path segments of default locations.
+//!
+//! Paths inside a URI are taken literally (no percent-decoding), as
+//! PyIceberg and iceberg-rust's local storage read them.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+/// The scheme every local location carries.
+pub const SCHEME: &str = "file://";
+
+/// Why a location cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationError {
+    /// Another scheme (`s3://`), or a `file://` URI with a host.
+    Unsupported,
+    /// Not an absolute path.
+    Relative,
+    /// Contains a control character.
+    Invalid,
+    /// Outside the warehouse once normalised.
+    Outside,
+    /// The warehouse root itself.
+    Root,
+}
+
+impl fmt::Display for LocationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LocationError::Unsupported => "only file:// locations (or absolute paths) are supported",
+            LocationError::Relative => "location is not absolute",
+            LocationError::Invalid => "location contains control characters",
+            LocationError::Outside => "location is outside the warehouse",
+            LocationError::Root => "location is the warehouse root",
+        })
+    }
+}
+
+/// The path of a local location: `file:///p`, `file:/p` or a bare `/p`
+/// (the form stored before locations carried a scheme).
+pub fn local_path(location: &str) -> Result<&str, LocationError> {
+    if location.chars().any(char::is_control) {
+        return Err(LocationError::Invalid);
+    }
+    let path = if let Some(rest) = location.strip_prefix(SCHEME) {
+        // An empty authority only: `file://host/p` names another machine.
+        rest
+    } else if let Some(rest) = location.strip_prefix("file:") {
+        rest
+    } else if has_scheme(location) {
+        return Err(LocationError::Unsupported);
+    } else {
+        location
+    };
+    if path.starts_with('/') {
+        Ok(path)
+    } else if location.starts_with("file:") {
+        Err(LocationError::Unsupported)
+    } else {
+        Err(LocationError::Relative)
+    }
+}
+
+/// `scheme:` per RFC 3986: a letter, then letters, digits, `+`, `-`, `.`.
+fn has_scheme(location: &str) -> bool {
+    let Some((scheme, _)) = location.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// `path` without `.`, `..` (resolved lexically) and repeated or trailing
+/// slashes.
+pub fn lexical(path: &str) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in Path::new(path).components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(p) => out.push(p),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// `path` (lexically clean) with its deepest existing ancestor's symbolic
+/// links resolved: the place a write to `path` would really go.
+pub fn resolve_links(path: &Path) -> PathBuf {
+    let mut existing = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            let rest = path.strip_prefix(existing).expect("an ancestor of path");
+            return if rest.as_os_str().is_empty() { real } else { real.join(rest) };
+        }
+        match existing.parent() {
+            Some(parent) => existing = parent,
+            None => return path.to_path_buf(),
+        }
+    }
+}
+
+/// The `file://` URI of an absolute path.
+pub fn uri(path: &Path) -> String {
+    format!("{SCHEME}{}", path.to_string_lossy())
+}
+
+/// A location with its scheme: a bare absolute path (the old stored form)
+/// becomes a `file://` URI; anything else is returned as is.
+pub fn with_scheme(location: &str) -> Option<String> {
+    location.starts_with('/').then(|| format!("{SCHEME}{location}"))
+}
+
+/// The longest readable part kept of a name in a default location.
+const MAX_SEGMENT: usize = 64;
+
+/// `name` as one safe path segment: ASCII letters, digits, `-`, `_` and
+/// non-leading `.` are kept, anything else becomes `_`, so no name can
+/// climb (`..`), hide (`.x`), nest (`a/b`) or need escaping in a URI. Two
+/// names may share a segment: uniqueness comes from the UUID next to it.
+pub fn segment(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .take(MAX_SEGMENT)
+        .enumerate()
+        .map(|(i, c)| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+            '.' if i > 0 => c,
+            _ => '_',
+        })
+        .collect();
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
+
+/// Proper ancestors of `location` (a normalised URI) strictly below `root`
+/// (another normalised URI), deepest last.
+pub fn ancestors<'l>(root: &str, location: &'l str) -> impl Iterator<Item = &'l str> {
+    let below = location.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'));
+    let start = if below { root.len() + 1 } else { location.len() };
+    location.char_indices().skip_while(move |&(i, _)| i < start).filter(|&(_, c)| c == '/').map(|(i, _)| &location[..i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_of_a_local_location() {
+        assert_eq!(local_path("file:///w/t"), Ok("/w/t"));
+        assert_eq!(local_path("file:/w/t"), Ok("/w/t"));
+        assert_eq!(local_path("/w/t"), Ok("/w/t"));
+        assert_eq!(local_path("file://host/w"), Err(LocationError::Unsupported));
+        assert_eq!(local_path("s3://b/t"), Err(LocationError::Unsupported));
+        assert_eq!(local_path("hdfs:/x"), Err(LocationError::Unsupported));
+        assert_eq!(local_path("relative/p"), Err(LocationError::Relative));
+        assert_eq!(local_path("C:x"), Err(LocationError::Unsupported));
+        assert_eq!(local_path("/w/\nx"), Err(LocationError::Invalid));
+    }
+
+    #[test]
+    fn lexical_normalisation() {
+        assert_eq!(lexical("/w/a/../b/./c//"), PathBuf::from("/w/b/c"));
+        assert_eq!(lexical("/../../etc"), PathBuf::from("/etc"));
+        assert_eq!(lexical("/w/%2E%2E"), PathBuf::from("/w/%2E%2E"));
+    }
+
+    #[test]
+    fn links_of_the_existing_part_are_resolved() {
+        let dir = std::env::temp_dir().join(format!("bingsan-loc-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        let real = std::fs::canonicalize(dir.join("real")).unwrap();
+        assert_eq!(resolve_links(&dir.join("link/new/t")), real.join("new/t"));
+        assert_eq!(resolve_links(&dir.join("link")), real);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn segments_are_single_safe_and_bounded() {
+        for (name, seg) in [("a/b", "a_b"), ("a%2Fb", "a_2Fb"), ("..", "_."), ("%2E%2E", "_2E_2E"), (".h", "_h")] {
+            assert_eq!(segment(name), seg);
+        }
+        assert_eq!(segment("t.v1-x_y"), "t.v1-x_y");
+        assert_eq!(segment("données"), "donn_es");
+        assert_eq!(segment(&"x".repeat(300)).len(), MAX_SEGMENT);
+    }
+
+    #[test]
+    fn ancestors_below_the_root() {
+        let got: Vec<&str> = ancestors("file:///w", "file:///w/a/b/c").collect();
+        assert_eq!(got, ["file:///w/a", "file:///w/a/b"]);
+        assert_eq!(ancestors("file:///w", "file:///w/a").count(), 0);
+        assert_eq!(ancestors("file:///w", "file:///wx/a").count(), 0);
+        assert_eq!(with_scheme("/w/t").as_deref(), Some("file:///w/t"));
+        assert_eq!(with_scheme("file:///w/t"), None);
+    }
+}
