@@ -234,8 +234,8 @@ def test_create_and_load_view(any_server, http):
 def test_create_view_with_explicit_location(server, http, ns):
     loc = str(server.warehouse / "custom-views" / unique("loc"))
     created = create_view(server, http, ns, unique("v"), location=loc)
-    # Kept as the client wrote it.
-    assert created["metadata"]["location"] == loc
+    # Normalised to its `file://` URI.
+    assert created["metadata"]["location"] == "file://" + loc
 
 
 def test_view_uuids_differ(server, http, ns):
@@ -570,7 +570,7 @@ def test_update_set_location(server, http, ns):
     created = create_view(server, http, ns, name)
     new_loc = str(server.warehouse / "moved" / unique("loc"))
     md = commit_ok(server, http, ns, name, [{"action": "set-location", "location": new_loc}])["metadata"]
-    assert md["location"] == new_loc
+    assert md["location"] == "file://" + new_loc
     assert md["versions"] == created["metadata"]["versions"]
 
 
