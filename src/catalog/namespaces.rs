@@ -62,6 +62,12 @@ pub(crate) fn no_such_namespace(ns: &[&str]) -> ApiError {
     ApiError::new(ErrorKind::NoSuchNamespace, format!("Namespace does not exist: {}", ns.join(".")))
 }
 
+/// createNamespace lists no 404 in the spec: a missing parent is a bad
+/// request (400) whose message names what is missing.
+fn no_such_parent(parent: &[&str]) -> ApiError {
+    ApiError::bad_request(format!("Parent namespace does not exist: {}", parent.join(".")))
+}
+
 pub(crate) fn parse_json<'de, T: Deserialize<'de>>(body: &'de [u8], what: &str) -> ApiResult<T> {
     sonic_rs::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
 }
@@ -118,7 +124,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let outcome = if parent.is_empty() {
             self.store.apply(&[Write::put(key, Expect::Absent, &value)]).await
         } else {
-            let parent_version = self.live_namespace_version(a, parent).await?;
+            let parent_version = match self.namespace_record(a, parent).await? {
+                Some(rec) if rec.live => rec.version,
+                _ => return Err(no_such_parent(parent)),
+            };
             let parent_key = keys::namespace(a, parent);
             let batch =
                 [Write::check(parent_key, Expect::Version(parent_version)), Write::put(key, Expect::Absent, &value)];
@@ -132,7 +141,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                     format!("Namespace already exists: {}", ns.join(".")),
                 ))
             }
-            Err(StoreError::Conflict { .. }) => return Err(no_such_namespace(parent)),
+            Err(StoreError::Conflict { .. }) => return Err(no_such_parent(parent)),
             Err(e) => return Err(write_failure(e)),
         }
         out.extend_from_slice(b"{\"namespace\":");

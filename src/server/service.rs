@@ -138,10 +138,11 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 resp.content_type = "text/plain; version=0.0.4";
             }
             Operation::ListNamespaces => {
+                // The spec treats an empty `parent` as absent: the top level.
                 let parent = match query_pairs(req.query).find(|(k, _)| *k == "parent") {
-                    Some((_, raw)) => parse_namespace(raw, Source::Query, &self.routes.separator, a)
+                    Some((_, raw)) if !raw.is_empty() => parse_namespace(raw, Source::Query, &self.routes.separator, a)
                         .map_err(|e| e.to_api(req.path))?,
-                    None => &[],
+                    _ => &[],
                 };
                 catalog.list_namespaces(a, parent, req.query, out).await?;
             }

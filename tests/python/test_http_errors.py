@@ -62,9 +62,41 @@ def test_404_no_such_namespace(server, http):
         assert ns in err["message"], err
 
 
-def test_404_parent_missing_on_create(server, http):
-    r = http.post(server.api("namespaces"), json={"namespace": [unique("missing"), "child"]})
-    assert_error(r, 404, "NoSuchNamespaceException")
+def test_400_parent_missing_on_create(server, http):
+    # createNamespace lists no 404 in the spec: a missing parent is a 400.
+    missing = unique("missing")
+    r = http.post(server.api("namespaces"), json={"namespace": [missing, "child"]})
+    err = assert_error(r, 400, "BadRequestException")
+    assert err["message"] == f"Parent namespace does not exist: {missing}"
+
+
+@pytest.mark.parametrize(
+    "namespace,message",
+    [
+        (["ok", ""], "namespace part must not be empty"),
+        ([""], "namespace part must not be empty"),
+        (["a\u0001b"], "namespace part must not contain control characters"),
+        (["ok", "tab\there"], "namespace part must not contain control characters"),
+        (["del\u007f"], "namespace part must not contain control characters"),
+        ([], "namespace must have at least one part"),
+    ],
+    ids=["empty-part", "empty-name", "soh", "tab", "del", "no-parts"],
+)
+def test_400_names_the_rule_broken(server, http, namespace, message):
+    r = http.post(server.api("namespaces"), json={"namespace": namespace})
+    assert assert_error(r, 400, "BadRequestException")["message"] == message
+
+
+def test_empty_parent_lists_the_top_level(server, http):
+    # The spec: "empty string is treated as absent".
+    ns = unique()
+    create(server, http, ns)
+    create(server, http, ns, "child")
+    r = http.get(server.api("namespaces?parent="))
+    assert r.status_code == 200, r.text
+    assert r.json() == http.get(server.api("namespaces")).json()
+    assert [ns] in r.json()["namespaces"]
+    assert [ns, "child"] not in r.json()["namespaces"]
 
 
 def test_409_already_exists(server, http):
