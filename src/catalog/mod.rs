@@ -8,6 +8,7 @@ mod ident;
 mod namespaces;
 mod paging;
 mod record;
+mod seal;
 mod tables;
 mod views;
 mod written;
@@ -15,6 +16,7 @@ mod written;
 pub use commit::now_ms;
 pub use ident::validate_namespace;
 pub use paging::Page;
+pub use seal::{encode_answer, Seal};
 pub use tables::Loaded;
 
 use crate::fileio::FileIo;

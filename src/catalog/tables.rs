@@ -8,6 +8,7 @@ use super::ident::{validate_namespace, validate_part, write_namespace};
 use super::namespaces::{no_such_namespace, parse_json, write_failure};
 use super::paging::{close_listing, Page};
 use super::record::{Record, RecordBuilder};
+use super::seal::Seal;
 use super::written::encoding_failure;
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -204,9 +205,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `DELETE .../tables/{t}[?purgeRequested=true]`.
-    pub async fn drop_table(&self, a: &Bump, ns: &[&str], name: &str, query: &str) -> ApiResult<()> {
+    pub async fn drop_table(&self, a: &Bump, ns: &[&str], name: &str, query: &str, seal: &Seal<'_>) -> ApiResult<()> {
         let purge = query_pairs(query).any(|(k, v)| k == "purgeRequested" && v.eq_ignore_ascii_case("true"));
-        let rec = self.delete_object(a, keys::TABLE, ns, name).await?;
+        let rec = self.delete_object(a, keys::TABLE, ns, name, seal).await?;
         if purge {
             let location = table_location(Record::decode(rec.value.as_ref())?.metadata)?;
             // The table is gone either way; a failed purge leaves files, not corruption.
@@ -217,18 +218,20 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         Ok(())
     }
 
-    /// Deletes a table or view (`kind`); returns the record it had.
+    /// Deletes a table or view (`kind`), sealing the 204 answer; returns
+    /// the record it had.
     pub(crate) async fn delete_object(
         &self,
         a: &Bump,
         kind: u8,
         ns: &[&str],
         name: &str,
+        seal: &Seal<'_>,
     ) -> ApiResult<Versioned<S::Value>> {
         let key = keys::object(a, kind, ns, name);
         for _ in 0..RETRIES {
             let rec = self.object_record(a, kind, ns, name).await?;
-            match self.store.apply(&[Write::delete(key, Expect::Version(rec.version))]).await {
+            match seal.apply(&self.store, &[Write::delete(key, Expect::Version(rec.version))], 204, &[]).await {
                 Ok(()) => return Ok(rec),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(write_failure(e)),
@@ -239,7 +242,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `POST /v1/tables/rename` (and views, with `kind`).
-    pub async fn rename(&self, a: &Bump, kind: u8, body: &[u8]) -> ApiResult<()> {
+    pub async fn rename(&self, a: &Bump, kind: u8, body: &[u8], seal: &Seal<'_>) -> ApiResult<()> {
         let req: RenameRequest = parse_json(body, "RenameTableRequest")?;
         let src_ns: Vec<&str> = req.source.namespace.iter().map(String::as_str).collect();
         let dst_ns: Vec<&str> = req.destination.namespace.iter().map(String::as_str).collect();
@@ -267,7 +270,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 Write::check(dst_other, Expect::Absent),
                 Write::check(dst_ns_key, Expect::Version(ns_version)),
             ];
-            match self.store.apply(&batch).await {
+            match seal.apply(&self.store, &batch, 204, &[]).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { index: 1 }) => {
                     return Err(already_exists(kind_name(kind), &dst_ns, &req.destination.name));
@@ -283,7 +286,14 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `POST .../namespaces/{ns}/register`.
-    pub async fn register_table(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+    pub async fn register_table(
+        &self,
+        a: &Bump,
+        ns: &[&str],
+        body: &[u8],
+        out: &mut Vec<u8>,
+        seal: &Seal<'_>,
+    ) -> ApiResult<()> {
         let req: RegisterTableRequest = parse_json(body, "RegisterTableRequest")?;
         validate_part("table name", &req.name)?;
         let bytes = self.read_metadata_file(&req.metadata_location).await?;
@@ -294,11 +304,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         record.field(|out| write_refs_rendering(&md, out)).map_err(encoding_failure)?;
         let record = record.finish();
         let expect = if req.overwrite { Expect::Any } else { Expect::Absent };
-        self.insert_object(a, keys::TABLE, ns, &req.name, &record, expect)
-            .await
-            .map_err(|r| r.into_api(write_failure))?;
         write_load_result(out, Some(&req.metadata_location), &bytes, true);
-        Ok(())
+        self.insert_object(a, keys::TABLE, ns, &req.name, &record, expect, seal, out)
+            .await
+            .map_err(|r| r.into_api(write_failure))
     }
 
     /// A metadata file named by a client (register): unreadable is a 400.

@@ -403,6 +403,60 @@ def test_key_survives_restart(fresh_server, http, graceful):
     assert_error(create_ns(s, http, ns, uuid7()), 409, "AlreadyExistsException")
 
 
+def _crash_cases(s, http):
+    """(name, keyed request to send, what its answer must be, check after)."""
+    ns, name, created = new_table(s, http)
+    upd = [{"action": "set-properties", "updates": {"v": "1"}}]
+    req = [{"type": "assert-table-uuid", "uuid": created["metadata"]["table-uuid"]}]
+    new_ns = (unique(),)
+
+    def committed_once(answer):
+        loaded = load(s, http, ns, name)
+        assert loaded["metadata-location"] == answer.json()["metadata-location"]
+        return loaded["metadata-location"].rsplit("/", 1)[1].startswith("00001-")
+
+    return {
+        "create-namespace": (lambda key: create_ns(s, http, new_ns, key, p="1"),
+                             lambda r: (r.status_code, r.json()) == (200, {"namespace": list(new_ns), "properties": {"p": "1"}}),
+                             lambda r: http.get(ns_url(s, new_ns)).json()["properties"] == {"p": "1"}),
+        "commit": (lambda key: commit_table(s, http, ns, name, upd, req, key),
+                   lambda r: r.status_code == 200 and r.json()["metadata"]["properties"]["v"] == "1",
+                   committed_once),
+        "drop-table": (lambda key: http.delete(table_url(s, ns, name), headers=key_headers(key)),
+                       lambda r: (r.status_code, r.content) == (204, b""),
+                       lambda r: http.head(table_url(s, ns, name)).status_code == 404),
+    }
+
+
+@pytest.mark.parametrize("case", ["create-namespace", "commit", "drop-table"])
+def test_answer_is_durable_with_its_mutation(server_factory, http, monkeypatch, case):
+    """The server dies (SIGKILL, from a debug-build hook) right after a keyed
+    mutation succeeded and before its answer is settled or sent. The retry
+    after a restart must get the answer of that one execution at once: the
+    answer was stored in the mutation's own store batch. (With the answer
+    written after the mutation, the retry found a claim still in progress
+    and got a 503, or after a minute ran the operation again.)"""
+    monkeypatch.setenv("BINGSAN_TEST_CRASH_AFTER_MUTATION", "1")
+    s = server_factory(name="crash")
+    if "/release/" in str(s.binary):
+        pytest.skip("the crash hook exists in debug builds only")
+    send, right_answer, after = _crash_cases(s, http)[case]
+    key = uuid7()
+    with pytest.raises(requests.ConnectionError):
+        send(key)
+    s.proc.wait(10)
+    assert s.proc.returncode == -9, s.log_tail()
+    s.kill9()  # closes the log of the dead process
+    monkeypatch.delenv("BINGSAN_TEST_CRASH_AFTER_MUTATION")
+    s.start()
+    started = time.monotonic()
+    again = send(key)
+    assert time.monotonic() - started < 5, "the retry waited for a claim"
+    assert right_answer(again), f"{again.status_code} {again.text[:300]}"
+    assert after(again)
+    assert (send(key).status_code, send(key).content) == (again.status_code, again.content)
+
+
 # ------------------------------------------------------------------ 5xx
 
 
