@@ -17,11 +17,30 @@ pub struct Cli {
 pub enum Command {
     /// Run the catalog server.
     Serve(Box<ServeArgs>),
+    /// Check every table's and view's current metadata file against the store
+    /// (with the server stopped); exits 1 while any is missing or differs.
+    Check(CheckArgs),
     /// Drive an Iceberg REST catalog with load; report throughput, latency and pool figures.
     Bench(Box<crate::bench::BenchArgs>),
     /// A fixed-response HTTP server: this machine's ceiling, to calibrate `bench`.
     #[command(hide = true)]
     StaticServer(crate::bench::static_server::StaticArgs),
+}
+
+/// Settings of `bingsan check`.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Directory of the embedded store (sled) of the stopped server.
+    #[arg(long, env = "BINGSAN_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Warehouse root of the stopped server (path or file:// URI).
+    #[arg(long, env = "BINGSAN_WAREHOUSE", default_value = "./warehouse")]
+    pub warehouse: String,
+
+    /// Rewrite each missing or differing file from the store's record.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// Deepest JSON nesting the parser's recursion may reach within the shard
@@ -83,6 +102,12 @@ pub struct ServeArgs {
     /// turn. Bounds the descriptors and memory a burst of writers can take.
     #[arg(long, env = "BINGSAN_MAX_WRITES_PER_SHARD", default_value_t = 64)]
     pub max_writes_per_shard: usize,
+
+    /// Current metadata files the start-up pass checks (and restores from
+    /// the store when missing or different) per second, on a thread of its
+    /// own; 0: no pass.
+    #[arg(long, env = "BINGSAN_VERIFY_METADATA_PER_SEC", default_value_t = 50)]
+    pub verify_metadata_per_sec: u32,
 
     /// Deepest JSON nesting accepted in a request body (400 beyond).
     #[arg(long, env = "BINGSAN_MAX_JSON_DEPTH", default_value_t = 64)]

@@ -25,6 +25,7 @@ fn main() {
             }
             bingsan::server::run(*args)
         }
+        Command::Check(args) => bingsan::check::run(args),
         Command::Bench(args) => bingsan::bench::run(*args).map_err(|e| e.to_string()),
         Command::StaticServer(args) => bingsan::bench::static_server::run(args).map_err(|e| e.to_string()),
     };

@@ -10,6 +10,7 @@ mod paging;
 mod record;
 mod seal;
 mod tables;
+mod verify;
 mod views;
 mod written;
 
@@ -18,6 +19,7 @@ pub use ident::validate_namespace;
 pub use paging::Page;
 pub use seal::{encode_answer, Seal};
 pub use tables::Loaded;
+pub use verify::{Damage, Finding, Tally};
 
 use crate::fileio::FileIo;
 use crate::store::Store;

@@ -101,6 +101,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     ) -> ApiResult<Prepared<'k>> {
         let current = self.object_record(a, keys::VIEW, ns, name).await?;
         let record = Record::decode(current.value.as_ref())?;
+        let key = keys::object(a, keys::VIEW, ns, name);
+        self.heal_base(key, &record).await;
         let base: ViewMetadata = parse_json(record.metadata, "stored view metadata")?;
         let outcome = apply_view_commit(&base, &req.requirements, &req.updates, now_ms())?;
         if !outcome.changed {
@@ -113,7 +115,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let version = file_version(record.metadata_location) + 1;
         let written = self.write_view_metadata(&outcome.metadata, version, capacity).await?;
         Ok(Prepared::Change(Change {
-            key: keys::object(a, keys::VIEW, ns, name),
+            key,
             version: current.version,
             written,
             expired: Vec::new(),

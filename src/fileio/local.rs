@@ -1,7 +1,7 @@
 //! The local filesystem warehouse.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use glommio::io::{Directory, OpenOptions};
 
@@ -89,23 +89,83 @@ async fn create_dirs(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes a new file (failing if it exists) and syncs its data; its
+/// directory entry is the caller's to sync.
+async fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).create_new(true).buffered_open(path).await?;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+        }
+        pos += n;
+    }
+    file.fdatasync().await?;
+    file.close().await?;
+    Ok(())
+}
+
+fn parent(path: &Path) -> io::Result<&Path> {
+    path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "location has no directory"))
+}
+
+impl LocalFileIo {
+    /// The local path of `location` when it names a file inside the
+    /// warehouse, existing or not: no `.` or `..` component, and its deepest
+    /// existing ancestor (symbolic links resolved) inside the root.
+    fn confined<'l>(&self, location: &'l str) -> io::Result<&'l Path> {
+        let path = self.path(location)?;
+        let outside = || io::Error::new(io::ErrorKind::PermissionDenied, "location outside the warehouse");
+        if path.components().any(|c| matches!(c, Component::CurDir | Component::ParentDir)) {
+            return Err(outside());
+        }
+        let mut existing = path;
+        while !existing.exists() {
+            existing = existing.parent().ok_or_else(outside)?;
+        }
+        let resolved = std::fs::canonicalize(existing)?;
+        if !resolved.starts_with(&self.root) || resolved == self.root {
+            return Err(outside());
+        }
+        Ok(path)
+    }
+}
+
 impl FileIo for LocalFileIo {
     async fn write_new(&self, location: &str, bytes: &[u8]) -> io::Result<()> {
         let path = self.path(location)?;
-        let dir =
-            path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "location has no directory"))?;
+        let dir = parent(path)?;
         create_dirs(dir).await?;
-        let file = OpenOptions::new().write(true).create_new(true).buffered_open(&path).await?;
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+        write_file(path, bytes).await?;
+        sync_dir(dir).await
+    }
+
+    async fn size(&self, location: &str) -> io::Result<Option<u64>> {
+        let path = self.path(location)?;
+        let file = match OpenOptions::new().read(true).buffered_open(path).await {
+            Ok(f) => f,
+            Err(e) => {
+                let e: io::Error = e.into();
+                return if e.kind() == io::ErrorKind::NotFound { Ok(None) } else { Err(e) };
             }
-            pos += n;
-        }
-        file.fdatasync().await?;
+        };
+        let size = file.file_size().await?;
         file.close().await?;
+        Ok(Some(size))
+    }
+
+    async fn restore(&self, location: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.confined(location)?;
+        let dir = parent(path)?;
+        create_dirs(dir).await?;
+        let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy());
+        let staged = dir.join(format!(".{name}.restore-{}", uuid::Uuid::new_v4()));
+        if let Err(e) = write_file(&staged, bytes).await {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+        glommio::io::rename(&staged, path).await?;
         sync_dir(dir).await
     }
 

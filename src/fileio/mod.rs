@@ -21,6 +21,13 @@ pub trait FileIo: 'static {
     /// Reads a whole file.
     async fn read(&self, location: &str) -> io::Result<Vec<u8>>;
 
+    /// The size of a file; `None` when it does not exist.
+    async fn size(&self, location: &str) -> io::Result<Option<u64>>;
+
+    /// Replaces a file's content (or recreates it) durably and atomically: a
+    /// new file renamed over it. Refused outside the warehouse.
+    async fn restore(&self, location: &str, bytes: &[u8]) -> io::Result<()>;
+
     /// Whether files can be written at `location`: `Err` says why not (the
     /// request asked for a location this warehouse cannot serve).
     fn check_location(&self, location: &str) -> Result<(), String>;
