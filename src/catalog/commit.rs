@@ -336,7 +336,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         if let Some(conflict) = quick_conflict(&req.requirements, record.metadata) {
             return Err(conflict.into());
         }
-        self.heal_base(key, &record).await;
+        self.heal_base(key, current.version, &record).await;
         let base: TableMetadata = parse_json(record.metadata, "stored metadata")?;
         let base_updated_ms = base.last_updated_ms;
         // The same bytes parsed a moment ago: they parse again.

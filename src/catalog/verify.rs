@@ -75,10 +75,23 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         }
     }
 
-    /// Rewrites a damaged current metadata file from its record; logs and
-    /// counts the outcome, and returns whether the file was restored.
-    async fn restore(&self, object: &str, record: &Record<'_>, damage: Damage) -> bool {
+    /// Whether `version` of `key` is still the current record: a commit or
+    /// drop since it was read makes its file history, which may have been
+    /// deleted on purpose (metadata log expiry, purge).
+    async fn still_current(&self, key: &[u8], version: u64) -> Result<bool, StoreError> {
+        Ok(self.store.get(key).await?.is_some_and(|now| now.version == version))
+    }
+
+    /// Counts and logs a damaged current metadata file and, with `repair`,
+    /// rewrites it from its record; returns whether it was restored.
+    async fn found_damaged(&self, key: &[u8], record: &Record<'_>, damage: Damage, repair: bool) -> bool {
+        METADATA_FILES.damaged.fetch_add(1, Relaxed);
+        let object = describe(key);
         let location = record.metadata_location;
+        tracing::error!(object, location, %damage, "current metadata file is damaged");
+        if !repair {
+            return false;
+        }
         match self.files.restore(location, record.metadata).await {
             Ok(()) => {
                 METADATA_FILES.repaired.fetch_add(1, Relaxed);
@@ -96,7 +109,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// check that its file still has the record's size, restoring it if
     /// not. The commit itself builds on the record, so it goes ahead either
     /// way; a same-size overwrite is left to the verification pass.
-    pub(crate) async fn heal_base(&self, key: &[u8], record: &Record<'_>) {
+    pub(crate) async fn heal_base(&self, key: &[u8], version: u64, record: &Record<'_>) {
         let damage = match self.files.size(record.metadata_location).await {
             Ok(Some(size)) if size == record.metadata.len() as u64 => return,
             Ok(Some(_)) => Damage::Differs,
@@ -104,10 +117,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             // Not a file this warehouse can stat (another scheme): nothing to check.
             Err(_) => return,
         };
-        METADATA_FILES.damaged.fetch_add(1, Relaxed);
-        let object = describe(key);
-        tracing::error!(object, location = record.metadata_location, %damage, "current metadata file is damaged");
-        self.restore(&object, record, damage).await;
+        if self.still_current(key, version).await.unwrap_or(false) {
+            self.found_damaged(key, record, damage, true).await;
+        }
     }
 
     /// Checks the current metadata file of every table and view against its
@@ -172,15 +184,13 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 return Ok(None);
             }
         };
+        if !self.still_current(key, current.version).await? {
+            return Ok(None);
+        }
         tally.damaged += 1;
-        METADATA_FILES.damaged.fetch_add(1, Relaxed);
-        let object = describe(key);
-        tracing::error!(object, location = record.metadata_location, %damage, "current metadata file is damaged");
-        // A commit or drop since the read makes this file history: leave it.
-        let still_current = self.store.get(key).await?.is_some_and(|now| now.version == current.version);
-        let repaired = repair && still_current && self.restore(&object, &record, damage).await;
+        let repaired = self.found_damaged(key, &record, damage, repair).await;
         tally.repaired += u64::from(repaired);
-        Ok(Some(Finding { object, location: record.metadata_location.to_string(), damage, repaired }))
+        Ok(Some(Finding { object: describe(key), location: record.metadata_location.to_string(), damage, repaired }))
     }
 }
 

@@ -102,7 +102,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let current = self.object_record(a, keys::VIEW, ns, name).await?;
         let record = Record::decode(current.value.as_ref())?;
         let key = keys::object(a, keys::VIEW, ns, name);
-        self.heal_base(key, &record).await;
+        self.heal_base(key, current.version, &record).await;
         let base: ViewMetadata = parse_json(record.metadata, "stored view metadata")?;
         let outcome = apply_view_commit(&base, &req.requirements, &req.updates, now_ms())?;
         if !outcome.changed {

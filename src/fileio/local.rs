@@ -125,7 +125,8 @@ impl LocalFileIo {
             existing = existing.parent().ok_or_else(outside)?;
         }
         let resolved = std::fs::canonicalize(existing)?;
-        if !resolved.starts_with(&self.root) || resolved == self.root {
+        // The root itself is no file to write; a missing path under it is.
+        if !resolved.starts_with(&self.root) || (existing == path && resolved == self.root) {
             return Err(outside());
         }
         Ok(path)
@@ -235,5 +236,49 @@ impl FileIo for LocalFileIo {
         } else {
             path.into_owned()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_recreates_or_replaces_files_inside_the_warehouse_only() {
+        let dir = std::env::temp_dir().join(format!("bingsan-fileio-{}", uuid::Uuid::new_v4()));
+        let wh = dir.join("wh");
+        let files = LocalFileIo::new(wh.to_str().unwrap()).unwrap();
+        let root = files.root.clone();
+        let test_dir = dir.clone();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let at = |p: &str| root.join(p).to_str().unwrap().to_string();
+                let file = at("ns/t/metadata/00001-x.metadata.json");
+                assert_eq!(files.size(&file).await.unwrap(), None);
+                files.restore(&file, b"{\"a\":1}").await.unwrap();
+                assert_eq!(files.read(&file).await.unwrap(), b"{\"a\":1}");
+                std::fs::write(&file, b"garbage, longer than before").unwrap();
+                files.restore(&file, b"{\"a\":1}").await.unwrap();
+                assert_eq!(files.size(&file).await.unwrap(), Some(7));
+                let left: Vec<_> = std::fs::read_dir(root.join("ns/t/metadata")).unwrap().collect();
+                assert_eq!(left.len(), 1, "no staged file is left behind");
+
+                std::os::unix::fs::symlink(&test_dir, root.join("link")).unwrap();
+                let escapes = [
+                    test_dir.join("outside.json").to_str().unwrap().to_string(),
+                    at("ns/../../outside.json"),
+                    at("link/outside.json"),
+                    root.to_str().unwrap().to_string(),
+                ];
+                for location in escapes {
+                    let e = files.restore(&location, b"x").await.unwrap_err();
+                    assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{location}");
+                }
+                assert!(!test_dir.join("outside.json").exists());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

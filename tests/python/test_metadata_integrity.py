@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import create_table_raw, table_url, unique
+from harness import SIMPLE_SCHEMA_JSON, create_table_raw, table_url, unique, view_url
 
 
 def new_table(s, http, ns: str, name: str) -> tuple[str, bytes, dict]:
@@ -49,6 +49,15 @@ def damage(path: Path, how: str) -> None:
     elif how == "delete":
         path.unlink()
     assert not path.exists() or path.read_bytes() != original
+
+
+def new_view(s, http, ns: str, name: str) -> tuple[str, bytes]:
+    version = {"version-id": 1, "timestamp-ms": 1, "schema-id": 0, "summary": {}, "default-namespace": [ns],
+               "representations": [{"type": "sql", "sql": "SELECT 1 AS id", "dialect": "spark"}]}
+    r = http.post(view_url(s, ns), json={"name": name, "schema": SIMPLE_SCHEMA_JSON, "view-version": version})
+    assert r.status_code == 200, r.text
+    location = r.json()["metadata-location"]
+    return location, Path(location).read_bytes()
 
 
 def counters(s) -> tuple[float, float]:
@@ -107,12 +116,14 @@ def test_check_reports_and_repairs_a_stopped_servers_files(fresh_server, http):
     ns = make_ns(s, http)
     tables = {how: new_table(s, http, ns, how.replace("-", "_")) for how in
               ("truncate", "overwrite-same-size", "delete", "intact")}
+    view_location, view_bytes = new_view(s, http, ns, "v")
     running = check(s)
     assert running.returncode == 1 and "is the server running?" in running.stderr, running
     s.stop()
     for how, (location, _, _) in tables.items():
         if how != "intact":
             damage(Path(location), how)
+    damage(Path(view_location), "delete")
 
     found = check(s)
     assert found.returncode == 1, found
@@ -121,20 +132,23 @@ def test_check_reports_and_repairs_a_stopped_servers_files(fresh_server, http):
         f"damaged: table {ns}.truncate: {tables['truncate'][0]} differs from the catalog's record",
         f"damaged: table {ns}.overwrite_same_size: {tables['overwrite-same-size'][0]} differs from the catalog's record",
         f"damaged: table {ns}.delete: {tables['delete'][0]} missing",
+        f"damaged: view {ns}.v: {view_location} missing",
     ])
-    assert lines[-1] == "checked 4 metadata files: 3 damaged, 0 repaired"
+    assert lines[-1] == "checked 5 metadata files: 4 damaged, 0 repaired"
     assert "--repair" in found.stderr
     assert not Path(tables["delete"][0]).exists()  # a check alone changes nothing
 
     repaired = check(s, "--repair")
     assert repaired.returncode == 0, repaired
     assert repaired.stdout.count("repaired: table ") == 3
-    assert repaired.stdout.splitlines()[-1] == "checked 4 metadata files: 3 damaged, 3 repaired"
+    assert repaired.stdout.count("repaired: view ") == 1
+    assert repaired.stdout.splitlines()[-1] == "checked 5 metadata files: 4 damaged, 4 repaired"
     for location, original, _ in tables.values():
         assert Path(location).read_bytes() == original
+    assert Path(view_location).read_bytes() == view_bytes
 
     clean = check(s)
-    assert (clean.returncode, clean.stdout) == (0, "checked 4 metadata files: 0 damaged, 0 repaired\n")
+    assert (clean.returncode, clean.stdout) == (0, "checked 5 metadata files: 0 damaged, 0 repaired\n")
     s.start()
     for how, (location, _, metadata) in tables.items():
         loaded = http.get(table_url(s, ns, how.replace("-", "_"))).json()
