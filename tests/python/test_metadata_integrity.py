@@ -153,3 +153,17 @@ def test_check_reports_and_repairs_a_stopped_servers_files(fresh_server, http):
     for how, (location, _, metadata) in tables.items():
         loaded = http.get(table_url(s, ns, how.replace("-", "_"))).json()
         assert (loaded["metadata-location"], loaded["metadata"]) == (location, metadata)
+
+
+def test_a_view_commit_restores_its_base(fresh_server, http):
+    s = fresh_server
+    ns = make_ns(s, http)
+    location, original = new_view(s, http, ns, "v")
+    Path(location).unlink()
+    loaded = http.get(view_url(s, ns, "v"))
+    assert (loaded.status_code, loaded.json()["metadata-location"]) == (200, location)
+    r = http.post(view_url(s, ns, "v"), json={"updates": [{"action": "set-properties", "updates": {"k": "v"}}]})
+    assert r.status_code == 200, r.text
+    assert Path(location).read_bytes() == original
+    assert counters(s) == (1, 1)
+    assert f"view {ns}.v" in s.log_text()
