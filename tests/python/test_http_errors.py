@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from harness import assert_error, collect_pages, unique
+from harness import SIMPLE_SCHEMA_JSON as SCHEMA, assert_error, collect_pages, unique
 
 SEP = "%1F"
 
@@ -84,6 +84,28 @@ def test_400_parent_missing_on_create(server, http):
 )
 def test_400_names_the_rule_broken(server, http, namespace, message):
     r = http.post(server.api("namespaces"), json={"namespace": namespace})
+    assert assert_error(r, 400, "BadRequestException")["message"] == message
+
+
+@pytest.mark.parametrize(
+    "kind,name,message",
+    [
+        ("tables", "", "table name must not be empty"),
+        ("tables", "a\u0001b", "table name must not contain control characters"),
+        ("views", "", "view name must not be empty"),
+        ("views", "nl\nhere", "view name must not contain control characters"),
+    ],
+    ids=["table-empty", "table-soh", "view-empty", "view-newline"],
+)
+def test_400_names_the_rule_a_table_or_view_name_broke(server, http, kind, name, message):
+    ns = unique()
+    create(server, http, ns)
+    body = {"name": name, "schema": SCHEMA}
+    if kind == "views":
+        body["view-version"] = {"version-id": 1, "timestamp-ms": 1, "schema-id": 0, "summary": {},
+                                "default-namespace": [ns],
+                                "representations": [{"type": "sql", "sql": "SELECT 1", "dialect": "spark"}]}
+    r = http.post(server.api(f"namespaces/{ns}/{kind}"), json=body)
     assert assert_error(r, 400, "BadRequestException")["message"] == message
 
 
