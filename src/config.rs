@@ -1,9 +1,25 @@
-//! `bingsan serve`'s configuration: its flags and their `BINGSAN_*` variables.
+//! The flags of `bingsan serve` and `bingsan check` and their `BINGSAN_*` variables.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+
+/// Settings of `bingsan check`.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Directory of the embedded store (sled) of the stopped server.
+    #[arg(long, env = "BINGSAN_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Warehouse root of the stopped server (path or file:// URI).
+    #[arg(long, env = "BINGSAN_WAREHOUSE", default_value = "./warehouse")]
+    pub warehouse: String,
+
+    /// Rewrite each missing or differing file from the store's record.
+    #[arg(long)]
+    pub repair: bool,
+}
 
 /// Deepest JSON nesting the parser's recursion may reach within the shard
 /// threads' stack (see `THREAD_STACK` in main.rs).
@@ -64,6 +80,12 @@ pub struct ServeArgs {
     /// turn. Bounds the descriptors and memory a burst of writers can take.
     #[arg(long, env = "BINGSAN_MAX_WRITES_PER_SHARD", default_value_t = 64)]
     pub max_writes_per_shard: usize,
+
+    /// Current metadata files the start-up pass checks (and restores from
+    /// the store when missing or different) per second, on a thread of its
+    /// own; 0: no pass.
+    #[arg(long, env = "BINGSAN_VERIFY_METADATA_PER_SEC", default_value_t = 50)]
+    pub verify_metadata_per_sec: u32,
 
     /// Deepest JSON nesting accepted in a request body (400 beyond).
     #[arg(long, env = "BINGSAN_MAX_JSON_DEPTH", default_value_t = 64)]

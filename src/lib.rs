@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod auth;
 pub mod bench;
 pub mod catalog;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod fileio;

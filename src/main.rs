@@ -1,7 +1,7 @@
 use clap::{Parser, Subcommand};
 
 use bingsan::bench::{BenchArgs, StaticArgs};
-use bingsan::config::ServeArgs;
+use bingsan::config::{CheckArgs, ServeArgs};
 
 // The command line lives here, with the binary, so that the server and the
 // load generator, which both hang off it, stay independent modules.
@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     /// Run the catalog server.
     Serve(Box<ServeArgs>),
+    /// Check every table's and view's current metadata file against the store
+    /// (with the server stopped); exits 1 while any is missing or differs.
+    Check(CheckArgs),
     /// Drive an Iceberg REST catalog with load; report throughput, latency and pool figures.
     Bench(Box<BenchArgs>),
     /// A fixed-response HTTP server: this machine's ceiling, to calibrate `bench`.
@@ -48,6 +51,7 @@ fn main() {
             }
             bingsan::server::run(*args)
         }
+        Command::Check(args) => bingsan::check::run(args),
         Command::Bench(args) => bingsan::bench::run(*args).map_err(|e| e.to_string()),
         Command::StaticServer(args) => bingsan::bench::static_server::run(args).map_err(|e| e.to_string()),
     };

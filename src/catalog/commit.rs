@@ -15,6 +15,7 @@ use bumpalo::Bump;
 use super::ident::{validate_namespace, validate_part};
 use super::namespaces::parse_json;
 use super::record::{file_version, Record};
+use super::seal::Seal;
 use super::tables::{
     already_exists, kind_name, no_such_table, other_kind, write_load_result, write_refs_rendering, RETRIES,
 };
@@ -59,7 +60,14 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `POST .../namespaces/{ns}/tables`.
-    pub async fn create_table(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+    pub async fn create_table(
+        &self,
+        a: &Bump,
+        ns: &[&str],
+        body: &[u8],
+        out: &mut Vec<u8>,
+        seal: &Seal<'_>,
+    ) -> ApiResult<()> {
         validate_namespace(ns)?;
         let req: CreateTableRequest = parse_json(body, "CreateTableRequest")?;
         validate_part("table name", &req.name)?;
@@ -76,15 +84,16 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             return Ok(());
         }
         let written = self.write_metadata(&md, 0, new_record_capacity(body)).await?;
-        self.insert_new(a, keys::TABLE, ns, &req.name, &written, &md.location).await?;
         write_load_result(out, Some(written.location()), written.metadata(), true);
-        Ok(())
+        self.insert_new(a, keys::TABLE, ns, &req.name, &written, &md.location, seal, out).await
     }
 
     /// Makes a freshly written table or view (`kind`) at `location` current,
     /// atomically with the checks that its namespace is unchanged, no table
-    /// or view took the name and no other one overlaps the location; the
-    /// file is deleted when that is refused.
+    /// or view took the name and no other one overlaps the location, and
+    /// with the `answer` under `seal`; the file is deleted when that is
+    /// refused.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn insert_new(
         &self,
         a: &Bump,
@@ -93,8 +102,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         name: &str,
         written: &Written,
         location: &str,
+        seal: &Seal<'_>,
+        answer: &[u8],
     ) -> ApiResult<()> {
-        match self.insert_object(a, kind, ns, name, written.record(), location, false).await {
+        match self.insert_object(a, kind, ns, name, written.record(), location, false, seal, answer).await {
             Ok(()) => Ok(()),
             Err(Refused::Client(e)) => {
                 self.discard(written.location()).await;
@@ -108,7 +119,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// new or `overwrite`-ing the object of that name, atomically with the
     /// checks that no object of the other kind has the name, that the
     /// namespace is live and unchanged since read, and the location claim
-    /// (re-read and retried when any of them changed).
+    /// (re-read and retried when any of them changed), and with the `answer`
+    /// (status 200) under `seal`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn insert_object(
         &self,
@@ -119,6 +131,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         record: &[u8],
         location: &str,
         overwrite: bool,
+        seal: &Seal<'_>,
+        answer: &[u8],
     ) -> Result<(), Refused> {
         let key = keys::object(a, kind, ns, name);
         let other_key = keys::object(a, other_kind(kind), ns, name);
@@ -144,7 +158,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 Write::check(ns_key, Expect::Version(ns_version)),
             ];
             batch.extend(claim);
-            match self.store.apply(&batch).await {
+            match seal.apply(&self.store, &batch, 200, answer).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { index: 0 }) if !overwrite => {
                     return Err(Refused::Client(already_exists(kind_name(kind), ns, name)))
@@ -203,14 +217,15 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         name: &str,
         body: &[u8],
         out: &mut Vec<u8>,
+        seal: &Seal<'_>,
     ) -> ApiResult<()> {
         validate_namespace(ns)?;
         validate_part("table name", name)?;
         let req: CommitTableRequest = parse_json(body, "CommitTableRequest")?;
-        let committed =
-            self.commit_with_retries(ns, name, async || self.prepare(a, ns, name, &req).await, false, out).await?;
+        let prepare = async || self.prepare(a, ns, name, &req).await;
+        let committed = self.commit_with_retries(ns, name, prepare, false, out, seal).await?;
         if !committed {
-            return self.create_by_commit(a, ns, name, &req, out).await;
+            return self.create_by_commit(a, ns, name, &req, out, seal).await;
         }
         Ok(())
     }
@@ -218,8 +233,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// The optimistic loop of a table or view commit: `prepare` on the
     /// current base, swap, and on a lost race start over on the new base.
     /// Writes the result (a `LoadTableResult`/`LoadViewResult` when `config`,
-    /// else a `CommitTableResponse`); false when `prepare` asked for a create
-    /// (nothing written).
+    /// else a `CommitTableResponse`), sealed with the swap; false when
+    /// `prepare` asked for a create (nothing written).
     pub(crate) async fn commit_with_retries<'k>(
         &self,
         ns: &[&str],
@@ -227,8 +242,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         mut prepare: impl AsyncFnMut() -> ApiResult<Prepared<'k>>,
         config: bool,
         out: &mut Vec<u8>,
+        seal: &Seal<'_>,
     ) -> ApiResult<bool> {
         for attempt in 0..RETRIES {
+            out.clear();
             let prepared = match prepare().await? {
                 Prepared::Create => return Ok(false),
                 Prepared::Unchanged { location, metadata } => {
@@ -237,10 +254,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 }
                 Prepared::Change(change) => change,
             };
-            match self.store.apply(&prepared.writes()).await {
+            write_load_result(out, Some(prepared.written.location()), prepared.written.metadata(), config);
+            match seal.apply(&self.store, &prepared.writes(), 200, out).await {
                 Ok(()) => {
                     self.after_commit(&prepared).await;
-                    write_load_result(out, Some(prepared.written.location()), prepared.written.metadata(), config);
                     return Ok(true);
                 }
                 Err(StoreError::Conflict { .. }) => {
@@ -260,7 +277,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// `POST /v1/transactions/commit`: every table moves or none does. All
     /// new metadata files are written first; one atomic store batch then
     /// swaps every pointer, so a crash leaves all tables old or all new.
-    pub async fn commit_transaction(&self, a: &Bump, body: &[u8]) -> ApiResult<()> {
+    pub async fn commit_transaction(&self, a: &Bump, body: &[u8], seal: &Seal<'_>) -> ApiResult<()> {
         let req: CommitTransactionRequest = parse_json(body, "CommitTransactionRequest")?;
         let mut idents = Vec::with_capacity(req.table_changes.len());
         for change in &req.table_changes {
@@ -304,7 +321,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 return Err(e);
             }
             let batch: Vec<Write<'_>> = changes.iter().flat_map(Change::writes).collect();
-            match self.store.apply(&batch).await {
+            match seal.apply(&self.store, &batch, 204, &[]).await {
                 Ok(()) => {
                     for c in &changes {
                         self.after_commit(c).await;
@@ -347,6 +364,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         if let Some(conflict) = quick_conflict(&req.requirements, record.metadata) {
             return Err(conflict.into());
         }
+        self.heal_base(key, current.version, &record).await;
         let base: TableMetadata = parse_json(record.metadata, "stored metadata")?;
         let base_updated_ms = base.last_updated_ms;
         let base_location = base.location.clone();
@@ -410,21 +428,21 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         name: &str,
         req: &CommitTableRequest,
         out: &mut Vec<u8>,
+        seal: &Seal<'_>,
     ) -> ApiResult<()> {
         self.live_namespace_version(a, ns).await?;
         let mut md = apply_create(&req.requirements, &req.updates, now_ms())?.metadata;
         md.location = self.object_location(Some(&md.location), ns, name, &md.table_uuid)?;
         let written = self.write_metadata(&md, 0, COMMIT_GROWTH).await?;
-        self.insert_new(a, keys::TABLE, ns, name, &written, &md.location).await.map_err(|e| match e.kind {
+        write_load_result(out, Some(written.location()), written.metadata(), false);
+        self.insert_new(a, keys::TABLE, ns, name, &written, &md.location, seal, out).await.map_err(|e| match e.kind {
             // Someone created it meanwhile: the assert-create requirement failed.
             ErrorKind::AlreadyExists => ApiError::new(
                 ErrorKind::CommitFailed,
                 format!("Requirement failed: table {name} was created concurrently"),
             ),
             _ => e,
-        })?;
-        write_load_result(out, Some(written.location()), written.metadata(), false);
-        Ok(())
+        })
     }
 }
 

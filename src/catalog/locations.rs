@@ -279,6 +279,7 @@ mod tests {
 
     use super::super::record::RecordBuilder;
     use super::super::test_support::{json, with_catalog, SCHEMA};
+    use super::super::Seal;
     use super::INDEXED;
     use crate::store::{keys, Expect, Store, Write};
 
@@ -301,7 +302,7 @@ mod tests {
             let a = Bump::new();
             let mut out = Vec::new();
             let body = format!(r#"{{"name":"t","schema":{SCHEMA}}}"#);
-            c.create_table(&a, &["db"], body.as_bytes(), &mut out).await.unwrap();
+            c.create_table(&a, &["db"], body.as_bytes(), &mut out, &Seal::none()).await.unwrap();
             let location = json(&out)["metadata"]["location"].as_str().unwrap().to_string();
             let t_key = keys::object(&a, keys::TABLE, &["db"], "t");
             assert_eq!(claims(&c).await, [(location.clone(), t_key.to_vec())]);
@@ -330,12 +331,12 @@ mod tests {
             assert_eq!(c.index_locations().await.unwrap(), 0, "the migration runs once");
 
             // Purging the unclaimed one leaves the claimed table's files.
-            c.drop_table(&a, &["db"], "u-legacy", "purgeRequested=true").await.unwrap();
+            c.drop_table(&a, &["db"], "u-legacy", "purgeRequested=true", &Seal::none()).await.unwrap();
             let dir = root.join("db").join(location.rsplit('/').next().unwrap());
             assert!(dir.join("metadata").is_dir());
             c.load_table(&a, &["db"], "t", "", None, &mut Vec::new()).await.unwrap();
             assert_eq!(claims(&c).await, [(location.clone(), t_key.to_vec())]);
-            c.drop_table(&a, &["db"], "t", "purgeRequested=true").await.unwrap();
+            c.drop_table(&a, &["db"], "t", "purgeRequested=true", &Seal::none()).await.unwrap();
             assert!(!dir.exists() && claims(&c).await.is_empty());
         });
     }
@@ -366,7 +367,7 @@ mod tests {
             let a = Bump::new();
             let mut out = Vec::new();
             let body = format!(r#"{{"name":"t","schema":{SCHEMA}}}"#);
-            c.create_table(&a, &["db"], body.as_bytes(), &mut out).await.unwrap();
+            c.create_table(&a, &["db"], body.as_bytes(), &mut out, &Seal::none()).await.unwrap();
             let location = json(&out)["metadata"]["location"].as_str().unwrap().to_string();
             let key = keys::object(&a, keys::TABLE, &["db"], "t");
             let other = keys::object(&a, keys::TABLE, &["db"], "u");

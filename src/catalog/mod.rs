@@ -9,16 +9,20 @@ mod locations;
 mod namespaces;
 mod paging;
 mod record;
+mod seal;
 mod tables;
 #[cfg(test)]
 mod test_support;
+mod verify;
 mod views;
 mod written;
 
 pub use commit::now_ms;
 pub use ident::validate_namespace;
 pub use paging::Page;
+pub use seal::{encode_answer, Seal};
 pub use tables::Loaded;
+pub use verify::{Damage, Finding, Tally};
 
 use crate::fileio::FileIo;
 use crate::store::Store;

@@ -14,6 +14,7 @@ use sonic_rs::error::Category;
 
 use super::ident::{validate_namespace, write_namespace};
 use super::paging::{close_listing, Page};
+use super::seal::Seal;
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
@@ -61,6 +62,12 @@ fn encode_record(state: u8, properties: &BTreeMap<String, String>) -> Vec<u8> {
 
 pub(crate) fn no_such_namespace(ns: &[&str]) -> ApiError {
     ApiError::new(ErrorKind::NoSuchNamespace, format!("Namespace does not exist: {}", ns.join(".")))
+}
+
+/// createNamespace lists no 404 in the spec: a missing parent is a bad
+/// request (400) whose message names what is missing.
+fn no_such_parent(parent: &[&str]) -> ApiError {
+    ApiError::bad_request(format!("Parent namespace does not exist: {}", parent.join(".")))
 }
 
 /// Parses JSON the server holds or a client sent. The message keeps what
@@ -127,7 +134,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `POST /v1/namespaces`.
-    pub async fn create_namespace(&self, a: &Bump, body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+    pub async fn create_namespace(&self, a: &Bump, body: &[u8], out: &mut Vec<u8>, seal: &Seal<'_>) -> ApiResult<()> {
         let req: CreateNamespaceRequest = parse_json(body, "CreateNamespaceRequest")?;
         validate_namespace(&req.namespace)?;
         let ns: Vec<&str> = req.namespace.iter().map(String::as_str).collect();
@@ -135,14 +142,22 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let value = encode_record(LIVE, &properties);
         let key = keys::namespace(a, &ns);
         let parent = &ns[..ns.len() - 1];
+        out.extend_from_slice(b"{\"namespace\":");
+        write_namespace(out, &ns);
+        out.extend_from_slice(b",\"properties\":");
+        out.extend_from_slice(&value[1..]);
+        out.push(b'}');
         let outcome = if parent.is_empty() {
-            self.store.apply(&[Write::put(key, Expect::Absent, &value)]).await
+            seal.apply(&self.store, &[Write::put(key, Expect::Absent, &value)], 200, out).await
         } else {
-            let parent_version = self.live_namespace_version(a, parent).await?;
+            let parent_version = match self.namespace_record(a, parent).await? {
+                Some(rec) if rec.live => rec.version,
+                _ => return Err(no_such_parent(parent)),
+            };
             let parent_key = keys::namespace(a, parent);
             let batch =
                 [Write::check(parent_key, Expect::Version(parent_version)), Write::put(key, Expect::Absent, &value)];
-            self.store.apply(&batch).await
+            seal.apply(&self.store, &batch, 200, out).await
         };
         match outcome {
             Ok(()) => {}
@@ -152,20 +167,15 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                     format!("Namespace already exists: {}", ns.join(".")),
                 ))
             }
-            Err(StoreError::Conflict { .. }) => return Err(no_such_namespace(parent)),
+            Err(StoreError::Conflict { .. }) => return Err(no_such_parent(parent)),
             Err(e) => return Err(write_failure(e)),
         }
-        out.extend_from_slice(b"{\"namespace\":");
-        write_namespace(out, &ns);
-        out.extend_from_slice(b",\"properties\":");
-        out.extend_from_slice(&value[1..]);
-        out.push(b'}');
         Ok(())
     }
 
     /// `DELETE /v1/namespaces/{ns}`: 409 unless it has no namespaces, tables
     /// or views inside.
-    pub async fn drop_namespace(&self, a: &Bump, ns: &[&str]) -> ApiResult<()> {
+    pub async fn drop_namespace(&self, a: &Bump, ns: &[&str], seal: &Seal<'_>) -> ApiResult<()> {
         validate_namespace(ns)?;
         let key = keys::namespace(a, ns);
         for _ in 0..RETRIES {
@@ -187,7 +197,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                     format!("Namespace is not empty: {}", ns.join(".")),
                 ));
             }
-            return match self.store.apply(&[Write::delete(key, Expect::Version(dropping))]).await {
+            return match seal.apply(&self.store, &[Write::delete(key, Expect::Version(dropping))], 204, &[]).await {
                 Ok(()) => Ok(()),
                 Err(StoreError::Conflict { .. }) => Err(no_such_namespace(ns)),
                 Err(e) => Err(write_failure(e)),
@@ -219,7 +229,14 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `POST /v1/namespaces/{ns}/properties`.
-    pub async fn update_properties(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+    pub async fn update_properties(
+        &self,
+        a: &Bump,
+        ns: &[&str],
+        body: &[u8],
+        out: &mut Vec<u8>,
+        seal: &Seal<'_>,
+    ) -> ApiResult<()> {
         validate_namespace(ns)?;
         let req: UpdatePropertiesRequest = parse_json(body, "UpdateNamespacePropertiesRequest")?;
         let removals = req.removals.unwrap_or_default();
@@ -244,17 +261,16 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             props.extend(updates.iter().map(|(k, v)| (k.clone(), v.clone())));
             let state = rec.raw.as_ref()[0];
             let value = encode_record(state, &props);
-            match self.store.apply(&[Write::put(key, Expect::Version(rec.version), &value)]).await {
-                Ok(()) => {
-                    out.extend_from_slice(b"{\"updated\":");
-                    crate::json::write_str_array(out, updates.keys().map(String::as_str));
-                    out.extend_from_slice(b",\"removed\":");
-                    crate::json::write_str_array(out, removed);
-                    out.extend_from_slice(b",\"missing\":");
-                    crate::json::write_str_array(out, missing);
-                    out.push(b'}');
-                    return Ok(());
-                }
+            out.clear();
+            out.extend_from_slice(b"{\"updated\":");
+            crate::json::write_str_array(out, updates.keys().map(String::as_str));
+            out.extend_from_slice(b",\"removed\":");
+            crate::json::write_str_array(out, removed);
+            out.extend_from_slice(b",\"missing\":");
+            crate::json::write_str_array(out, missing);
+            out.push(b'}');
+            match seal.apply(&self.store, &[Write::put(key, Expect::Version(rec.version), &value)], 200, out).await {
+                Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(write_failure(e)),
             }

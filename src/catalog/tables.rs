@@ -9,6 +9,7 @@ use super::locations::Placement;
 use super::namespaces::{no_such_namespace, parse_file, parse_json, write_failure};
 use super::paging::{close_listing, Page};
 use super::record::{Record, RecordBuilder};
+use super::seal::Seal;
 use super::written::encoding_failure;
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -205,9 +206,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `DELETE .../tables/{t}[?purgeRequested=true]`.
-    pub async fn drop_table(&self, a: &Bump, ns: &[&str], name: &str, query: &str) -> ApiResult<()> {
+    pub async fn drop_table(&self, a: &Bump, ns: &[&str], name: &str, query: &str, seal: &Seal<'_>) -> ApiResult<()> {
         let purge = query_pairs(query).any(|(k, v)| k == "purgeRequested" && v.eq_ignore_ascii_case("true"));
-        let rec = self.delete_object(a, keys::TABLE, ns, name, purge).await?;
+        let rec = self.delete_object(a, keys::TABLE, ns, name, purge, seal).await?;
         if purge {
             self.purge(a, Record::decode(rec.value.as_ref())?).await?;
         }
@@ -243,7 +244,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// Deletes a table or view (`kind`) and its location claim (held for
-    /// the `purge` to come, if any); returns the record it had.
+    /// the `purge` to come, if any), sealing the 204 answer; returns the
+    /// record it had.
     pub(crate) async fn delete_object(
         &self,
         a: &Bump,
@@ -251,6 +253,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         ns: &[&str],
         name: &str,
         purge: bool,
+        seal: &Seal<'_>,
     ) -> ApiResult<Versioned<S::Value>> {
         let key = keys::object(a, kind, ns, name);
         for _ in 0..RETRIES {
@@ -259,7 +262,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             let claim = self.drop_claim(a, key, location.as_deref(), purge).await?;
             let batch: Vec<Write<'_>> =
                 [Write::delete(key, Expect::Version(rec.version))].into_iter().chain(claim).collect();
-            match self.store.apply(&batch).await {
+            match seal.apply(&self.store, &batch, 204, &[]).await {
                 Ok(()) => return Ok(rec),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(write_failure(e)),
@@ -270,7 +273,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `POST /v1/tables/rename` (and views, with `kind`).
-    pub async fn rename(&self, a: &Bump, kind: u8, body: &[u8]) -> ApiResult<()> {
+    pub async fn rename(&self, a: &Bump, kind: u8, body: &[u8], seal: &Seal<'_>) -> ApiResult<()> {
         let req: RenameRequest = parse_json(body, "RenameTableRequest")?;
         let src_ns: Vec<&str> = req.source.namespace.iter().map(String::as_str).collect();
         let dst_ns: Vec<&str> = req.destination.namespace.iter().map(String::as_str).collect();
@@ -304,7 +307,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             .into_iter()
             .chain(hand_over)
             .collect();
-            match self.store.apply(&batch).await {
+            match seal.apply(&self.store, &batch, 204, &[]).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { index: 1 }) => {
                     return Err(already_exists(kind_name(kind), &dst_ns, &req.destination.name));
@@ -320,7 +323,14 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `POST .../namespaces/{ns}/register`.
-    pub async fn register_table(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+    pub async fn register_table(
+        &self,
+        a: &Bump,
+        ns: &[&str],
+        body: &[u8],
+        out: &mut Vec<u8>,
+        seal: &Seal<'_>,
+    ) -> ApiResult<()> {
         let req: RegisterTableRequest = parse_json(body, "RegisterTableRequest")?;
         validate_part("table name", &req.name)?;
         let (metadata_location, bytes) = self.read_metadata_file(&req.metadata_location).await?;
@@ -331,11 +341,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         record.bytes(&bytes);
         record.field(|out| write_refs_rendering(&md, out)).map_err(encoding_failure)?;
         let record = record.finish();
-        self.insert_object(a, keys::TABLE, ns, &req.name, &record, &location, req.overwrite)
-            .await
-            .map_err(|r| r.into_api(write_failure))?;
         write_load_result(out, Some(&metadata_location), &bytes, true);
-        Ok(())
+        self.insert_object(a, keys::TABLE, ns, &req.name, &record, &location, req.overwrite, seal, out)
+            .await
+            .map_err(|r| r.into_api(write_failure))
     }
 
     /// A metadata file named by a client (register), and its normalised

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use bumpalo::Bump;
 
-use super::{Catalog, Settings};
+use super::{Catalog, Seal, Settings};
 use crate::fileio::LocalFileIo;
 use crate::store::SledStore;
 
@@ -35,7 +35,10 @@ pub fn with_catalog(test: impl AsyncFnOnce(Rc<Catalog<SledStore, LocalFileIo>>, 
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let catalog = Rc::new(catalog);
-            catalog.create_namespace(&Bump::new(), br#"{"namespace":["db"]}"#, &mut Vec::new()).await.unwrap();
+            catalog
+                .create_namespace(&Bump::new(), br#"{"namespace":["db"]}"#, &mut Vec::new(), &Seal::none())
+                .await
+                .unwrap();
             test(catalog, root).await;
         })
         .unwrap()

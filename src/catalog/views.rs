@@ -14,6 +14,7 @@ use super::commit::{now_ms, Change, Prepared};
 use super::ident::{validate_namespace, validate_part};
 use super::namespaces::{parse_file, parse_json, write_failure};
 use super::record::{file_version, Record, RecordBuilder};
+use super::seal::Seal;
 use super::tables::write_load_result;
 use super::written::{new_record_capacity, Written, COMMIT_GROWTH};
 use super::Catalog;
@@ -38,7 +39,14 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `POST .../namespaces/{ns}/views`: answers a `LoadViewResult`.
-    pub async fn create_view(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+    pub async fn create_view(
+        &self,
+        a: &Bump,
+        ns: &[&str],
+        body: &[u8],
+        out: &mut Vec<u8>,
+        seal: &Seal<'_>,
+    ) -> ApiResult<()> {
         validate_namespace(ns)?;
         let req: CreateViewRequest = parse_json(body, "CreateViewRequest")?;
         validate_part("view name", &req.name)?;
@@ -48,9 +56,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let location = self.object_location(req.location.as_deref(), ns, &req.name, &uuid)?;
         let md = new_view_metadata(&req, &location, &uuid, now_ms())?;
         let written = self.write_view_metadata(&md, 0, new_record_capacity(body)).await?;
-        self.insert_new(a, keys::VIEW, ns, &req.name, &written, &md.location).await?;
         write_load_result(out, Some(written.location()), written.metadata(), true);
-        Ok(())
+        self.insert_new(a, keys::VIEW, ns, &req.name, &written, &md.location, seal, out).await
     }
 
     /// `GET .../views/{v}`: the stored bytes, unparsed.
@@ -74,13 +81,14 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         name: &str,
         body: &[u8],
         out: &mut Vec<u8>,
+        seal: &Seal<'_>,
     ) -> ApiResult<()> {
         validate_namespace(ns)?;
         validate_part("view name", name)?;
         let req: CommitViewRequest = parse_json(body, "CommitViewRequest")?;
         let prepare = async || self.prepare_view(a, ns, name, &req).await;
         // A view commit never asks for a create, so this always answered.
-        self.commit_with_retries(ns, name, prepare, true, out).await.map(drop)
+        self.commit_with_retries(ns, name, prepare, true, out, seal).await.map(drop)
     }
 
     /// Reads a view, applies a commit to it, and writes the new metadata
@@ -94,6 +102,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     ) -> ApiResult<Prepared<'k>> {
         let current = self.object_record(a, keys::VIEW, ns, name).await?;
         let record = Record::decode(current.value.as_ref())?;
+        let key = keys::object(a, keys::VIEW, ns, name);
+        self.heal_base(key, current.version, &record).await;
         let base: ViewMetadata = parse_json(record.metadata, "stored view metadata")?;
         let mut outcome = apply_view_commit(&base, &req.requirements, &req.updates, now_ms())?;
         if !outcome.changed {
@@ -118,12 +128,19 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `DELETE .../views/{v}`: the metadata files stay.
-    pub async fn drop_view(&self, a: &Bump, ns: &[&str], name: &str) -> ApiResult<()> {
-        self.delete_object(a, keys::VIEW, ns, name, false).await.map(drop)
+    pub async fn drop_view(&self, a: &Bump, ns: &[&str], name: &str, seal: &Seal<'_>) -> ApiResult<()> {
+        self.delete_object(a, keys::VIEW, ns, name, false, seal).await.map(drop)
     }
 
     /// `POST .../namespaces/{ns}/register-view`: answers a `LoadViewResult`.
-    pub async fn register_view(&self, a: &Bump, ns: &[&str], body: &[u8], out: &mut Vec<u8>) -> ApiResult<()> {
+    pub async fn register_view(
+        &self,
+        a: &Bump,
+        ns: &[&str],
+        body: &[u8],
+        out: &mut Vec<u8>,
+        seal: &Seal<'_>,
+    ) -> ApiResult<()> {
         validate_namespace(ns)?;
         let req: RegisterViewRequest = parse_json(body, "RegisterViewRequest")?;
         validate_part("view name", &req.name)?;
@@ -141,11 +158,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             record.bytes(field);
         }
         let record = record.finish();
-        self.insert_object(a, keys::VIEW, ns, &req.name, &record, &location, false)
-            .await
-            .map_err(|r| r.into_api(write_failure))?;
         write_load_result(out, Some(&metadata_location), &bytes, true);
-        Ok(())
+        self.insert_object(a, keys::VIEW, ns, &req.name, &record, &location, false, seal, out)
+            .await
+            .map_err(|r| r.into_api(write_failure))
     }
 }
 
@@ -154,6 +170,7 @@ mod tests {
     use bumpalo::Bump;
 
     use super::super::test_support::{json, with_catalog, SCHEMA};
+    use super::super::Seal;
     use crate::error::ErrorKind;
 
     fn create_body(name: &str) -> Vec<u8> {
@@ -183,16 +200,16 @@ mod tests {
         with_catalog(async |c, root| {
             let a = Bump::new();
             let ns = &["db"][..];
-            c.create_view(&a, ns, &create_body("v"), &mut Vec::new()).await.unwrap();
+            c.create_view(&a, ns, &create_body("v"), &mut Vec::new(), &Seal::none()).await.unwrap();
             let table = format!(r#"{{"name":"t","schema":{SCHEMA}}}"#);
-            c.create_table(&a, ns, table.as_bytes(), &mut Vec::new()).await.unwrap();
+            c.create_table(&a, ns, table.as_bytes(), &mut Vec::new(), &Seal::none()).await.unwrap();
 
-            let err = c.create_view(&a, ns, &create_body("t"), &mut Vec::new()).await.unwrap_err();
+            let err = c.create_view(&a, ns, &create_body("t"), &mut Vec::new(), &Seal::none()).await.unwrap_err();
             assert_eq!((err.kind, &*err.message), (ErrorKind::AlreadyExists, "Table already exists: db.t"));
-            let err = c.create_view(&a, ns, &create_body("v"), &mut Vec::new()).await.unwrap_err();
+            let err = c.create_view(&a, ns, &create_body("v"), &mut Vec::new(), &Seal::none()).await.unwrap_err();
             assert_eq!(err.kind, ErrorKind::AlreadyExists);
             let table_v = format!(r#"{{"name":"v","schema":{SCHEMA}}}"#);
-            let err = c.create_table(&a, ns, table_v.as_bytes(), &mut Vec::new()).await.unwrap_err();
+            let err = c.create_table(&a, ns, table_v.as_bytes(), &mut Vec::new(), &Seal::none()).await.unwrap_err();
             assert_eq!((err.kind, &*err.message), (ErrorKind::AlreadyExists, "View already exists: db.v"));
 
             let mut out = Vec::new();
@@ -202,7 +219,7 @@ mod tests {
             let location = loaded["metadata-location"].as_str().unwrap().to_string();
             // A failed requirement is a 409 and writes nothing.
             let stale = br#"{"requirements":[{"type":"assert-view-uuid","uuid":"nope"}],"updates":[{"action":"set-properties","updates":{"a":"b"}}]}"#;
-            let err = c.replace_view(&a, ns, "v", stale, &mut Vec::new()).await.unwrap_err();
+            let err = c.replace_view(&a, ns, "v", stale, &mut Vec::new(), &Seal::none()).await.unwrap_err();
             assert_eq!(err.kind, ErrorKind::CommitFailed);
             assert_eq!(metadata_files(&root, "v").len(), 1);
             assert!(location.ends_with(&metadata_files(&root, "v")[0]));
@@ -217,7 +234,7 @@ mod tests {
     #[test]
     fn concurrent_replaces_all_land_in_consecutive_files() {
         with_catalog(async |c, root| {
-            c.create_view(&Bump::new(), &["db"], &create_body("v"), &mut Vec::new()).await.unwrap();
+            c.create_view(&Bump::new(), &["db"], &create_body("v"), &mut Vec::new(), &Seal::none()).await.unwrap();
             const N: usize = 8;
             let tasks: Vec<_> = (0..N)
                 .map(|i| {
@@ -225,7 +242,9 @@ mod tests {
                     glommio::spawn_local(async move {
                         let body = format!(r#"{{"updates":[{{"action":"set-properties","updates":{{"k{i}":"v"}}}}]}}"#);
                         let mut out = Vec::new();
-                        c.replace_view(&Bump::new(), &["db"], "v", body.as_bytes(), &mut out).await.map(|()| out)
+                        c.replace_view(&Bump::new(), &["db"], "v", body.as_bytes(), &mut out, &Seal::none())
+                            .await
+                            .map(|()| out)
                     })
                 })
                 .collect();
@@ -244,12 +263,12 @@ mod tests {
             assert_eq!(versions, expected);
             assert!(loaded["metadata-location"].as_str().unwrap().ends_with(files.last().unwrap()));
 
-            c.drop_view(&Bump::new(), &["db"], "v").await.unwrap();
+            c.drop_view(&Bump::new(), &["db"], "v", &Seal::none()).await.unwrap();
             assert_eq!(c.view_exists(&Bump::new(), &["db"], "v").await.unwrap_err().kind, ErrorKind::NoSuchView);
             let register =
                 format!(r#"{{"name":"back","metadata-location":"{}"}}"#, loaded["metadata-location"].as_str().unwrap());
             let mut out = Vec::new();
-            c.register_view(&Bump::new(), &["db"], register.as_bytes(), &mut out).await.unwrap();
+            c.register_view(&Bump::new(), &["db"], register.as_bytes(), &mut out, &Seal::none()).await.unwrap();
             assert_eq!(json(&out)["metadata"], loaded["metadata"]);
         });
     }

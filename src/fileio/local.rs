@@ -105,23 +105,61 @@ fn remove_tree(dir: &Path, keep: &[PathBuf]) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes a new file (failing if it exists) and syncs its data; its
+/// directory entry is the caller's to sync.
+async fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).create_new(true).buffered_open(path).await?;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+        }
+        pos += n;
+    }
+    file.fdatasync().await?;
+    file.close().await?;
+    Ok(())
+}
+
+fn parent(path: &Path) -> io::Result<&Path> {
+    path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "location has no directory"))
+}
+
 impl FileIo for LocalFileIo {
     async fn write_new(&self, location: &str, bytes: &[u8]) -> io::Result<()> {
         let path = self.inside(location).map_err(refused)?;
-        let dir =
-            path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "location has no directory"))?;
+        let dir = parent(&path)?;
         create_dirs(dir).await?;
-        let file = OpenOptions::new().write(true).create_new(true).buffered_open(&path).await?;
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+        write_file(&path, bytes).await?;
+        sync_dir(dir).await
+    }
+
+    async fn size(&self, location: &str) -> io::Result<Option<u64>> {
+        let path = self.inside(location).map_err(refused)?;
+        let file = match OpenOptions::new().read(true).buffered_open(&path).await {
+            Ok(f) => f,
+            Err(e) => {
+                let e: io::Error = e.into();
+                return if e.kind() == io::ErrorKind::NotFound { Ok(None) } else { Err(e) };
             }
-            pos += n;
-        }
-        file.fdatasync().await?;
+        };
+        let size = file.file_size().await?;
         file.close().await?;
+        Ok(Some(size))
+    }
+
+    async fn restore(&self, location: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.inside(location).map_err(refused)?;
+        let dir = parent(&path)?;
+        create_dirs(dir).await?;
+        let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy());
+        let staged = dir.join(format!(".{name}.restore-{}", uuid::Uuid::new_v4()));
+        if let Err(e) = write_file(&staged, bytes).await {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+        glommio::io::rename(&staged, &path).await?;
         sync_dir(dir).await
     }
 
@@ -227,5 +265,44 @@ mod tests {
         assert!(!dir.join("t").exists());
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    fn restore_recreates_or_replaces_files_inside_the_warehouse_only() {
+        let dir = std::env::temp_dir().join(format!("bingsan-fileio-{}", uuid::Uuid::new_v4()));
+        let wh = dir.join("wh");
+        let files = LocalFileIo::new(wh.to_str().unwrap()).unwrap();
+        let root = files.root.clone();
+        let test_dir = dir.clone();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let at = |p: &str| root.join(p).to_str().unwrap().to_string();
+                let file = at("ns/t/metadata/00001-x.metadata.json");
+                assert_eq!(files.size(&file).await.unwrap(), None);
+                files.restore(&file, b"{\"a\":1}").await.unwrap();
+                assert_eq!(files.read(&file).await.unwrap(), b"{\"a\":1}");
+                std::fs::write(&file, b"garbage, longer than before").unwrap();
+                files.restore(&file, b"{\"a\":1}").await.unwrap();
+                assert_eq!(files.size(&file).await.unwrap(), Some(7));
+                let left: Vec<_> = std::fs::read_dir(root.join("ns/t/metadata")).unwrap().collect();
+                assert_eq!(left.len(), 1, "no staged file is left behind");
+
+                std::os::unix::fs::symlink(&test_dir, root.join("link")).unwrap();
+                let escapes = [
+                    test_dir.join("outside.json").to_str().unwrap().to_string(),
+                    at("ns/../../outside.json"),
+                    at("link/outside.json"),
+                    root.to_str().unwrap().to_string(),
+                ];
+                for location in escapes {
+                    let e = files.restore(&location, b"x").await.unwrap_err();
+                    assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{location}");
+                }
+                assert!(!test_dir.join("outside.json").exists());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -53,6 +53,13 @@ pub trait FileIo: 'static {
     /// The warehouse root, normalised.
     fn root(&self) -> &str;
 
+    /// The size of a file; `None` when it does not exist.
+    async fn size(&self, location: &str) -> io::Result<Option<u64>>;
+
+    /// Replaces a file's content (or recreates it) durably and atomically: a
+    /// new file renamed over it. Refused outside the warehouse.
+    async fn restore(&self, location: &str, bytes: &[u8]) -> io::Result<()>;
+
     /// Deletes a file; a missing file is not an error. Only files inside the
     /// warehouse are ever deleted, whatever a metadata log names.
     async fn delete(&self, location: &str) -> io::Result<()>;

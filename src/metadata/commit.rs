@@ -42,11 +42,20 @@ pub fn apply_commit(
 ) -> Result<CommitOutcome, MetadataError> {
     requirements.iter().try_for_each(|r| r.check(&base))?;
     let before = Summary::of(&base);
+    // A v1 file without `table-uuid` gets a fresh one at every parse: the
+    // second parse takes the first one's, so a no-op stays a no-op.
+    let uuid = base.table_uuid.clone();
     let mut builder = Builder::new(base, false, now_ms);
     for update in updates {
         builder.apply(update)?;
     }
-    builder.finish(|md| Summary::of(md) == before && base_again() == *md)
+    builder.finish(|md| {
+        Summary::of(md) == before && {
+            let mut again = base_again();
+            again.table_uuid = uuid;
+            again == *md
+        }
+    })
 }
 
 /// Creates a table from scratch when the requirements are exactly
@@ -552,12 +561,25 @@ pub(crate) fn resolve_last_added(id: i32, last_added: Option<i32>, what: &str) -
 mod tests {
     use super::*;
     use crate::metadata::create::new_table_metadata;
-    use crate::metadata::test_support::{parse, table, to_value};
+    use crate::metadata::test_support::{fixture, parse, table, to_value};
 
     const NOW: i64 = 1_800_000_000_000;
 
     fn commit(base: &TableMetadata, requirements: &str, updates: &str) -> Result<CommitOutcome, MetadataError> {
         apply_commit(base.clone(), || base.clone(), &parse::<Vec<_>>(requirements), &parse::<Vec<_>>(updates), NOW)
+    }
+
+    #[test]
+    fn a_noop_on_a_v1_table_without_uuid_is_unchanged() {
+        let json = fixture("v1_legacy").replacen("\"table-uuid\"", "\"no-table-uuid\"", 1);
+        let (base, again) = (parse::<TableMetadata>(&json), parse::<TableMetadata>(&json));
+        assert_ne!(base.table_uuid, again.table_uuid, "each parse invents a uuid");
+        for updates in ["[]", r#"[{"action":"set-location","location":"hdfs://nn:8020/warehouse/db/events"}]"#] {
+            let outcome = apply_commit(base.clone(), || parse(&json), &[], &parse::<Vec<_>>(updates), NOW).unwrap();
+            assert!(!outcome.changed, "{updates}");
+        }
+        let change = r#"[{"action":"set-properties","updates":{"k":"v"}}]"#;
+        assert!(apply_commit(base, || again, &[], &parse::<Vec<_>>(change), NOW).unwrap().changed);
     }
 
     fn updated(base: &TableMetadata, updates: &str) -> TableMetadata {

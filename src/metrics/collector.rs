@@ -204,6 +204,18 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
         .map(|(result, read)| counter(&[("result", result)], shards.iter().map(|s| read(s)).sum()))
         .collect();
     out.push(family("bingsan_commits_total", "Table and view commits by outcome.", MetricType::COUNTER, commits));
+    let files = &super::METADATA_FILES;
+    for (name, help, n) in [
+        ("bingsan_metadata_verified_total", "Current metadata files checked against their records.", &files.verified),
+        (
+            "bingsan_metadata_damaged_total",
+            "Current metadata files found missing or differing from their records.",
+            &files.damaged,
+        ),
+        ("bingsan_metadata_repaired_total", "Damaged metadata files rewritten from their records.", &files.repaired),
+    ] {
+        out.push(family(name, help, MetricType::COUNTER, vec![counter(&[], n.load(Relaxed))]));
+    }
     // The text encoder refuses a family without samples (a fresh server has
     // answered nothing yet); leave those out instead of failing the scrape.
     out.retain(|f| !f.get_metric().is_empty());

@@ -3,8 +3,10 @@
 //! exposition served at `/metrics`.
 
 mod collector;
+mod integrity;
 mod shard;
 mod thread;
 
+pub use integrity::{MetadataFiles, METADATA_FILES};
 pub use shard::{observe_store, CommitOutcome, ShardStats, StoreOp, LATENCY_BUCKETS_US, STATUSES};
 pub use thread::{MetricsHandle, MetricsThread};

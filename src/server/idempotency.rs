@@ -8,14 +8,17 @@
 //! Before running, a request claims its key with an "in progress" record
 //! (compare-and-swap), so concurrent attempts with one key wait for the first
 //! one's answer instead of running again. The final answer replaces the
-//! claim (again by compare-and-swap, so a final answer is never overwritten);
-//! a 5xx removes the claim so a retry runs. The final record is written after
-//! the mutation commits, not in the same batch: a crash in between leaves a
-//! claim that goes stale after [`STALE_CLAIM_MS`], and a retry then runs again
-//! (typically answering with the 409 that the first execution's effect causes).
+//! claim (again by compare-and-swap, so a final answer is never overwritten).
+//! A request that mutates stores it in the same atomic batch as its mutation
+//! ([`Seal`]), so a crash can never leave a mutation without its answer; an
+//! answer that mutated nothing (a 4xx, a no-op) is stored afterwards by
+//! [`Seal::settle`]. A 5xx removes the claim so a retry runs. A claim whose request
+//! died with its server goes stale after [`STALE_CLAIM_MS`]; a retry then runs
+//! again, which is right since that request's mutation did not happen.
 
 use bumpalo::Bump;
 
+use crate::catalog::{encode_answer, Seal};
 use crate::error::{ApiError, ApiResult};
 use crate::http::Response;
 use crate::routes::Operation;
@@ -49,16 +52,23 @@ fn record_key<'a>(a: &'a Bump, key: &str) -> &'a [u8] {
 }
 
 /// What to do with a request that carries a key.
-pub enum Claim {
+pub enum Claim<'a> {
     /// A final answer was replayed into the response: do not run.
     Replayed,
-    /// This request owns the key at this record version: run, then settle.
-    Owned(u64),
+    /// This request owns the key: run, sealing the answer into the
+    /// mutation's batch, then settle if nothing did.
+    Owned(Seal<'a>),
 }
 
 /// Replays the final answer stored under `key`, or claims the key for this
 /// request, waiting while another request holds a fresh claim.
-pub async fn claim<S: Store>(store: &S, a: &Bump, key: &str, op: Operation, resp: &mut Response) -> ApiResult<Claim> {
+pub async fn claim<'a, S: Store>(
+    store: &S,
+    a: &'a Bump,
+    key: &str,
+    op: Operation,
+    resp: &mut Response,
+) -> ApiResult<Claim<'a>> {
     let rkey = record_key(a, key);
     let deadline = std::time::Instant::now() + WAIT_FOR_ANSWER;
     loop {
@@ -100,7 +110,7 @@ pub async fn claim<S: Store>(store: &S, a: &Bump, key: &str, op: Operation, resp
                     Expect::Version(v) => v + 1,
                     _ => 1,
                 };
-                return Ok(Claim::Owned(version));
+                return Ok(Claim::Owned(Seal::claimed(rkey, version, op.index() as u8)));
             }
             Err(crate::store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(crate::catalog::store_failure(e)),
@@ -108,28 +118,8 @@ pub async fn claim<S: Store>(store: &S, a: &Bump, key: &str, op: Operation, resp
     }
 }
 
-/// Settles an owned claim: stores a final answer (status below 500) for
-/// retries, or releases the claim after a 5xx so a retry runs again.
-pub async fn settle<S: Store>(store: &S, a: &Bump, key: &str, op: Operation, claimed: u64, resp: &Response) {
-    let rkey = record_key(a, key);
-    let outcome = if resp.status >= 500 {
-        store.apply(&[Write::delete(rkey, Expect::Version(claimed))]).await
-    } else {
-        let value = encode(op, resp.status, crate::catalog::now_ms(), &resp.body);
-        store.apply(&[Write::put(rkey, Expect::Version(claimed), &value)]).await
-    };
-    if let Err(e) = outcome {
-        tracing::warn!(error = %e, "could not settle an idempotency record");
-    }
-}
-
 fn encode(op: Operation, status: u16, created_ms: i64, body: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(11 + body.len());
-    value.push(op.index() as u8);
-    value.extend_from_slice(&status.to_le_bytes());
-    value.extend_from_slice(&created_ms.to_le_bytes());
-    value.extend_from_slice(body);
-    value
+    encode_answer(op.index() as u8, status, created_ms, body)
 }
 
 /// Deletes records past their keep time; returns how many.
@@ -171,5 +161,19 @@ impl<'a> Stored<'a> {
             created_ms: i64::from_le_bytes(raw.get(3..11)?.try_into().ok()?),
             body: raw.get(11..)?,
         })
+    }
+}
+
+/// Debug builds only: with `BINGSAN_TEST_CRASH_AFTER_MUTATION` set, the
+/// process kills itself (SIGKILL, as `kill -9`) once a keyed request has
+/// succeeded and before its answer is settled or sent: the regression test
+/// that a retry still gets that answer (tests/python/test_idempotency.py).
+#[cfg(debug_assertions)]
+pub fn crash_point(status: u16) {
+    static ON: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| std::env::var_os("BINGSAN_TEST_CRASH_AFTER_MUTATION").is_some());
+    if *ON && status < 300 {
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }

@@ -7,6 +7,7 @@ mod service;
 mod shard;
 mod state;
 mod tls;
+mod verify;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::channel;
@@ -42,7 +43,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let cpus = os::allowed_cpus()?;
     os::ensure_port_free(args.listen)?;
     let shards = if args.shards == 0 { cpus.len() } else { args.shards };
-    let nofile = os::raise_limits(WANTED_FDS, shards, IO_MEMORY)?;
+    // One executor per shard, and the metadata verifier's.
+    let nofile = os::raise_limits(WANTED_FDS, shards + 1, IO_MEMORY)?;
     let budget = os::connection_budget(nofile, shards, args.max_writes_per_shard) as usize;
     let max_connections = match args.max_connections_per_shard {
         Some(n) if n > budget => {
@@ -154,6 +156,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }
     if failure.is_none() {
         tracing::info!(listen = %args.listen, shards, "bingsan is serving");
+        if args.verify_metadata_per_sec > 0 {
+            match verify::start(shared.clone(), args.verify_metadata_per_sec) {
+                Ok(h) => handles.push(h),
+                Err(e) => failure = Some(e),
+            }
+        }
+    }
+    if failure.is_none() {
         let signal = os::wait_for_signal(&signals);
         tracing::info!(signal, "shutting down: draining connections");
     }
@@ -220,6 +230,7 @@ fn log_effective_config(args: &ServeArgs, shards: usize, max_connections_per_sha
         max_connections_per_shard,
         max_writes_per_shard = args.max_writes_per_shard,
         max_json_depth = args.max_json_depth,
+        verify_metadata_per_sec = args.verify_metadata_per_sec,
         max_json_string_bytes = args.max_json_string_bytes,
         tls = args.tls_cert.is_some(),
         drain_timeout_ms = args.drain_timeout_ms,

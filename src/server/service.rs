@@ -9,7 +9,7 @@ use glommio::sync::Semaphore;
 
 use super::idempotency;
 use super::state::Shared;
-use crate::catalog::Loaded;
+use crate::catalog::{Loaded, Seal};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
 use crate::http::percent::query_pairs;
@@ -104,20 +104,30 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             _ => None,
         };
         let Some(key) = key else {
-            return self.dispatch(m, req, a, resp).await;
+            return self.dispatch(m, req, a, resp, &Seal::none()).await;
         };
         let store = &self.shared.catalog.store;
-        let idempotency::Claim::Owned(claimed) = idempotency::claim(store, a, key, m.op, resp).await? else {
+        let idempotency::Claim::Owned(seal) = idempotency::claim(store, a, key, m.op, resp).await? else {
             return Ok(());
         };
-        if let Err(e) = self.dispatch(m, req, a, resp).await {
+        if let Err(e) = self.dispatch(m, req, a, resp, &seal).await {
             resp.error(&e);
         }
-        idempotency::settle(store, a, key, m.op, claimed, resp).await;
+        #[cfg(debug_assertions)]
+        idempotency::crash_point(resp.status);
+        seal.settle(store, resp.status, &resp.body).await;
         Ok(())
     }
 
-    async fn dispatch(&self, m: &Matched<'_>, req: &Request<'_>, a: &Bump, resp: &mut Response) -> ApiResult<()> {
+    /// Runs the operation; a mutation stores its answer under `seal`.
+    async fn dispatch(
+        &self,
+        m: &Matched<'_>,
+        req: &Request<'_>,
+        a: &Bump,
+        resp: &mut Response,
+        seal: &Seal<'_>,
+    ) -> ApiResult<()> {
         let catalog = &self.shared.catalog;
         let out = &mut *resp.body;
         match m.op {
@@ -138,26 +148,27 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 resp.content_type = "text/plain; version=0.0.4";
             }
             Operation::ListNamespaces => {
+                // The spec treats an empty `parent` as absent: the top level.
                 let parent = match query_pairs(req.query).find(|(k, _)| *k == "parent") {
-                    Some((_, raw)) => parse_namespace(raw, Source::Query, &self.routes.separator, a)
+                    Some((_, raw)) if !raw.is_empty() => parse_namespace(raw, Source::Query, &self.routes.separator, a)
                         .map_err(|e| e.to_api(req.path))?,
-                    None => &[],
+                    _ => &[],
                 };
                 catalog.list_namespaces(a, parent, req.query, out).await?;
             }
-            Operation::CreateNamespace => catalog.create_namespace(a, req.body, out).await?,
+            Operation::CreateNamespace => catalog.create_namespace(a, req.body, out, seal).await?,
             Operation::LoadNamespace => catalog.load_namespace(a, m.namespace, out).await?,
             Operation::NamespaceExists => {
                 catalog.namespace_exists(a, m.namespace).await?;
                 resp.empty(204);
             }
             Operation::DropNamespace => {
-                catalog.drop_namespace(a, m.namespace).await?;
+                catalog.drop_namespace(a, m.namespace, seal).await?;
                 resp.empty(204);
             }
-            Operation::UpdateProperties => catalog.update_properties(a, m.namespace, req.body, out).await?,
+            Operation::UpdateProperties => catalog.update_properties(a, m.namespace, req.body, out, seal).await?,
             Operation::ListTables => catalog.list_objects(a, keys::TABLE, m.namespace, req.query, out).await?,
-            Operation::CreateTable => catalog.create_table(a, m.namespace, req.body, out).await?,
+            Operation::CreateTable => catalog.create_table(a, m.namespace, req.body, out, seal).await?,
             Operation::LoadTable => {
                 let inm = req.header("if-none-match");
                 match catalog.load_table(a, m.namespace, m.name, req.query, inm, out).await? {
@@ -172,14 +183,14 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 catalog.table_exists(a, m.namespace, m.name).await?;
                 resp.empty(204);
             }
-            Operation::UpdateTable => catalog.commit_table(a, m.namespace, m.name, req.body, out).await?,
+            Operation::UpdateTable => catalog.commit_table(a, m.namespace, m.name, req.body, out, seal).await?,
             Operation::DropTable => {
-                catalog.drop_table(a, m.namespace, m.name, req.query).await?;
+                catalog.drop_table(a, m.namespace, m.name, req.query, seal).await?;
                 resp.empty(204);
             }
-            Operation::RegisterTable => catalog.register_table(a, m.namespace, req.body, out).await?,
+            Operation::RegisterTable => catalog.register_table(a, m.namespace, req.body, out, seal).await?,
             Operation::RenameTable => {
-                catalog.rename(a, keys::TABLE, req.body).await?;
+                catalog.rename(a, keys::TABLE, req.body, seal).await?;
                 resp.empty(204);
             }
             Operation::ReportMetrics => {
@@ -187,27 +198,27 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 resp.empty(204);
             }
             Operation::CommitTransaction => {
-                catalog.commit_transaction(a, req.body).await?;
+                catalog.commit_transaction(a, req.body, seal).await?;
                 resp.empty(204);
             }
             Operation::LoadCredentials => catalog.load_credentials(a, m.namespace, m.name, out).await?,
             Operation::ListViews => catalog.list_objects(a, keys::VIEW, m.namespace, req.query, out).await?,
-            Operation::CreateView => catalog.create_view(a, m.namespace, req.body, out).await?,
+            Operation::CreateView => catalog.create_view(a, m.namespace, req.body, out, seal).await?,
             Operation::LoadView => catalog.load_view(a, m.namespace, m.name, out).await?,
             Operation::ViewExists => {
                 catalog.view_exists(a, m.namespace, m.name).await?;
                 resp.empty(204);
             }
-            Operation::ReplaceView => catalog.replace_view(a, m.namespace, m.name, req.body, out).await?,
+            Operation::ReplaceView => catalog.replace_view(a, m.namespace, m.name, req.body, out, seal).await?,
             Operation::DropView => {
-                catalog.drop_view(a, m.namespace, m.name).await?;
+                catalog.drop_view(a, m.namespace, m.name, seal).await?;
                 resp.empty(204);
             }
             Operation::RenameView => {
-                catalog.rename(a, keys::VIEW, req.body).await?;
+                catalog.rename(a, keys::VIEW, req.body, seal).await?;
                 resp.empty(204);
             }
-            Operation::RegisterView => catalog.register_view(a, m.namespace, req.body, out).await?,
+            Operation::RegisterView => catalog.register_view(a, m.namespace, req.body, out, seal).await?,
             // The router never names it: a request that matched no route is answered there.
             Operation::Unmatched => return Err(ApiError::new(ErrorKind::NotFound, "no route")),
         }

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from harness import assert_error, collect_pages, unique
+from harness import SIMPLE_SCHEMA_JSON as SCHEMA, assert_error, collect_pages, unique
 
 SEP = "%1F"
 
@@ -62,9 +62,63 @@ def test_404_no_such_namespace(server, http):
         assert ns in err["message"], err
 
 
-def test_404_parent_missing_on_create(server, http):
-    r = http.post(server.api("namespaces"), json={"namespace": [unique("missing"), "child"]})
-    assert_error(r, 404, "NoSuchNamespaceException")
+def test_400_parent_missing_on_create(server, http):
+    # createNamespace lists no 404 in the spec: a missing parent is a 400.
+    missing = unique("missing")
+    r = http.post(server.api("namespaces"), json={"namespace": [missing, "child"]})
+    err = assert_error(r, 400, "BadRequestException")
+    assert err["message"] == f"Parent namespace does not exist: {missing}"
+
+
+@pytest.mark.parametrize(
+    "namespace,message",
+    [
+        (["ok", ""], "namespace part must not be empty"),
+        ([""], "namespace part must not be empty"),
+        (["a\u0001b"], "namespace part must not contain control characters"),
+        (["ok", "tab\there"], "namespace part must not contain control characters"),
+        (["del\u007f"], "namespace part must not contain control characters"),
+        ([], "namespace must have at least one part"),
+    ],
+    ids=["empty-part", "empty-name", "soh", "tab", "del", "no-parts"],
+)
+def test_400_names_the_rule_broken(server, http, namespace, message):
+    r = http.post(server.api("namespaces"), json={"namespace": namespace})
+    assert assert_error(r, 400, "BadRequestException")["message"] == message
+
+
+@pytest.mark.parametrize(
+    "kind,name,message",
+    [
+        ("tables", "", "table name must not be empty"),
+        ("tables", "a\u0001b", "table name must not contain control characters"),
+        ("views", "", "view name must not be empty"),
+        ("views", "nl\nhere", "view name must not contain control characters"),
+    ],
+    ids=["table-empty", "table-soh", "view-empty", "view-newline"],
+)
+def test_400_names_the_rule_a_table_or_view_name_broke(server, http, kind, name, message):
+    ns = unique()
+    create(server, http, ns)
+    body = {"name": name, "schema": SCHEMA}
+    if kind == "views":
+        body["view-version"] = {"version-id": 1, "timestamp-ms": 1, "schema-id": 0, "summary": {},
+                                "default-namespace": [ns],
+                                "representations": [{"type": "sql", "sql": "SELECT 1", "dialect": "spark"}]}
+    r = http.post(server.api(f"namespaces/{ns}/{kind}"), json=body)
+    assert assert_error(r, 400, "BadRequestException")["message"] == message
+
+
+def test_empty_parent_lists_the_top_level(server, http):
+    # The spec: "empty string is treated as absent".
+    ns = unique()
+    create(server, http, ns)
+    create(server, http, ns, "child")
+    r = http.get(server.api("namespaces?parent="))
+    assert r.status_code == 200, r.text
+    assert r.json() == http.get(server.api("namespaces")).json()
+    assert [ns] in r.json()["namespaces"]
+    assert [ns, "child"] not in r.json()["namespaces"]
 
 
 def test_409_already_exists(server, http):

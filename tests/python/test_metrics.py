@@ -22,6 +22,9 @@ REQUIRED = [
     "bingsan_http_request_duration_seconds",
     "bingsan_http_connections",
     "bingsan_commits_total",
+    "bingsan_metadata_verified_total",
+    "bingsan_metadata_damaged_total",
+    "bingsan_metadata_repaired_total",
     "bingsan_store_operation_duration_seconds",
     "process_resident_memory_bytes",
 ]

@@ -256,6 +256,40 @@ def test_noop_commit_writes_nothing(server, http, table):
     assert load(http, server, ns, name)["metadata-location"] == before["metadata-location"]
 
 
+def test_noop_commit_on_registered_v1_table_without_uuid_writes_nothing(server, http):
+    # Format v1 makes `table-uuid` optional; parsing such a file invents one
+    # each time, and two parses must still compare equal.
+    ns = new_ns(http, server)
+    created = create_table_raw(http, server, ns, "v1", properties={"format-version": "1"})
+    md = dict(created["metadata"])
+    assert md["format-version"] == 1
+    del md["table-uuid"]
+    # Its own location: register refuses one that overlaps the table it was copied from.
+    md["location"] = created["metadata"]["location"] + "-legacy"
+    legacy_path = local_path(md["location"]) / "metadata" / "legacy-no-uuid.metadata.json"
+    legacy_path.parent.mkdir(parents=True)
+    legacy_path.write_text(json.dumps(md))
+    legacy = "file://" + str(legacy_path)
+    r = http.post(server.api(f"namespaces/{ns}/register"), json={"name": "legacy", "metadata-location": legacy})
+    assert r.status_code == 200, r.text
+    files = metadata_files(legacy)
+    for body in ({"requirements": [], "updates": []}, {},
+                 {"updates": [{"action": "set-properties", "updates": {"format-version": "1"}}]}):
+        r = http.post(table_url(server, ns, "legacy"), json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["metadata-location"] == legacy
+        assert r.json()["metadata"] == md
+    assert metadata_files(legacy) == files
+    assert load(http, server, ns, "legacy")["metadata-location"] == legacy
+    # A real change writes a version, which keeps the uuid it was given.
+    r = commit(http, server, ns, "legacy", updates=[{"action": "set-properties", "updates": {"k": "v"}}])
+    assert r.status_code == 200, r.text
+    changed = r.json()
+    assert changed["metadata-location"] != legacy
+    assert uuid.UUID(changed["metadata"]["table-uuid"])
+    assert load(http, server, ns, "legacy")["metadata"]["table-uuid"] == changed["metadata"]["table-uuid"]
+
+
 # ---------------------------------------------------------------------- ETags
 
 
