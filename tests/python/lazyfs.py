@@ -17,6 +17,9 @@ therefore catches missing file syncs, not missing directory syncs.
 
 Every file is opened with FUSE's direct_io, so each read and write reaches
 this process (no kernel page cache in between) and O_DIRECT opens work.
+
+A failing disk: while BACKING/.lazyfs-fail-fsync exists, every fsync and
+fdatasync fails with EIO and keeps the data dirty.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import threading
 import mfusepy as fuse
 
 PAGE = 4096
+#: While this file exists in BACKING, fsync fails with EIO.
+FAIL_FSYNC = ".lazyfs-fail-fsync"
 
 
 class Dirty:
@@ -201,6 +206,8 @@ class LazyFS(fuse.Operations):
             return bytes(out)
 
     def fsync(self, path, datasync, fi):
+        if os.path.exists(os.path.join(self.root, FAIL_FSYNC)):
+            raise fuse.FuseOSError(errno.EIO)
         with self.mutex:
             d = self.dirty.pop(path, None)
             if d is None:

@@ -40,6 +40,7 @@ from harness import (
     SIMPLE_SCHEMA_JSON,
     BingsanServer,
     _die_with_parent,
+    assert_error,
     encode_namespace,
     table_url,
     view_url,
@@ -395,3 +396,41 @@ def test_acknowledged_writes_survive_power_cuts(lazy_mount, tmp_path, binary):
     print(summary)
     assert not lost, f"{summary}:\n" + "\n".join(list(lost.values())[:20])
     assert model.acked >= 1000, f"too few writes to mean much: {summary}"
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_sync_stops_acknowledgements(lazy_mount, tmp_path, binary):
+    """After an fsync fails the outcome of that write is unknown (503), and
+    every later write is refused before it touches a file, until a restart."""
+    from lazyfs import FAIL_FSYNC  # here: importing it loads libfuse3, which the fixture checked
+
+    mnt = lazy_mount.mountpoint
+    s = BingsanServer(tmp_path / "logs" / "server", name="failed-sync")
+    s.data_dir, s.warehouse = mnt / "data", mnt / "warehouse"
+    s.warehouse.mkdir()
+    http = requests.Session()
+    create = lambda name: http.post(s.api("namespaces"), json={"namespace": [name]}, timeout=HTTP_TIMEOUT)  # noqa: E731
+    try:
+        s.start()
+        assert create("a").status_code == 200
+        fail = lazy_mount.backing / FAIL_FSYNC
+        fail.touch()
+        body = assert_error(create("b"), 503, "ServiceUnavailableException")
+        assert str(mnt) not in body["message"]
+        body = assert_error(create("c"), 503)
+        assert "writes are refused" in body["message"]
+        r = http.post(table_url(s, ("a",)), json={"name": "t", "schema": SIMPLE_SCHEMA_JSON}, timeout=HTTP_TIMEOUT)
+        assert "writes are refused" in assert_error(r, 503)["message"]
+        assert not (s.warehouse / "a").exists(), "a refused create wrote files"
+        ready = http.get(s.url("/health/ready"), timeout=HTTP_TIMEOUT)
+        assert "writes are refused" in assert_error(ready, 503)["message"]
+        assert http.get(s.api("namespaces/a"), timeout=HTTP_TIMEOUT).status_code == 200, "reads go on"
+        fail.unlink()
+        assert_error(create("d"), 503)  # sticky: the store's state is unknown until a restart
+        s.kill9()
+        s.start()
+        assert http.get(s.api("namespaces/a"), timeout=HTTP_TIMEOUT).status_code == 200
+        assert create("e").status_code == 200
+    finally:
+        http.close()
+        s.kill9()
