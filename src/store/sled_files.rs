@@ -12,7 +12,9 @@
 //!   `snap.*` renamed into place, an old one removed).
 //!
 //! On open everything is synced once: `conf` (sled writes it without a
-//! sync), `db`, both directories and the data directory's parent.
+//! sync), `db`, both directories and the data directory's parent. Before
+//! sled opens, `discard_incomplete_snapshots` removes what an interrupted
+//! start left behind.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -55,9 +57,9 @@ impl SledFiles {
             Err(e) => return Err(e),
         }
         files.log.sync_all()?;
+        // Syncs the data directory too: its remembered entries start empty.
         files.sync()?;
         files.blobs_dir.sync_all()?;
-        files.dir.sync_all()?;
         if let Some(parent) = std::fs::canonicalize(dir)?.parent() {
             File::open(parent)?.sync_all()?;
         }
@@ -115,6 +117,34 @@ impl SledFiles {
     }
 }
 
+/// Removes `snap.<lsn>.generating` files from `dir`, with a log line each.
+///
+/// sled writes a snapshot under that name, syncs it and renames it; one left
+/// behind is incomplete by definition (a start interrupted by a crash or a
+/// full disk). sled would read it as the newest snapshot and refuse every
+/// later start as corrupt, while the log and any complete snapshot hold all
+/// it would have held.
+pub fn discard_incomplete_snapshots(dir: &Path) -> io::Result<()> {
+    let entries = match names(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = false;
+    for name in entries {
+        let text = name.to_string_lossy();
+        if text.starts_with("snap.") && text.ends_with(".generating") {
+            tracing::warn!(file = %text, "discarding an incomplete store snapshot left by an interrupted start");
+            std::fs::remove_file(dir.join(&name))?;
+            removed = true;
+        }
+    }
+    if removed {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn names(dir: &Path) -> io::Result<Vec<OsString>> {
     std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect()
 }
@@ -146,6 +176,25 @@ mod tests {
             std::fs::write(&path, &whole[..len]).unwrap();
             assert_eq!(complete_blob(&mut File::open(&path).unwrap()).unwrap(), want, "{len} bytes");
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_incomplete_snapshot_does_not_block_a_start() {
+        let dir = std::env::temp_dir().join(format!("bingsan-snap-{}", uuid::Uuid::new_v4()));
+        {
+            let db = sled::Config::new().path(&dir).open().unwrap();
+            db.insert(b"k", b"v").unwrap();
+            db.flush().unwrap();
+        }
+        // What a start interrupted by a full disk leaves behind.
+        let leftover = dir.join("snap.FFFFFFFFFFFFFFFF.generating");
+        File::create(&leftover).unwrap();
+        discard_incomplete_snapshots(&dir).unwrap();
+        assert!(!leftover.exists());
+        let db = sled::Config::new().path(&dir).open().unwrap();
+        assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        drop(db);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

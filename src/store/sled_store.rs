@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::cache::{with_cache, Epochs, ScanEntry};
 use super::durability::GroupCommit;
-use super::sled_files::SledFiles;
+use super::sled_files::{discard_incomplete_snapshots, SledFiles};
 use super::{keys, Expect, Op, Store, StoreError, Versioned, Write, WRITES_REFUSED};
 use crate::metrics::{observe_store, StoreOp};
 
@@ -61,6 +61,7 @@ impl SledStore {
         // No periodic flush thread: its fsync of the log could make a record
         // durable before the blob it points to, so only our group commit
         // (log first, then the blobs it needs) syncs.
+        discard_incomplete_snapshots(dir).map_err(io)?;
         let db = sled::Config::new().path(dir).flush_every_ms(None).open().map_err(io)?;
         let tree = db.open_tree("catalog").map_err(io)?;
         let mut files = SledFiles::open(dir).map_err(io)?;
