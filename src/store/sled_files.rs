@@ -4,10 +4,10 @@
 //! flushes neither the file's metadata (its size) nor the disk's write
 //! cache, writes blobs without any sync, and renames snapshots without
 //! syncing the directory. After each sled flush, `SledFiles::sync` makes it
-//! true:
-//! - `db`, the log (every segment lives in this one file): `fdatasync`;
+//! true, data before the pointers to it:
 //! - `blobs/<lsn>`, values too large for the log (more than a quarter of a
 //!   512 KiB segment): each new blob once it is complete, then `blobs/`;
+//! - `db`, the log (every segment lives in this one file): `fdatasync`;
 //! - the data directory itself when its entries changed (a snapshot
 //!   `snap.*` renamed into place, an old one removed).
 //!
@@ -68,8 +68,8 @@ impl SledFiles {
 
     /// Makes everything sled flushed so far durable.
     pub fn sync(&mut self) -> io::Result<()> {
-        self.log.sync_data()?;
         self.sync_blobs()?;
+        self.log.sync_data()?;
         let mut entries = names(&self.path)?;
         entries.sort_unstable();
         if entries != self.entries {
@@ -82,7 +82,8 @@ impl SledFiles {
     /// Syncs every complete blob not synced yet, then `blobs/` if any was.
     ///
     /// sled writes a blob whole before the log record that points to it can
-    /// reach the file, so every blob the synced log needs is complete now.
+    /// reach the file, so after sled's flush every blob the flushed log
+    /// needs is complete.
     /// One still being written (for a later batch) is left alone until its
     /// CRC matches: a partial blob made durable would read as a torn log
     /// after a crash, and sled would drop every record after it.

@@ -58,10 +58,10 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        discard_incomplete_snapshots(dir).map_err(io)?;
         // No periodic flush thread: its fsync of the log could make a record
         // durable before the blob it points to, so only our group commit
-        // (log first, then the blobs it needs) syncs.
-        discard_incomplete_snapshots(dir).map_err(io)?;
+        // (the blobs first, then the log that points to them) syncs.
         let db = sled::Config::new().path(dir).flush_every_ms(None).open().map_err(io)?;
         let tree = db.open_tree("catalog").map_err(io)?;
         let mut files = SledFiles::open(dir).map_err(io)?;
