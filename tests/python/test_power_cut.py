@@ -75,8 +75,9 @@ class LazyMount:
         while not os.path.ismount(self.mountpoint):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
-                text = (self.logs / f"lazyfs-{self.mounts - 1}.log").read_text(errors="replace")
-                raise OSError(f"lazyfs did not mount: {text[-500:]}")
+                lines = (self.logs / f"lazyfs-{self.mounts - 1}.log").read_text(errors="replace").split("\n")
+                said = " / ".join(dict.fromkeys(l.strip() for l in (lines[0], lines[-1]) if l.strip()))
+                raise OSError(f"lazyfs did not mount: {said or 'no output'}")
             time.sleep(0.05)
 
     def kill(self) -> None:
