@@ -19,6 +19,7 @@ before each.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -102,7 +103,7 @@ def lazy_mount(tmp_path):
     else:
         try:
             import mfusepy  # noqa: F401 (loads libfuse3)
-        except (ImportError, OSError, EnvironmentError) as e:
+        except (ImportError, OSError) as e:
             why = f"mfusepy or libfuse3 unavailable: {e}"
     backing, mnt, logs = tmp_path / "disk", tmp_path / "mnt", tmp_path / "logs"
     for d in (backing, mnt, logs):
@@ -332,8 +333,6 @@ def lost_writes(s: BingsanServer, model: Model, mnt: Path) -> dict:
 
 def metadata_file_problem(loaded: dict, mnt: Path) -> str | None:
     """Why the current metadata file is not on the mount with the loaded content."""
-    import json
-
     path = Path(loaded["metadata-location"].removeprefix("file://"))
     if mnt not in path.parents:
         return f"metadata file {path} is not on the power-cut filesystem"
