@@ -19,7 +19,7 @@ use crate::metrics::CommitOutcome;
 use crate::metrics::ShardStats;
 use crate::pool::{ArenaPool, BufPool};
 use crate::routes::{parse_namespace, route, Matched, Operation, RouteConfig, RouteError, Source};
-use crate::store::{keys, Store};
+use crate::store::{keys, Store, WRITES_REFUSED};
 
 /// One per shard; shared by that shard's connections through an `Rc`.
 pub struct ShardService<S: Store, F: FileIo> {
@@ -99,6 +99,10 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 }
             })?;
         }
+        if m.op.spec().mutation && !self.shared.catalog.store.writable() {
+            // Refused before any file is written: the outcome is known.
+            return Err(ApiError::new(ErrorKind::ServiceUnavailable, WRITES_REFUSED));
+        }
         let key = match req.header("idempotency-key") {
             Some(k) if m.op.spec().mutation => Some(idempotency::validate(k)?),
             _ => None,
@@ -138,7 +142,8 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 if self.shared.ready() {
                     out.extend_from_slice(b"{\"status\":\"ready\"}");
                 } else {
-                    return Err(ApiError::new(ErrorKind::ServiceUnavailable, "not ready"));
+                    let why = if catalog.store.writable() { "not ready" } else { WRITES_REFUSED };
+                    return Err(ApiError::new(ErrorKind::ServiceUnavailable, why));
                 }
             }
             Operation::Metrics => {

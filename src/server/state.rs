@@ -25,10 +25,13 @@ pub struct Shared<S: Store, F: FileIo> {
 }
 
 impl<S: Store, F: FileIo> Shared<S, F> {
-    /// Ready: the store is open (it is, or we would not exist) and every
-    /// shard accepts connections, and we are not shutting down.
+    /// Ready: the store is open (it is, or we would not exist) and still
+    /// accepts writes, every shard accepts connections, and we are not
+    /// shutting down.
     pub fn ready(&self) -> bool {
-        self.accepting.load(Ordering::Acquire) == self.shards && !self.shutdown.requested()
+        self.accepting.load(Ordering::Acquire) == self.shards
+            && !self.shutdown.requested()
+            && self.catalog.store.writable()
     }
 }
 

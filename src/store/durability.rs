@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
-type FlushFn = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+type FlushFn = Box<dyn FnMut() -> Result<(), String> + Send>;
 
 struct Shared {
     /// Highest ticket handed out.
@@ -25,7 +25,6 @@ struct Shared {
     waiters: Mutex<Vec<(u64, Waker)>>,
     wake_flusher: Condvar,
     flusher_lock: Mutex<()>,
-    flush: FlushFn,
 }
 
 /// Owner of the flusher thread.
@@ -45,14 +44,18 @@ impl GroupCommit {
             waiters: Mutex::new(Vec::new()),
             wake_flusher: Condvar::new(),
             flusher_lock: Mutex::new(()),
-            flush,
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("bingsan-flush".into())
-            .spawn(move || flusher(&s))
+            .spawn(move || flusher(&s, flush))
             .expect("spawn flusher thread");
         GroupCommit { shared, thread: Some(thread) }
+    }
+
+    /// Whether a flush failed: from then on no write may be acknowledged.
+    pub fn failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
     }
 
     /// Waits until everything applied before this call is durable.
@@ -77,7 +80,7 @@ impl Drop for GroupCommit {
     }
 }
 
-fn flusher(s: &Shared) {
+fn flusher(s: &Shared, mut flush: FlushFn) {
     loop {
         {
             let mut guard = s.flusher_lock.lock().expect("flusher lock");
@@ -91,7 +94,7 @@ fn flusher(s: &Shared) {
         // Tickets up to `target` were taken after their writes were applied,
         // so this flush covers them.
         let target = s.issued.load(Ordering::Acquire);
-        if let Err(e) = (s.flush)() {
+        if let Err(e) = flush() {
             tracing::error!(error = %e, "store flush failed; refusing further acknowledgements");
             s.failed.store(true, Ordering::Release);
         }
@@ -162,6 +165,8 @@ mod tests {
     #[test]
     fn failed_flush_is_reported() {
         let gc = GroupCommit::start(Box::new(|| Err("disk on fire".into())));
+        assert!(!gc.failed());
         assert!(futures_lite::future::block_on(gc.durable()).is_err());
+        assert!(gc.failed(), "a failed flush is sticky");
     }
 }

@@ -9,6 +9,7 @@
 mod cache;
 mod durability;
 pub mod keys;
+mod sled_files;
 mod sled_store;
 
 pub use sled_store::SledStore;
@@ -66,6 +67,9 @@ impl<'a> Write<'a> {
     }
 }
 
+/// Why every write is refused once a sync failed (see `Store::writable`).
+pub const WRITES_REFUSED: &str = "writes are refused since a sync of the store failed; restart the server";
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -110,4 +114,10 @@ pub trait Store: 'static {
 
     /// Makes everything written so far durable (for shutdown).
     fn sync(&self) -> Result<(), StoreError>;
+
+    /// False once the store failed to make a write durable: the outcome of
+    /// that write is unknown, so every later write is refused (503) until a
+    /// restart replays what is on disk, as PostgreSQL does after a failed
+    /// fsync.
+    fn writable(&self) -> bool;
 }

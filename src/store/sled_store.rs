@@ -11,14 +11,14 @@ use std::time::Instant;
 
 use super::cache::{with_cache, Epochs, ScanEntry};
 use super::durability::GroupCommit;
-use super::{keys, Expect, Op, Store, StoreError, Versioned, Write};
+use super::sled_files::{discard_incomplete_snapshots, SledFiles};
+use super::{keys, Expect, Op, Store, StoreError, Versioned, Write, WRITES_REFUSED};
 use crate::metrics::{observe_store, StoreOp};
 
 const VERSION_LEN: usize = 8;
 
 /// A sled database shared by all shards (sled is internally concurrent).
 pub struct SledStore {
-    db: sled::Db,
     tree: Tree,
     group: GroupCommit,
     /// Identifies this store's entries in the shards' caches.
@@ -58,11 +58,20 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(io)?;
+        discard_incomplete_snapshots(dir).map_err(io)?;
+        // No periodic flush thread: its fsync of the log could make a record
+        // durable before the blob it points to, so only our group commit
+        // (the blobs first, then the log that points to them) syncs.
+        let db = sled::Config::new().path(dir).flush_every_ms(None).open().map_err(io)?;
         let tree = db.open_tree("catalog").map_err(io)?;
-        let flush_db = db.clone();
-        let group = GroupCommit::start(Box::new(move || flush_db.flush().map(drop).map_err(|e| e.to_string())));
-        Ok(SledStore { db, tree, group, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), epochs: Epochs::default() })
+        let mut files = SledFiles::open(dir).map_err(io)?;
+        // sled's flush writes the log but syncs it with sync_file_range
+        // only; `files` makes what it wrote durable.
+        let group = GroupCommit::start(Box::new(move || {
+            db.flush().map_err(|e| e.to_string())?;
+            files.sync().map_err(|e| format!("sync failed: {e}"))
+        }));
+        Ok(SledStore { tree, group, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), epochs: Epochs::default() })
     }
 }
 
@@ -162,6 +171,9 @@ impl Store for SledStore {
 
     async fn apply(&self, writes: &[Write<'_>]) -> Result<(), StoreError> {
         let _timer = Timer::start(StoreOp::Apply);
+        if !self.writable() {
+            return Err(StoreError::Io(WRITES_REFUSED.into()));
+        }
         let outcome = self.tree.transaction(|tx| {
             for (index, w) in writes.iter().enumerate() {
                 let current = tx.get(w.key)?.map(|raw| split(&raw).version);
@@ -202,7 +214,11 @@ impl Store for SledStore {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush().map(drop).map_err(io)
+        futures_lite::future::block_on(self.group.durable()).map_err(StoreError::Io)
+    }
+
+    fn writable(&self) -> bool {
+        !self.group.failed()
     }
 }
 

@@ -134,3 +134,18 @@ def test_in_flight_request_completes_during_shutdown(fresh_server):
     assert s.proc.wait(10) == 0, s.log_tail()
     s.start()
     assert list_names(s) == [["drained"]]
+
+
+def test_a_start_discards_an_incomplete_snapshot(fresh_server):
+    """A start interrupted by a crash or a full disk can leave sled's
+    `snap.<lsn>.generating` behind; the next start discards it (and says so)
+    instead of failing on it as a corrupt snapshot for ever."""
+    s = fresh_server
+    create_many(s, ["before_crash"])
+    s.kill9()
+    leftover = s.data_dir / "snap.FFFFFFFFFFFFFFFF.generating"
+    leftover.touch()
+    s.start()
+    assert list_names(s) == [["before_crash"]]
+    assert not leftover.exists()
+    assert "discarding an incomplete store snapshot" in s.log_text()
