@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bench;
 pub mod catalog;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod fileio;
 pub mod http;

@@ -17,6 +17,7 @@ mod written;
 
 pub use commit::now_ms;
 pub use ident::validate_namespace;
+pub(crate) use namespaces::write_failure;
 pub use paging::Page;
 pub use tables::Loaded;
 
@@ -49,8 +50,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 }
 
-/// Maps a store failure during a read to a 500 (never a client error).
+/// Maps a store failure during a read to a 500 (never a client error); the
+/// store's own words (paths, OS errors) go to the log only.
 pub fn store_failure(e: crate::store::StoreError) -> crate::error::ApiError {
     tracing::error!(error = %e, "store failure");
-    crate::error::ApiError::new(crate::error::ErrorKind::Internal, format!("storage failure: {e}"))
+    crate::error::ApiError::internal("storage failure; see the server log")
 }

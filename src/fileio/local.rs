@@ -59,6 +59,20 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes all of `bytes` from the start of `file` and syncs its data.
+async fn write_synced(file: &glommio::io::BufferedFile, bytes: &[u8]) -> io::Result<()> {
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+        }
+        pos += n;
+    }
+    file.fdatasync().await?;
+    Ok(())
+}
+
 /// Creates `dir` and any missing parents, syncing each parent whose entry
 /// changed so the new directories survive a crash.
 async fn create_dirs(dir: &Path) -> io::Result<()> {
@@ -112,16 +126,15 @@ impl FileIo for LocalFileIo {
             path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "location has no directory"))?;
         create_dirs(dir).await?;
         let file = OpenOptions::new().write(true).create_new(true).buffered_open(&path).await?;
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+        let written = write_synced(&file, bytes).await;
+        let closed = file.close().await.map_err(io::Error::from);
+        if let Err(e) = written.and(closed) {
+            // Nothing references a partial file; on a full disk it only takes space.
+            if let Err(e) = glommio::io::remove(path).await {
+                tracing::warn!(error = %e, "cannot remove a partly written metadata file");
             }
-            pos += n;
+            return Err(e);
         }
-        file.fdatasync().await?;
-        file.close().await?;
         sync_dir(dir).await
     }
 

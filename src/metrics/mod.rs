@@ -6,5 +6,5 @@ mod collector;
 mod shard;
 mod thread;
 
-pub use shard::{observe_store, CommitOutcome, ShardStats, StoreOp, LATENCY_BUCKETS_US, STATUSES};
+pub use shard::{count_write_failure, observe_store, CommitOutcome, ShardStats, StoreOp, LATENCY_BUCKETS_US, STATUSES};
 pub use thread::{MetricsHandle, MetricsThread};

@@ -103,7 +103,7 @@ pub async fn claim<S: Store>(store: &S, a: &Bump, key: &str, op: Operation, resp
                 return Ok(Claim::Owned(version));
             }
             Err(crate::store::StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(crate::catalog::store_failure(e)),
+            Err(e) => return Err(crate::catalog::write_failure(e)),
         }
     }
 }

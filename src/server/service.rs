@@ -10,6 +10,7 @@ use glommio::sync::Semaphore;
 use super::idempotency;
 use super::state::Shared;
 use crate::catalog::Loaded;
+use crate::disk::{self, Target};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
 use crate::http::percent::query_pairs;
@@ -77,6 +78,10 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
                 _ => CommitOutcome::Failed,
             });
         }
+        if op.spec().mutation && (200..300).contains(&resp.status) {
+            // Every mutation writes the store: it takes writes again.
+            disk::write_succeeded(Target::Store);
+        }
         let micros = started.elapsed().as_micros() as u64;
         self.stats.record(op, resp.status, micros);
         tracing::debug!(method = req.method.as_str(), path = req.path, status = resp.status, micros, "request");
@@ -98,6 +103,9 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                     ApiError::bad_request(format!("JSON string longer than {} bytes", self.json.max_string))
                 }
             })?;
+        }
+        if m.op.spec().mutation {
+            disk::check_writable()?;
         }
         let key = match req.header("idempotency-key") {
             Some(k) if m.op.spec().mutation => Some(idempotency::validate(k)?),
@@ -131,6 +139,15 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                     return Err(ApiError::new(ErrorKind::ServiceUnavailable, "not ready"));
                 }
             }
+            Operation::HealthWritable => match crate::disk::state().unwritable() {
+                None => out.extend_from_slice(b"{\"status\":\"writable\"}"),
+                Some((target, cause)) => {
+                    return Err(ApiError::new(
+                        ErrorKind::ServiceUnavailable,
+                        format!("not writable: the {}: {}", target.name(), cause.message()),
+                    ))
+                }
+            },
             Operation::Metrics => {
                 let handle = self.shared.metrics.clone();
                 let text = glommio::executor().spawn_blocking(move || handle.render()).await;

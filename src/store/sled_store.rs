@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::cache::{with_cache, Epochs, ScanEntry};
 use super::durability::GroupCommit;
 use super::{keys, Expect, Op, Store, StoreError, Versioned, Write};
+use crate::disk::Cause;
 use crate::metrics::{observe_store, StoreOp};
 
 const VERSION_LEN: usize = 8;
@@ -51,18 +52,43 @@ fn encode(version: u64, value: &[u8]) -> Vec<u8> {
     raw
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(Cause::of_sled(&e), e.to_string())
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`. An open that fails leaves no
+    /// incomplete snapshot behind to break the next one.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(io)?;
-        let tree = db.open_tree("catalog").map_err(io)?;
+        discard_incomplete_snapshots(dir);
+        let opened = sled::Config::new().path(dir).open().and_then(|db| Ok((db.open_tree("catalog")?, db)));
+        let (tree, db) = opened.map_err(|e| {
+            discard_incomplete_snapshots(dir);
+            io(e)
+        })?;
         let flush_db = db.clone();
         let group = GroupCommit::start(Box::new(move || flush_db.flush().map(drop).map_err(|e| e.to_string())));
         Ok(SledStore { db, tree, group, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), epochs: Epochs::default() })
+    }
+}
+
+/// Removes the `snap.*.generating` files an interrupted open left (sled
+/// writes a snapshot there, then renames it). They are incomplete by
+/// definition, and sled would read the newest `snap.*` file, so a leftover
+/// one fails every later open as corrupt.
+fn discard_incomplete_snapshots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::warn!(file = %name, "discarded an incomplete store snapshot left by an interrupted start")
+                }
+                Err(e) => tracing::error!(file = %name, error = %e, "cannot remove an incomplete store snapshot"),
+            }
+        }
     }
 }
 
@@ -194,7 +220,7 @@ impl Store for SledStore {
                     self.epochs.bump(w.key);
                     keys::scanned_prefixes(w.key).for_each(|p| self.epochs.bump(p));
                 }
-                self.group.durable().await.map_err(StoreError::Io)
+                self.group.durable().await.map_err(|e| StoreError::Io(Cause::Io, e))
             }
             Err(TransactionError::Abort(index)) => Err(StoreError::Conflict { index }),
             Err(TransactionError::Storage(e)) => Err(io(e)),
@@ -310,6 +336,21 @@ mod tests {
         .unwrap();
         assert_eq!(block_on(s.get(k)).unwrap().unwrap().value.as_ref(), b"new");
         assert_eq!(listed(&s), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_incomplete_snapshot_does_not_break_the_next_open() {
+        let (s, dir) = store();
+        block_on(s.apply(&[put(b"k", Expect::Absent, b"v")])).unwrap();
+        drop(s);
+        // What an open on a full disk leaves: an empty snapshot in the making.
+        let leftover = dir.join("snap.FFFFFFFFFFFFFFFF.generating");
+        std::fs::write(&leftover, b"").unwrap();
+        let s = SledStore::open(&dir).unwrap();
+        assert_eq!(block_on(s.get(b"k")).unwrap().unwrap().value.as_ref(), b"v");
+        assert!(!leftover.exists());
+        drop(s);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
