@@ -87,12 +87,6 @@ def server_on(disk, tmp_path, binary):
         s.stop()
 
 
-@pytest.fixture
-def http():
-    with requests.Session() as s:
-        yield s
-
-
 def create_table(http, s: BingsanServer, ns: str, name: str) -> requests.Response:
     return http.post(s.api(f"namespaces/{ns}/tables"), json={"name": name, "schema": SCHEMA}, timeout=10)
 
@@ -162,6 +156,21 @@ def fill_to_the_brim(path: Path) -> None:
 
 def failures(s: BingsanServer, **labels: str) -> float:
     return s.metrics().sum("bingsan_write_failures_total", **labels)
+
+
+def test_a_healthy_disk_is_writable(fresh_server, http):
+    """No fault: writable, every failure series present at 0, free space known."""
+    s = fresh_server
+    w = writable(http, s)
+    assert w.status_code == 200 and w.json() == {"status": "writable"}, w.text
+    m = s.metrics()
+    assert m.sum("bingsan_storage_writable") == 1
+    for target in ("store", "warehouse"):
+        assert m.sum("bingsan_storage_free_bytes", target=target) > 0
+        for cause in ("no_space", "read_only", "io_error", "timeout"):
+            series = [x for x in m.samples if x.name == "bingsan_write_failures_total"
+                      and x.labels == {"target": target, "cause": cause}]
+            assert [x.value for x in series] == [0], (target, cause)
 
 
 def test_full_disk_while_serving(server_on, disk, http):

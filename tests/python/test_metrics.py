@@ -23,6 +23,9 @@ REQUIRED = [
     "bingsan_http_connections",
     "bingsan_commits_total",
     "bingsan_store_operation_duration_seconds",
+    "bingsan_write_failures_total",
+    "bingsan_storage_free_bytes",
+    "bingsan_storage_writable",
     "process_resident_memory_bytes",
 ]
 
