@@ -17,6 +17,10 @@ use super::{state, Cause, DiskState, Reserve, Target};
 /// most this long, so `--min-free-bytes` must cover what arrives meanwhile.
 pub const INTERVAL: Duration = Duration::from_millis(100);
 
+/// Checks between two probes of a warehouse whose last write failed: a
+/// failing disk gets a probe write a second, not ten.
+const PROBE_EVERY: u32 = 10;
+
 /// What to watch.
 pub struct WatchConfig {
     pub data_dir: PathBuf,
@@ -35,7 +39,7 @@ impl DiskWatch {
     /// Checks once, so the gate is right before any shard serves, then
     /// keeps checking on its own thread.
     pub fn start(config: WatchConfig, reserve: Reserve) -> io::Result<DiskWatch> {
-        let mut watcher = Watcher { config, reserve };
+        let mut watcher = Watcher { config, reserve, checks: 0 };
         watcher.check(state());
         let (stop, stopped) = channel::<()>();
         let thread = std::thread::Builder::new().name("bingsan-disk".into()).spawn(move || {
@@ -97,6 +101,8 @@ pub fn decide(
 struct Watcher {
     config: WatchConfig,
     reserve: Reserve,
+    /// Checks so far, to space out probes.
+    checks: u32,
 }
 
 impl Watcher {
@@ -130,7 +136,8 @@ impl Watcher {
                 None => tracing::info!("disks have room again: writes accepted"),
             }
         }
-        if gate.is_none() && s.last_failure(Target::Warehouse).is_some() {
+        self.checks = self.checks.wrapping_add(1);
+        if gate.is_none() && s.last_failure(Target::Warehouse).is_some() && self.checks % PROBE_EVERY == 0 {
             match probe(&self.config.warehouse) {
                 Ok(()) => {
                     tracing::info!("the warehouse takes writes again");

@@ -56,9 +56,17 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
             Ok(ref m) if denied => m.op,
             Err(_) if denied => Operation::Unmatched,
             Ok(m) => {
-                // The semaphore is never closed, so acquiring cannot fail.
-                let _permit = if m.op.spec().warehouse { self.writes.acquire_permit(1).await.ok() } else { None };
-                if let Err(e) = self.idempotent(&m, req, &arena, resp).await {
+                // Refused writes fail fast, without queueing for a permit.
+                let outcome = match m.op.spec().mutation.then(disk::check_writable) {
+                    Some(Err(refused)) => Err(refused),
+                    _ => {
+                        // The semaphore is never closed, so acquiring cannot fail.
+                        let _permit =
+                            if m.op.spec().warehouse { self.writes.acquire_permit(1).await.ok() } else { None };
+                        self.idempotent(&m, req, &arena, resp).await
+                    }
+                };
+                if let Err(e) = outcome {
                     resp.error(&e);
                 }
                 m.op
@@ -103,9 +111,6 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                     ApiError::bad_request(format!("JSON string longer than {} bytes", self.json.max_string))
                 }
             })?;
-        }
-        if m.op.spec().mutation {
-            disk::check_writable()?;
         }
         let key = match req.header("idempotency-key") {
             Some(k) if m.op.spec().mutation => Some(idempotency::validate(k)?),

@@ -12,6 +12,7 @@ gone, and every acknowledged write is still there, across a restart too.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import time
@@ -36,14 +37,14 @@ def _run(*cmd: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def tmpfs():
-    """Mounts a DISK_BYTES tmpfs at a given directory for this test."""
+    """Mounts a tmpfs (DISK_BYTES by default) at a given directory for this test."""
     mounted: list[Path] = []
 
-    def mount(at: Path) -> Path:
+    def mount(at: Path, size: int = DISK_BYTES) -> Path:
         at.mkdir(exist_ok=True)
         why = "not root" if os.geteuid() != 0 else None
         if why is None:
-            r = _run("mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(at))
+            r = _run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(at))
             why = None if r.returncode == 0 else f"mount refused: {r.stderr.strip()}"
         if why:
             MEASUREMENTS.append(f"SKIPPED disk fault tests: cannot mount a tmpfs ({why})")
@@ -69,12 +70,12 @@ def server_on(disk, tmp_path, binary):
     """Makes the server whose data directory and warehouse are on `disk`."""
     made: list[BingsanServer] = []
 
-    def make() -> BingsanServer:
+    def make(min_free: int = MIN_FREE) -> BingsanServer:
         s = BingsanServer(
             tmp_path / "srv",
             binary=binary,
             name="disk",
-            extra_args=["--store-reserve-bytes", str(RESERVE), "--min-free-bytes", str(MIN_FREE)],
+            extra_args=["--store-reserve-bytes", str(RESERVE), "--min-free-bytes", str(min_free)],
         )
         s.data_dir = disk / "data"
         s.warehouse = disk / "warehouse"
@@ -206,6 +207,38 @@ def test_full_disk_while_serving(server_on, disk, http):
     assert_all_load(http, s, "ns", acked)
     assert s.stop() == 0
     s.start()
+    assert_all_load(http, s, "ns", acked)
+
+
+def test_warehouse_disk_full_without_a_floor(server_on, disk, tmpfs, http):
+    """With no free-space floor the warehouse's disk really fills: metadata
+    file writes fail with ENOSPC, leave no partial file, and the watcher's
+    probe finds out by itself when space is back."""
+    warehouse = tmpfs(disk / "warehouse", size=MB)
+    filler = warehouse / "filler"
+    filler.write_bytes(b"\0" * (256 << 10))
+    s = server_on(min_free=0).start()
+    assert http.post(s.api("namespaces"), json={"namespace": ["ns"]}, timeout=10).status_code == 200
+    acked, refused = fill(http, s, "ns")
+    assert len(acked) >= 20
+    assert_refused(refused, disk, "storage is full")
+    assert failures(s, target="warehouse", cause="no_space") >= 1
+    assert failures(s, target="store") == 0
+    files = sorted(warehouse.rglob("*.metadata.json"))
+    assert len(files) == len(acked), "a failed write left a metadata file behind"
+    for f in files:
+        json.loads(f.read_bytes())
+    w = writable(http, s)
+    assert w.status_code == 503 and "the warehouse" in w.json()["error"]["message"], w.text
+    assert_all_load(http, s, "ns", acked)
+    # Space comes back: a probe, not a client's write, makes it writable.
+    filler.unlink()
+    deadline = time.monotonic() + 5
+    while writable(http, s).status_code != 200:
+        assert time.monotonic() < deadline, "the warehouse probe never saw the space come back"
+        time.sleep(0.1)
+    assert create_table(http, s, "ns", "after").status_code == 200
+    acked.append("after")
     assert_all_load(http, s, "ns", acked)
 
 
