@@ -36,21 +36,28 @@ pub enum Cause {
 impl Cause {
     pub const ALL: [Cause; 4] = [Cause::NoSpace, Cause::ReadOnly, Cause::Io, Cause::Timeout];
 
-    /// The cause of an I/O error: a full disk or quota, a read-only
-    /// filesystem, a timeout, or anything else.
-    pub fn of(e: &io::Error) -> Cause {
+    /// The disk fault behind an I/O error: a full disk or quota, a
+    /// read-only filesystem, a timeout, or another I/O error. `None` when
+    /// the error is about the path rather than the disk (a file where a
+    /// directory should be, a name that exists, permissions): a location a
+    /// client chose must not raise disk alerts.
+    pub fn of(e: &io::Error) -> Option<Cause> {
+        use io::ErrorKind::*;
         match e.kind() {
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Cause::NoSpace,
-            io::ErrorKind::ReadOnlyFilesystem => Cause::ReadOnly,
-            io::ErrorKind::TimedOut => Cause::Timeout,
-            _ => Cause::Io,
+            StorageFull | QuotaExceeded => Some(Cause::NoSpace),
+            ReadOnlyFilesystem => Some(Cause::ReadOnly),
+            TimedOut => Some(Cause::Timeout),
+            NotFound | PermissionDenied | AlreadyExists | NotADirectory | IsADirectory | DirectoryNotEmpty
+            | InvalidInput | InvalidFilename | Unsupported => None,
+            _ => Some(Cause::Io),
         }
     }
 
-    /// The cause of a sled failure (sled keeps the `io::Error` it hit).
+    /// The cause of a sled failure (sled keeps the `io::Error` it hit);
+    /// every path it touches is its own, so any failure is the disk's.
     pub fn of_sled(e: &sled::Error) -> Cause {
         match e {
-            sled::Error::Io(e) => Cause::of(e),
+            sled::Error::Io(e) => Cause::of(e).unwrap_or(Cause::Io),
             _ => Cause::Io,
         }
     }
@@ -139,11 +146,14 @@ mod tests {
     #[test]
     fn causes_follow_the_error_kind() {
         let os = |code| Cause::of(&io::Error::from_raw_os_error(code));
-        assert_eq!(os(libc::ENOSPC), Cause::NoSpace);
-        assert_eq!(os(libc::EDQUOT), Cause::NoSpace);
-        assert_eq!(os(libc::EROFS), Cause::ReadOnly);
-        assert_eq!(os(libc::ETIMEDOUT), Cause::Timeout);
-        assert_eq!(os(libc::EIO), Cause::Io);
+        assert_eq!(os(libc::ENOSPC), Some(Cause::NoSpace));
+        assert_eq!(os(libc::EDQUOT), Some(Cause::NoSpace));
+        assert_eq!(os(libc::EROFS), Some(Cause::ReadOnly));
+        assert_eq!(os(libc::ETIMEDOUT), Some(Cause::Timeout));
+        assert_eq!(os(libc::EIO), Some(Cause::Io));
+        assert_eq!(os(libc::ENOTDIR), None);
+        assert_eq!(os(libc::EEXIST), None);
+        assert_eq!(Cause::of_sled(&sled::Error::Io(io::Error::from_raw_os_error(libc::ENOTDIR))), Cause::Io);
         let sled_full = sled::Error::Io(io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(Cause::of_sled(&sled_full), Cause::NoSpace);
         assert_eq!(Cause::of_sled(&sled::Error::Unsupported("x".into())), Cause::Io);

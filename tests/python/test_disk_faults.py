@@ -174,6 +174,22 @@ def test_a_healthy_disk_is_writable(fresh_server, http):
             assert [x.value for x in series] == [0], (target, cause)
 
 
+def test_a_blocked_location_is_no_disk_fault(fresh_server, http):
+    """A metadata file that cannot be written because of the location a
+    client chose (a file where its directory should be) fails the request,
+    but raises no disk alarm."""
+    s = fresh_server
+    assert http.post(s.api("namespaces"), json={"namespace": ["ns"]}).status_code == 200
+    location = s.warehouse / "blocked"
+    location.mkdir()
+    (location / "metadata").write_text("a file where the metadata directory should be")
+    r = http.post(s.api("namespaces/ns/tables"), json={"name": "t", "location": str(location), "schema": SCHEMA})
+    assert r.status_code == 503, r.text
+    assert str(s.warehouse) not in r.text and "os error" not in r.text, r.text
+    assert writable(http, s).status_code == 200
+    assert failures(s) == 0
+
+
 def test_full_disk_while_serving(server_on, disk, http):
     s = server_on().start()
     filler = disk / "filler"
