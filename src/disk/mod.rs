@@ -116,8 +116,13 @@ impl Target {
 /// `/health/writable` until a later write or probe succeeds, and answered
 /// with a 503 that names only the cause.
 pub fn write_failed(target: Target, cause: Cause) -> ApiError {
-    crate::metrics::count_write_failure(target, cause);
     state().failed(target, cause);
+    refused(target, cause)
+}
+
+/// Counts a write that did not happen and answers it.
+fn refused(target: Target, cause: Cause) -> ApiError {
+    crate::metrics::count_write_failure(target, cause);
     ApiError::new(ErrorKind::ServiceUnavailable, cause.message())
 }
 
@@ -132,10 +137,7 @@ pub fn write_succeeded(target: Target) {
 pub fn check_writable() -> Result<(), ApiError> {
     match state().gate() {
         None => Ok(()),
-        Some((target, cause)) => {
-            crate::metrics::count_write_failure(target, cause);
-            Err(ApiError::new(ErrorKind::ServiceUnavailable, cause.message()))
-        }
+        Some((target, cause)) => Err(refused(target, cause)),
     }
 }
 
