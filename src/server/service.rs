@@ -144,7 +144,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                     return Err(ApiError::new(ErrorKind::ServiceUnavailable, "not ready"));
                 }
             }
-            Operation::HealthWritable => match crate::disk::state().unwritable() {
+            Operation::HealthWritable => match disk::state().unwritable() {
                 None => out.extend_from_slice(b"{\"status\":\"writable\"}"),
                 Some((target, cause)) => {
                     return Err(ApiError::new(
