@@ -87,6 +87,18 @@ pub struct ServeArgs {
     #[arg(long, env = "BINGSAN_VERIFY_METADATA_PER_SEC", default_value_t = 50)]
     pub verify_metadata_per_sec: u32,
 
+    /// Bytes kept in a reserve file in the data directory and given up when
+    /// the store cannot open on a full disk, so a restart still serves
+    /// reads (writes stay refused until the disk has room for it again). 0: none.
+    #[arg(long, env = "BINGSAN_STORE_RESERVE_BYTES", default_value_t = 8 << 20)]
+    pub store_reserve_bytes: u64,
+
+    /// Writes are refused (503) while the filesystem of the data directory or
+    /// of the warehouse has less free space than this, and accepted again
+    /// once it has more: the store never meets a full disk mid-write.
+    #[arg(long, env = "BINGSAN_MIN_FREE_BYTES", default_value_t = 64 << 20)]
+    pub min_free_bytes: u64,
+
     /// Deepest JSON nesting accepted in a request body (400 beyond).
     #[arg(long, env = "BINGSAN_MAX_JSON_DEPTH", default_value_t = 64)]
     pub max_json_depth: usize,

@@ -40,6 +40,7 @@ pub enum Operation {
     HealthLive,
     HealthReady,
     Metrics,
+    HealthWritable,
     /// Requests that matched no route (404, 405, malformed parameters).
     Unmatched,
 }
@@ -48,7 +49,7 @@ impl Operation {
     /// Every operation, in metrics order. A stored `Idempotency-Key` answer
     /// records its operation's position here: add new operations just before
     /// `Unmatched`, never in between.
-    pub const ALL: [Operation; 31] = [
+    pub const ALL: [Operation; 32] = [
         Operation::GetConfig,
         Operation::GetToken,
         Operation::ListNamespaces,
@@ -79,6 +80,7 @@ impl Operation {
         Operation::HealthLive,
         Operation::HealthReady,
         Operation::Metrics,
+        Operation::HealthWritable,
         Operation::Unmatched,
     ];
 
@@ -141,6 +143,7 @@ impl Operation {
             HealthLive => Spec::new("health_live", "GET", "/health/live").open(),
             HealthReady => Spec::new("health_ready", "GET", "/health/ready").open(),
             Metrics => Spec::new("metrics", "GET", "/metrics").open(),
+            HealthWritable => Spec::new("health_writable", "GET", "/health/writable").open(),
             Unmatched => Spec::new("unmatched", "ANY", ""),
         }
     }
@@ -245,6 +248,7 @@ pub fn route<'a>(method: Method, path: &'a str, cfg: &RouteConfig, arena: &'a Bu
     let rest = match segs {
         ["health", "live"] => return allow(method, &[Method::Get], m(Operation::HealthLive)),
         ["health", "ready"] => return allow(method, &[Method::Get], m(Operation::HealthReady)),
+        ["health", "writable"] => return allow(method, &[Method::Get], m(Operation::HealthWritable)),
         ["metrics"] => return allow(method, &[Method::Get], m(Operation::Metrics)),
         ["v1", "config"] => return allow(method, &[Method::Get], m(Operation::GetConfig)),
         ["v1", "oauth", "tokens"] => return allow(method, &[Method::Post], m(Operation::GetToken)),

@@ -463,7 +463,16 @@ mod tests {
     #[test]
     fn open_operations() {
         let open: Vec<Operation> = Operation::ALL.into_iter().filter(|op| op.spec().open).collect();
-        assert_eq!(open, [Operation::GetToken, Operation::HealthLive, Operation::HealthReady, Operation::Metrics]);
+        assert_eq!(
+            open,
+            [
+                Operation::GetToken,
+                Operation::HealthLive,
+                Operation::HealthReady,
+                Operation::Metrics,
+                Operation::HealthWritable
+            ]
+        );
     }
 
     /// A server with client "spark" (and the clients file Python makes).

@@ -41,7 +41,8 @@ pub fn now_ms() -> i64 {
 /// happened is unknown, so the client must not treat it as a failure.
 fn unknown_outcome(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "commit outcome unknown");
-    ApiError::new(ErrorKind::CommitStateUnknown, format!("commit outcome unknown: {e}"))
+    let cause = crate::disk::write_failed(crate::disk::Target::Store, e.cause().unwrap_or(crate::disk::Cause::Io));
+    ApiError::new(ErrorKind::CommitStateUnknown, format!("commit outcome unknown: {}", cause.message))
 }
 
 impl<S: Store, F: FileIo> Catalog<S, F> {

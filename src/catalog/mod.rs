@@ -19,6 +19,7 @@ mod written;
 
 pub use commit::now_ms;
 pub use ident::validate_namespace;
+pub(crate) use namespaces::write_failure;
 pub use paging::Page;
 pub use seal::{encode_answer, Seal};
 pub use tables::Loaded;
@@ -53,8 +54,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 }
 
-/// Maps a store failure during a read to a 500 (never a client error).
+/// Maps a store failure during a read to a 500 (never a client error); the
+/// store's own words (paths, OS errors) go to the log only.
 pub fn store_failure(e: crate::store::StoreError) -> crate::error::ApiError {
     tracing::error!(error = %e, "store failure");
-    crate::error::ApiError::new(crate::error::ErrorKind::Internal, format!("storage failure: {e}"))
+    crate::error::ApiError::internal("storage failure; see the server log")
 }

@@ -345,8 +345,12 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 }
 
-/// Maps a failed durable write: the outcome is unknown, so never a 4xx.
+/// Maps a failed durable write: the outcome is unknown, so never a 4xx; the
+/// client learns the cause, the log the store's own words.
 pub(crate) fn write_failure(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "store write failed");
-    ApiError::new(ErrorKind::ServiceUnavailable, format!("storage unavailable, outcome unknown: {e}"))
+    let mut failure =
+        crate::disk::write_failed(crate::disk::Target::Store, e.cause().unwrap_or(crate::disk::Cause::Io));
+    failure.message = format!("{} (the write's outcome is unknown)", failure.message).into();
+    failure
 }

@@ -6,6 +6,7 @@
 use std::cell::Cell;
 
 use super::commit::now_ms;
+use crate::disk::Cause;
 use crate::store::{Expect, Store, StoreError, Write};
 
 /// The claimed idempotency record of the request, if it carries a key.
@@ -59,9 +60,10 @@ impl<'r> Seal<'r> {
                 Ok(())
             }
             // A claim older than the stale limit was taken over: nothing
-            // was written, and this request may not answer for the key.
+            // was written, and this request, which ran too long, may not
+            // answer for the key.
             Err(StoreError::Conflict { index }) if index == batch.len() => {
-                Err(StoreError::Io("the Idempotency-Key claim was taken over by a retry".into()))
+                Err(StoreError::Io(Cause::Timeout, "the Idempotency-Key claim was taken over by a retry".into()))
             }
             Err(e) => Err(e),
         }
@@ -148,7 +150,7 @@ mod tests {
             let seal = claim(&store, b"Ic").await;
             store.apply(&[Write::put(b"Ic", Expect::Version(1), b"retry's")]).await.unwrap();
             let lost = seal.apply(&store, &[Write::put(b"Tc", Expect::Absent, b"table")], 200, b"x").await;
-            assert!(matches!(lost, Err(StoreError::Io(_))), "{lost:?}");
+            assert!(matches!(lost, Err(StoreError::Io(Cause::Timeout, _))), "{lost:?}");
             assert_eq!(get(&store, b"Tc").await, None);
         });
     }

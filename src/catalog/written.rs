@@ -6,6 +6,7 @@ use std::io::Write as _;
 
 use super::record::{Record, RecordBuilder};
 use super::Catalog;
+use crate::disk::{self, Cause, Target};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
 use crate::store::Store;
@@ -76,8 +77,12 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let Record { metadata_location: location, metadata, .. } = written.parts();
         self.files.write_new(location, metadata).await.map_err(|e| {
             tracing::error!(error = %e, location, "writing metadata file failed");
-            ApiError::new(ErrorKind::ServiceUnavailable, "cannot write the metadata file; see the server log")
+            match Cause::of(&e) {
+                Some(cause) => disk::write_failed(Target::Warehouse, cause),
+                None => ApiError::new(ErrorKind::ServiceUnavailable, "cannot write the metadata file at this location"),
+            }
         })?;
+        disk::write_succeeded(Target::Warehouse);
         Ok(written)
     }
 }

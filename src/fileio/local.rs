@@ -59,6 +59,20 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes all of `bytes` from the start of `file` and syncs its data.
+async fn write_synced(file: &glommio::io::BufferedFile, bytes: &[u8]) -> io::Result<()> {
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+        }
+        pos += n;
+    }
+    file.fdatasync().await?;
+    Ok(())
+}
+
 /// Creates `dir` and any missing parents, syncing each parent whose entry
 /// changed so the new directories survive a crash.
 async fn create_dirs(dir: &Path) -> io::Result<()> {
@@ -106,19 +120,18 @@ fn remove_tree(dir: &Path, keep: &[PathBuf]) -> io::Result<()> {
 }
 
 /// Writes a new file (failing if it exists) and syncs its data; its
-/// directory entry is the caller's to sync.
+/// directory entry is the caller's to sync. A file left partly written is
+/// removed: nothing references it, and on a full disk it only takes space.
 async fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let file = OpenOptions::new().write(true).create_new(true).buffered_open(path).await?;
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+    let written = write_synced(&file, bytes).await;
+    let closed = file.close().await.map_err(io::Error::from);
+    if let Err(e) = written.and(closed) {
+        if let Err(e) = glommio::io::remove(path).await {
+            tracing::warn!(error = %e, "cannot remove a partly written metadata file");
         }
-        pos += n;
+        return Err(e);
     }
-    file.fdatasync().await?;
-    file.close().await?;
     Ok(())
 }
 
@@ -155,10 +168,7 @@ impl FileIo for LocalFileIo {
         create_dirs(dir).await?;
         let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy());
         let staged = dir.join(format!(".{name}.restore-{}", uuid::Uuid::new_v4()));
-        if let Err(e) = write_file(&staged, bytes).await {
-            let _ = std::fs::remove_file(&staged);
-            return Err(e);
-        }
+        write_file(&staged, bytes).await?;
         glommio::io::rename(&staged, &path).await?;
         sync_dir(dir).await
     }

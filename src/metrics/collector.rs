@@ -6,6 +6,7 @@ use std::sync::Arc;
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
 use super::shard::{Latency, ShardStats, StoreOp, LATENCY_BUCKETS_US, STATUSES};
+use crate::disk::{Cause, DiskState, Target};
 use crate::pool::PoolStats;
 use crate::routes::Operation;
 
@@ -81,6 +82,29 @@ fn histogram(
     let mut m = Metric::from_label(labels(labels_));
     m.set_histogram(h);
     Some(m)
+}
+
+/// The disk watcher's view: free space per filesystem, and whether writes
+/// are accepted now.
+pub fn disk_families(disk: &DiskState) -> Vec<MetricFamily> {
+    let free =
+        Target::ALL.iter().filter_map(|t| disk.free(*t).map(|b| gauge(&[("target", t.name())], b))).collect::<Vec<_>>();
+    let writable = gauge(&[], u64::from(disk.unwritable().is_none()));
+    let mut out = vec![family(
+        "bingsan_storage_writable",
+        "1 while writes are accepted; 0 while a disk is refused (full, read-only) or the last write to it failed.",
+        MetricType::GAUGE,
+        vec![writable],
+    )];
+    if !free.is_empty() {
+        out.push(family(
+            "bingsan_storage_free_bytes",
+            "Free bytes of the filesystem holding the store (data directory) or the warehouse.",
+            MetricType::GAUGE,
+            free,
+        ));
+    }
+    out
 }
 
 /// Every family derived from the shards' counters.
@@ -216,6 +240,20 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
     ] {
         out.push(family(name, help, MetricType::COUNTER, vec![counter(&[], n.load(Relaxed))]));
     }
+
+    let mut failures = Vec::new();
+    for target in Target::ALL {
+        for cause in Cause::ALL {
+            let n = shards.iter().map(|s| s.write_failures[target as usize][cause as usize].load(Relaxed)).sum();
+            failures.push(counter(&[("target", target.name()), ("cause", cause.name())], n));
+        }
+    }
+    out.push(family(
+        "bingsan_write_failures_total",
+        "Writes to the store or the warehouse that failed or were refused (disk full, read-only, I/O error, timeout).",
+        MetricType::COUNTER,
+        failures,
+    ));
     // The text encoder refuses a family without samples (a fresh server has
     // answered nothing yet); leave those out instead of failing the scrape.
     out.retain(|f| !f.get_metric().is_empty());

@@ -8,5 +8,5 @@ mod shard;
 mod thread;
 
 pub use integrity::{MetadataFiles, METADATA_FILES};
-pub use shard::{observe_store, CommitOutcome, ShardStats, StoreOp, LATENCY_BUCKETS_US, STATUSES};
+pub use shard::{count_write_failure, observe_store, CommitOutcome, ShardStats, StoreOp, LATENCY_BUCKETS_US, STATUSES};
 pub use thread::{MetricsHandle, MetricsThread};

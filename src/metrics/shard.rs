@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::alloc::AllocCounters;
+use crate::disk::{Cause, Target};
 use crate::pool::PoolStats;
 use crate::routes::Operation;
 
@@ -71,6 +72,16 @@ pub fn observe_store(op: StoreOp, micros: u64) {
     });
 }
 
+/// Counts a failed or refused write on this thread's shard (nothing
+/// elsewhere), for `bingsan_write_failures_total`.
+pub fn count_write_failure(target: Target, cause: Cause) {
+    CURRENT.with(|c| {
+        if let Some(stats) = c.get() {
+            add(&stats.write_failures[target as usize][cause as usize], 1);
+        }
+    });
+}
+
 /// Everything one shard counts. Written only by its shard thread.
 pub struct ShardStats {
     pub shard: usize,
@@ -82,6 +93,8 @@ pub struct ShardStats {
     pub commits_ok: AtomicU64,
     pub commits_conflict: AtomicU64,
     pub commits_failed: AtomicU64,
+    /// Failed or refused writes, by target and cause.
+    pub write_failures: [[AtomicU64; Cause::ALL.len()]; Target::ALL.len()],
     pub buffer_pool: Arc<PoolStats>,
     pub arena_pool: Arc<PoolStats>,
     pub token_pool: Arc<PoolStats>,
@@ -105,6 +118,7 @@ impl ShardStats {
             commits_ok: AtomicU64::new(0),
             commits_conflict: AtomicU64::new(0),
             commits_failed: AtomicU64::new(0),
+            write_failures: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             buffer_pool: Arc::default(),
             arena_pool: Arc::default(),
             token_pool: Arc::default(),

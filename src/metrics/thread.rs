@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use prometheus::{Encoder, Registry, TextEncoder};
 
-use super::collector::shard_families;
+use super::collector::{disk_families, shard_families};
 use super::ShardStats;
 
 type Reply = SyncSender<Vec<u8>>;
@@ -65,6 +65,7 @@ fn aggregate(registry: &Registry, shards: &[Arc<ShardStats>], rx: Receiver<Reply
     for reply in rx {
         let mut families = registry.gather();
         families.extend(shard_families(shards));
+        families.extend(disk_families(crate::disk::state()));
         let mut out = Vec::with_capacity(64 * 1024);
         if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::error!(error = %e, "encoding metrics failed");

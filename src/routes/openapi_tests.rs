@@ -102,7 +102,16 @@ fn operations_outside_the_spec() {
     let ids: Vec<String> = spec_ops().iter().map(|o| snake(&o.id)).collect();
     let extra: Vec<Operation> =
         Operation::ALL.into_iter().filter(|op| !ids.contains(&op.spec().label.into())).collect();
-    assert_eq!(extra, [Operation::HealthLive, Operation::HealthReady, Operation::Metrics, Operation::Unmatched]);
+    assert_eq!(
+        extra,
+        [
+            Operation::HealthLive,
+            Operation::HealthReady,
+            Operation::Metrics,
+            Operation::HealthWritable,
+            Operation::Unmatched
+        ]
+    );
     // The config lists the spec's catalog operations, nothing else.
     let advertised = Operation::ALL.into_iter().filter(|op| op.spec().advertised()).count();
     assert_eq!(advertised, spec_ops().len() - NOT_IMPLEMENTED.len() - 2, "all but getConfig and getToken");

@@ -113,7 +113,7 @@ pub async fn claim<'a, S: Store>(
                 return Ok(Claim::Owned(Seal::claimed(rkey, version, op.index() as u8)));
             }
             Err(crate::store::StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(crate::catalog::store_failure(e)),
+            Err(e) => return Err(crate::catalog::write_failure(e)),
         }
     }
 }

@@ -18,12 +18,13 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::catalog::{Catalog, Settings};
 use crate::config::ServeArgs;
+use crate::disk::{self, DiskWatch, Reserve, WatchConfig};
 use crate::fileio::LocalFileIo;
 use crate::http::ConnLimits;
 use crate::metrics::{MetricsThread, ShardStats};
 use crate::pool::PoolConfig;
 use crate::routes::{Operation, RouteConfig};
-use crate::store::{SledStore, Store};
+use crate::store::Store;
 use service::JsonLimits;
 
 pub use state::Shared;
@@ -68,10 +69,16 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let signals = os::block_signals();
 
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create data dir {:?}: {e}", args.data_dir))?;
-    let store =
-        SledStore::open(&args.data_dir).map_err(|e| format!("cannot open store in {:?}: {e}", args.data_dir))?;
+    let reserve = Reserve::new(&args.data_dir, args.store_reserve_bytes);
+    let store = disk::open_store(&args.data_dir, &reserve)?;
     let files =
         LocalFileIo::new(&args.warehouse).map_err(|e| format!("cannot open warehouse {}: {e}", args.warehouse))?;
+    let watch = WatchConfig {
+        data_dir: args.data_dir.clone(),
+        warehouse: args.warehouse.strip_prefix("file://").unwrap_or(&args.warehouse).into(),
+        min_free: args.min_free_bytes,
+    };
+    let _disk_watch = DiskWatch::start(watch, reserve).map_err(|e| format!("cannot start the disk watcher: {e}"))?;
     let stats: Vec<Arc<ShardStats>> = (0..shards).map(|i| Arc::new(ShardStats::new(i))).collect();
     let metrics = MetricsThread::start(stats.clone(), args.metrics_listen)
         .map_err(|e| format!("cannot start metrics on {:?}: {e}", args.metrics_listen))?;
@@ -229,6 +236,8 @@ fn log_effective_config(args: &ServeArgs, shards: usize, max_connections_per_sha
         idle_timeout_ms = args.idle_timeout_ms,
         max_connections_per_shard,
         max_writes_per_shard = args.max_writes_per_shard,
+        store_reserve_bytes = args.store_reserve_bytes,
+        min_free_bytes = args.min_free_bytes,
         max_json_depth = args.max_json_depth,
         verify_metadata_per_sec = args.verify_metadata_per_sec,
         max_json_string_bytes = args.max_json_string_bytes,

@@ -10,6 +10,7 @@ use glommio::sync::Semaphore;
 use super::idempotency;
 use super::state::Shared;
 use crate::catalog::{Loaded, Seal};
+use crate::disk::{self, Target};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
 use crate::http::percent::query_pairs;
@@ -55,9 +56,17 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
             Ok(ref m) if denied => m.op,
             Err(_) if denied => Operation::Unmatched,
             Ok(m) => {
-                // The semaphore is never closed, so acquiring cannot fail.
-                let _permit = if m.op.spec().warehouse { self.writes.acquire_permit(1).await.ok() } else { None };
-                if let Err(e) = self.idempotent(&m, req, &arena, resp).await {
+                // Refused writes fail fast, without queueing for a permit.
+                let outcome = match m.op.spec().mutation.then(disk::check_writable) {
+                    Some(Err(refused)) => Err(refused),
+                    _ => {
+                        // The semaphore is never closed, so acquiring cannot fail.
+                        let _permit =
+                            if m.op.spec().warehouse { self.writes.acquire_permit(1).await.ok() } else { None };
+                        self.idempotent(&m, req, &arena, resp).await
+                    }
+                };
+                if let Err(e) = outcome {
                     resp.error(&e);
                 }
                 m.op
@@ -76,6 +85,10 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
                 409 => CommitOutcome::Conflict,
                 _ => CommitOutcome::Failed,
             });
+        }
+        if op.spec().mutation && (200..300).contains(&resp.status) {
+            // Every mutation writes the store: it takes writes again.
+            disk::write_succeeded(Target::Store);
         }
         let micros = started.elapsed().as_micros() as u64;
         self.stats.record(op, resp.status, micros);
@@ -146,6 +159,15 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                     return Err(ApiError::new(ErrorKind::ServiceUnavailable, why));
                 }
             }
+            Operation::HealthWritable => match disk::state().unwritable() {
+                None => out.extend_from_slice(b"{\"status\":\"writable\"}"),
+                Some((target, cause)) => {
+                    return Err(ApiError::new(
+                        ErrorKind::ServiceUnavailable,
+                        format!("not writable: the {}: {}", target.name(), cause.message()),
+                    ))
+                }
+            },
             Operation::Metrics => {
                 let handle = self.shared.metrics.clone();
                 let text = glommio::executor().spawn_blocking(move || handle.render()).await;

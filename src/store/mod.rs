@@ -16,6 +16,8 @@ pub use sled_store::SledStore;
 
 use std::fmt;
 
+use crate::disk::Cause;
+
 /// A value with its version; versions start at 1 and grow by one per write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Versioned<V> {
@@ -76,15 +78,26 @@ pub enum StoreError {
     /// The precondition of write number `index` of the batch did not hold;
     /// nothing was written.
     Conflict { index: usize },
-    /// The store failed; the outcome of a write is unknown.
-    Io(String),
+    /// The store failed (why, and the backend's words for the log); the
+    /// outcome of a write is unknown.
+    Io(Cause, String),
+}
+
+impl StoreError {
+    /// Why the store failed; `None` for a conflict.
+    pub fn cause(&self) -> Option<Cause> {
+        match self {
+            StoreError::Conflict { .. } => None,
+            StoreError::Io(cause, _) => Some(*cause),
+        }
+    }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Conflict { index } => write!(f, "precondition failed on write {index}"),
-            StoreError::Io(e) => write!(f, "store failure: {e}"),
+            StoreError::Io(_, e) => write!(f, "store failure: {e}"),
         }
     }
 }

@@ -13,6 +13,7 @@ use super::cache::{with_cache, Epochs, ScanEntry};
 use super::durability::GroupCommit;
 use super::sled_files::{discard_incomplete_snapshots, SledFiles};
 use super::{keys, Expect, Op, Store, StoreError, Versioned, Write, WRITES_REFUSED};
+use crate::disk::Cause;
 use crate::metrics::{observe_store, StoreOp};
 
 const VERSION_LEN: usize = 8;
@@ -51,20 +52,32 @@ fn encode(version: u64, value: &[u8]) -> Vec<u8> {
     raw
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(Cause::of_sled(&e), e.to_string())
+}
+
+/// A failure of our own work on sled's files: every path is the store's,
+/// so any failure is the disk's.
+fn file_io(e: std::io::Error) -> StoreError {
+    StoreError::Io(Cause::of(&e).unwrap_or(Cause::Io), e.to_string())
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`. An open that fails leaves no
+    /// incomplete snapshot behind to break the next one.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        discard_incomplete_snapshots(dir).map_err(io)?;
+        discard_incomplete_snapshots(dir).map_err(file_io)?;
         // No periodic flush thread: its fsync of the log could make a record
         // durable before the blob it points to, so only our group commit
         // (the blobs first, then the log that points to them) syncs.
-        let db = sled::Config::new().path(dir).flush_every_ms(None).open().map_err(io)?;
+        let opened = sled::Config::new().path(dir).flush_every_ms(None).open();
+        let db = opened.map_err(|e| {
+            // What the failed open left (a full disk) must not block the next one.
+            let _ = discard_incomplete_snapshots(dir);
+            io(e)
+        })?;
         let tree = db.open_tree("catalog").map_err(io)?;
-        let mut files = SledFiles::open(dir).map_err(io)?;
+        let mut files = SledFiles::open(dir).map_err(file_io)?;
         // sled's flush writes the log but syncs it with sync_file_range
         // only; `files` makes what it wrote durable.
         let group = GroupCommit::start(Box::new(move || {
@@ -172,7 +185,7 @@ impl Store for SledStore {
     async fn apply(&self, writes: &[Write<'_>]) -> Result<(), StoreError> {
         let _timer = Timer::start(StoreOp::Apply);
         if !self.writable() {
-            return Err(StoreError::Io(WRITES_REFUSED.into()));
+            return Err(StoreError::Io(Cause::Io, WRITES_REFUSED.into()));
         }
         let outcome = self.tree.transaction(|tx| {
             for (index, w) in writes.iter().enumerate() {
@@ -206,7 +219,7 @@ impl Store for SledStore {
                     self.epochs.bump(w.key);
                     keys::scanned_prefixes(w.key).for_each(|p| self.epochs.bump(p));
                 }
-                self.group.durable().await.map_err(StoreError::Io)
+                self.group.durable().await.map_err(|e| StoreError::Io(Cause::Io, e))
             }
             Err(TransactionError::Abort(index)) => Err(StoreError::Conflict { index }),
             Err(TransactionError::Storage(e)) => Err(io(e)),
@@ -214,7 +227,7 @@ impl Store for SledStore {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        futures_lite::future::block_on(self.group.durable()).map_err(StoreError::Io)
+        futures_lite::future::block_on(self.group.durable()).map_err(|e| StoreError::Io(Cause::Io, e))
     }
 
     fn writable(&self) -> bool {
@@ -326,6 +339,21 @@ mod tests {
         .unwrap();
         assert_eq!(block_on(s.get(k)).unwrap().unwrap().value.as_ref(), b"new");
         assert_eq!(listed(&s), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_incomplete_snapshot_does_not_break_the_next_open() {
+        let (s, dir) = store();
+        block_on(s.apply(&[put(b"k", Expect::Absent, b"v")])).unwrap();
+        drop(s);
+        // What an open on a full disk leaves: an empty snapshot in the making.
+        let leftover = dir.join("snap.FFFFFFFFFFFFFFFF.generating");
+        std::fs::write(&leftover, b"").unwrap();
+        let s = SledStore::open(&dir).unwrap();
+        assert_eq!(block_on(s.get(b"k")).unwrap().unwrap().value.as_ref(), b"v");
+        assert!(!leftover.exists());
+        drop(s);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

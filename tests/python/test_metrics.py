@@ -26,6 +26,9 @@ REQUIRED = [
     "bingsan_metadata_damaged_total",
     "bingsan_metadata_repaired_total",
     "bingsan_store_operation_duration_seconds",
+    "bingsan_write_failures_total",
+    "bingsan_storage_free_bytes",
+    "bingsan_storage_writable",
     "process_resident_memory_bytes",
 ]
 

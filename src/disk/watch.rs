@@ -1,0 +1,188 @@
+//! The disk watcher thread (`bingsan-disk`): every [`INTERVAL`] it reads the
+//! free space of the data directory's and the warehouse's filesystems, keeps
+//! the write gate, re-creates the store's reserve once there is room, and
+//! probes the warehouse after a failed write. Nothing here runs on a shard:
+//! a slow `statvfs` delays the gate, never a request.
+
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::{state, Cause, DiskState, Reserve, Target};
+
+/// How often the disks are checked: writes a full disk refuses pile up for at
+/// most this long, so `--min-free-bytes` must cover what arrives meanwhile.
+pub const INTERVAL: Duration = Duration::from_millis(100);
+
+/// Checks between two probes of a warehouse whose last write failed: a
+/// failing disk gets a probe write a second, not ten.
+const PROBE_EVERY: u32 = 10;
+
+/// What to watch.
+pub struct WatchConfig {
+    pub data_dir: PathBuf,
+    pub warehouse: PathBuf,
+    /// Writes are refused while a filesystem has less free space than this.
+    pub min_free: u64,
+}
+
+/// The running watcher; dropping it stops the thread.
+pub struct DiskWatch {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DiskWatch {
+    /// Checks once, so the gate is right before any shard serves, then
+    /// keeps checking on its own thread.
+    pub fn start(config: WatchConfig, reserve: Reserve) -> io::Result<DiskWatch> {
+        let mut watcher = Watcher { config, reserve, checks: 0 };
+        watcher.check(state());
+        let (stop, stopped) = channel::<()>();
+        let thread = std::thread::Builder::new().name("bingsan-disk".into()).spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
+                watcher.check(state());
+            }
+        })?;
+        Ok(DiskWatch { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for DiskWatch {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One filesystem as `statvfs` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fs {
+    /// Bytes an unprivileged writer may still use.
+    pub avail: u64,
+    pub read_only: bool,
+}
+
+fn stat(path: &Path) -> io::Result<Fs> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: statvfs fills the zeroed struct we own from a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Fs { avail: st.f_bavail.saturating_mul(st.f_frsize), read_only: st.f_flag & libc::ST_RDONLY != 0 })
+}
+
+/// Whether writes must be refused, and why: a filesystem that cannot be
+/// read or is read-only, the store's reserve missing, or a filesystem below
+/// the free-space floor. The store first: it is what a full disk breaks.
+pub fn decide(
+    store: Option<Fs>,
+    warehouse: Option<Fs>,
+    reserve_present: bool,
+    min_free: u64,
+) -> Option<(Target, Cause)> {
+    let check = |target, fs: Option<Fs>, reserve_present: bool| match fs {
+        None => Some((target, Cause::Io)),
+        Some(fs) if fs.read_only => Some((target, Cause::ReadOnly)),
+        Some(_) if !reserve_present => Some((target, Cause::NoSpace)),
+        Some(fs) if fs.avail < min_free => Some((target, Cause::NoSpace)),
+        Some(_) => None,
+    };
+    check(Target::Store, store, reserve_present).or_else(|| check(Target::Warehouse, warehouse, true))
+}
+
+struct Watcher {
+    config: WatchConfig,
+    reserve: Reserve,
+    /// Checks so far, to space out probes.
+    checks: u32,
+}
+
+impl Watcher {
+    fn check(&mut self, s: &DiskState) {
+        let read = |target, path: &Path| {
+            let fs = stat(path).inspect_err(|e| tracing::debug!(error = %e, ?target, "statvfs failed")).ok();
+            s.set_free(target, fs.map_or(0, |f| f.avail));
+            fs
+        };
+        let store = read(Target::Store, &self.config.data_dir);
+        let warehouse = read(Target::Warehouse, &self.config.warehouse);
+        if !self.reserve.present()
+            && store.is_some_and(|fs| !fs.read_only && fs.avail >= self.reserve.size() + self.config.min_free)
+        {
+            match self.reserve.create() {
+                Ok(()) => tracing::info!(reserve_bytes = self.reserve.size(), "storage reserve re-created"),
+                Err(e) => tracing::warn!(error = %e, "cannot re-create the storage reserve"),
+            }
+        }
+        let gate = decide(store, warehouse, self.reserve.present(), self.config.min_free);
+        if s.set_gate(gate) {
+            match gate {
+                Some((target, cause)) => tracing::warn!(
+                    target = target.name(),
+                    cause = cause.name(),
+                    free_bytes = s.free(target),
+                    min_free_bytes = self.config.min_free,
+                    "writes refused: {}",
+                    cause.message()
+                ),
+                None => tracing::info!("disks have room again: writes accepted"),
+            }
+        }
+        self.checks = self.checks.wrapping_add(1);
+        if gate.is_none() && s.last_failure(Target::Warehouse).is_some() && self.checks % PROBE_EVERY == 0 {
+            match probe(&self.config.warehouse) {
+                Ok(()) => {
+                    tracing::info!("the warehouse takes writes again");
+                    s.succeeded(Target::Warehouse);
+                }
+                Err(e) => tracing::debug!(error = %e, "warehouse probe failed"),
+            }
+        }
+    }
+}
+
+/// Writes and syncs a block to an unnamed file in `dir` (gone on close, so
+/// it can clash with no table's files).
+fn probe(dir: &Path) -> io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).open(dir)?;
+    f.write_all(&[0u8; 4096])?;
+    f.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: u64 = 1 << 20;
+
+    #[test]
+    fn the_gate_names_the_first_fault() {
+        let ok = Some(Fs { avail: 10 * MB, read_only: false });
+        let low = Some(Fs { avail: MB / 2, read_only: false });
+        let ro = Some(Fs { avail: 10 * MB, read_only: true });
+        assert_eq!(decide(ok, ok, true, MB), None);
+        assert_eq!(decide(low, ok, true, MB), Some((Target::Store, Cause::NoSpace)));
+        assert_eq!(decide(ok, low, true, MB), Some((Target::Warehouse, Cause::NoSpace)));
+        assert_eq!(decide(ok, ok, false, MB), Some((Target::Store, Cause::NoSpace)));
+        assert_eq!(decide(ok, ro, true, MB), Some((Target::Warehouse, Cause::ReadOnly)));
+        assert_eq!(decide(ro, low, false, MB), Some((Target::Store, Cause::ReadOnly)));
+        assert_eq!(decide(None, ok, true, MB), Some((Target::Store, Cause::Io)));
+    }
+
+    #[test]
+    fn reads_a_real_filesystem_and_probes_it() {
+        let dir = std::env::temp_dir();
+        let fs = stat(&dir).unwrap();
+        assert!(!fs.read_only);
+        probe(&dir).unwrap();
+        assert!(stat(Path::new("/nonexistent/bingsan")).is_err());
+    }
+}
