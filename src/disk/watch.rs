@@ -150,9 +150,27 @@ impl Watcher {
 }
 
 /// Writes and syncs a block to an unnamed file in `dir` (gone on close, so
-/// it can clash with no table's files).
+/// it can clash with no table's files), or to a named one where the
+/// filesystem has no unnamed files (FUSE, NFS): else a warehouse there would
+/// never be seen writable again.
 fn probe(dir: &Path) -> io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).open(dir)?;
+    match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).open(dir) {
+        Ok(f) => write_block(f),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => probe_named(dir),
+        Err(e) => Err(e),
+    }
+}
+
+/// The probe through a hidden file of this process in the warehouse's root
+/// (where no table keeps files), removed again; a crash's leftover is reused.
+fn probe_named(dir: &Path) -> io::Result<()> {
+    let path = dir.join(format!(".bingsan-probe-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&path).and_then(write_block);
+    let removed = std::fs::remove_file(&path);
+    written.and(removed)
+}
+
+fn write_block(mut f: std::fs::File) -> io::Result<()> {
     f.write_all(&[0u8; 4096])?;
     f.sync_data()
 }
@@ -184,5 +202,15 @@ mod tests {
         assert!(!fs.read_only);
         probe(&dir).unwrap();
         assert!(stat(Path::new("/nonexistent/bingsan")).is_err());
+    }
+
+    #[test]
+    fn the_named_probe_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("bingsan-probe-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        probe_named(&dir).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        assert!(probe_named(&dir.join("missing")).is_err());
+        std::fs::remove_dir(&dir).unwrap();
     }
 }

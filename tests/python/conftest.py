@@ -11,12 +11,15 @@ parametrized over plain / prefixed / custom-separator servers) and create a
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from harness import MEASUREMENTS, BingsanServer, bingsan_bin
+from harness import MEASUREMENTS, BingsanServer, LazyMount, bingsan_bin
 
 #: Catalog variants every PyIceberg test runs against.
 CATALOG_VARIANTS = ["plain", "prefixed", "dotsep"]
@@ -156,3 +159,32 @@ def http():
 
     with TimeoutSession() as s:
         yield s
+
+
+@pytest.fixture
+def lazy_mount(tmp_path):
+    """A mounted lazyfs, or a loud skip where FUSE cannot be mounted."""
+    why = None
+    if not os.path.exists("/dev/fuse"):
+        why = "/dev/fuse does not exist"
+    elif not (shutil.which("fusermount3") or os.geteuid() == 0):
+        why = "fusermount3 is missing (Debian: apt-get install fuse3)"
+    else:
+        try:
+            import mfusepy  # noqa: F401 (loads libfuse3)
+        except (ImportError, OSError) as e:
+            why = f"mfusepy or libfuse3 unavailable: {e}"
+    backing, mnt, logs = tmp_path / "disk", tmp_path / "mnt", tmp_path / "logs"
+    for d in (backing, mnt, logs):
+        d.mkdir()
+    m = LazyMount(backing, mnt, logs)
+    if why is None:
+        try:
+            m.mount()
+        except OSError as e:
+            why = f"cannot mount FUSE here: {e}"
+    if why is not None:
+        print(f"\n!!! FUSE TEST SKIPPED: {why} !!!\n", file=sys.stderr)
+        pytest.skip(f"FUSE TEST NOT RUN: {why}")
+    yield m
+    m.kill()

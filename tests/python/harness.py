@@ -15,6 +15,8 @@ The pieces:
   `--tls-cert/--tls-key`; its URLs are https and its raw connections (the
   readiness probe included) speak TLS, trusting that certificate.
 - Prometheus helpers: scrape and sum samples by name and labels.
+- `LazyMount`: a `lazyfs.py` FUSE daemon (a disk with a volatile write
+  cache and switchable faults) for the power-cut and disk-fault tests.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -45,6 +49,10 @@ STOP_TIMEOUT = 10.0
 HTTP_TIMEOUT = 10.0
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+#: The FUSE filesystem of `LazyMount`, and how long it gets to mount.
+LAZYFS = Path(__file__).with_name("lazyfs.py")
+MOUNT_TIMEOUT = 10.0
 
 #: Lines tests report without asserting; printed after the run.
 MEASUREMENTS: list[str] = []
@@ -648,3 +656,47 @@ def run_threads(target, count: int, timeout: float = 60) -> None:
     for t in threads:
         t.join(timeout)
     assert not any(t.is_alive() for t in threads), "writers hung"
+
+
+class LazyMount:
+    """One `lazyfs.py` daemon serving `backing` at `mountpoint`."""
+
+    def __init__(self, backing: Path, mountpoint: Path, logs: Path) -> None:
+        self.backing, self.mountpoint, self.logs = backing, mountpoint, logs
+        self.proc: subprocess.Popen | None = None
+        self.mounts = 0
+
+    def fault(self, marker: str, value: str | None = "") -> None:
+        """Switches a `lazyfs.py` fault marker on (with `value`) or off (None)."""
+        path = self.backing / marker
+        if value is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(value)
+
+    def mount(self) -> None:
+        log = open(self.logs / f"lazyfs-{self.mounts}.log", "wb")
+        self.mounts += 1
+        self.proc = subprocess.Popen(
+            [sys.executable, str(LAZYFS), str(self.backing), str(self.mountpoint)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        )
+        log.close()
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not os.path.ismount(self.mountpoint):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                lines = (self.logs / f"lazyfs-{self.mounts - 1}.log").read_text(errors="replace").split("\n")
+                said = " / ".join(dict.fromkeys(l.strip() for l in (lines[0], lines[-1]) if l.strip()))
+                raise OSError(f"lazyfs did not mount: {said or 'no output'}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: the dirty pages die with the process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        # A dead daemon's mount answers ENOTCONN (so it is not `ismount`):
+        # detach unconditionally.
+        cmd = ["fusermount3", "-u", "-z"] if shutil.which("fusermount3") else ["umount", "-l"]
+        subprocess.run([*cmd, str(self.mountpoint)], check=False, timeout=10, capture_output=True)

@@ -18,8 +18,16 @@ therefore catches missing file syncs, not missing directory syncs.
 Every file is opened with FUSE's direct_io, so each read and write reaches
 this process (no kernel page cache in between) and O_DIRECT opens work.
 
-A failing disk: while BACKING/.lazyfs-fail-fsync exists, every fsync and
-fdatasync fails with EIO and keeps the data dirty.
+Faults, switched on and off while mounted by marker files in BACKING (also
+visible through the mount; keep the server's directories beside them):
+- a failing sync: while `.lazyfs-fail-fsync` exists, every fsync and
+  fdatasync fails with EIO and keeps the data dirty;
+- a slow disk: while `.lazyfs-fsync-delay-ms` holds a number N, every fsync
+  and fdatasync first sleeps N ms (holding no lock: other operations and
+  other files' syncs go on, as on a disk busy flushing);
+- failing writes: while `.lazyfs-fail-write` exists, every write(2) to a
+  file whose mount path starts with the marker's content (e.g.
+  `/warehouse/`; empty: every file) fails with EIO and writes nothing.
 """
 
 from __future__ import annotations
@@ -28,12 +36,17 @@ import errno
 import os
 import sys
 import threading
+import time
 
 import mfusepy as fuse
 
 PAGE = 4096
 #: While this file exists in BACKING, fsync fails with EIO.
 FAIL_FSYNC = ".lazyfs-fail-fsync"
+#: While this file in BACKING holds N, every fsync first sleeps N ms.
+FSYNC_DELAY_MS = ".lazyfs-fsync-delay-ms"
+#: While this file exists in BACKING, writes under the path prefix it holds fail with EIO.
+FAIL_WRITE = ".lazyfs-fail-write"
 
 
 class Dirty:
@@ -57,6 +70,14 @@ class LazyFS(fuse.Operations):
 
     def _real(self, path: str) -> str:
         return os.path.join(self.root, path.lstrip("/"))
+
+    def _marker(self, name: str) -> str | None:
+        """The content of fault marker `name`, or None while it is absent."""
+        try:
+            with open(os.path.join(self.root, name)) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return None
 
     # ------------------------------------------------------------ metadata
     def getattr(self, path, fh=None):
@@ -170,6 +191,9 @@ class LazyFS(fuse.Operations):
         return page
 
     def write(self, path, data, offset, fi):
+        prefix = self._marker(FAIL_WRITE)
+        if prefix is not None and path.startswith(prefix):
+            raise fuse.FuseOSError(errno.EIO)
         with self.mutex:
             d = self.dirty.get(path)
             if d is None:
@@ -206,6 +230,9 @@ class LazyFS(fuse.Operations):
             return bytes(out)
 
     def fsync(self, path, datasync, fi):
+        delay = self._marker(FSYNC_DELAY_MS)
+        if delay:
+            time.sleep(int(delay) / 1000)
         if os.path.exists(os.path.join(self.root, FAIL_FSYNC)):
             raise fuse.FuseOSError(errno.EIO)
         with self.mutex:

@@ -21,10 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -40,85 +36,17 @@ from harness import (
     MEASUREMENTS,
     SIMPLE_SCHEMA_JSON,
     BingsanServer,
-    _die_with_parent,
     assert_error,
     encode_namespace,
     table_url,
     view_url,
 )
 
-LAZYFS = Path(__file__).with_name("lazyfs.py")
 CUTS = int(os.environ.get("BINGSAN_POWER_CUTS", "5"))
 ROUND_SECONDS = float(os.environ.get("BINGSAN_POWER_CUT_SECONDS", "8"))
 WRITERS = 4
-MOUNT_TIMEOUT = 10.0
 #: A table property this large makes the table's store record a sled blob.
 BLOB_BYTES = 200 * 1024
-
-
-class LazyMount:
-    """One `lazyfs.py` daemon serving `backing` at `mountpoint`."""
-
-    def __init__(self, backing: Path, mountpoint: Path, logs: Path) -> None:
-        self.backing, self.mountpoint, self.logs = backing, mountpoint, logs
-        self.proc: subprocess.Popen | None = None
-        self.mounts = 0
-
-    def mount(self) -> None:
-        log = open(self.logs / f"lazyfs-{self.mounts}.log", "wb")
-        self.mounts += 1
-        self.proc = subprocess.Popen(
-            [sys.executable, str(LAZYFS), str(self.backing), str(self.mountpoint)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-        )
-        log.close()
-        deadline = time.monotonic() + MOUNT_TIMEOUT
-        while not os.path.ismount(self.mountpoint):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                lines = (self.logs / f"lazyfs-{self.mounts - 1}.log").read_text(errors="replace").split("\n")
-                said = " / ".join(dict.fromkeys(l.strip() for l in (lines[0], lines[-1]) if l.strip()))
-                raise OSError(f"lazyfs did not mount: {said or 'no output'}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL: the dirty pages die with the process."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        # A dead daemon's mount answers ENOTCONN (so it is not `ismount`):
-        # detach unconditionally.
-        cmd = ["fusermount3", "-u", "-z"] if shutil.which("fusermount3") else ["umount", "-l"]
-        subprocess.run([*cmd, str(self.mountpoint)], check=False, timeout=10, capture_output=True)
-
-
-@pytest.fixture
-def lazy_mount(tmp_path):
-    """A mounted lazyfs, or a loud skip where FUSE cannot be mounted."""
-    why = None
-    if not os.path.exists("/dev/fuse"):
-        why = "/dev/fuse does not exist"
-    elif not (shutil.which("fusermount3") or os.geteuid() == 0):
-        why = "fusermount3 is missing (Debian: apt-get install fuse3)"
-    else:
-        try:
-            import mfusepy  # noqa: F401 (loads libfuse3)
-        except (ImportError, OSError) as e:
-            why = f"mfusepy or libfuse3 unavailable: {e}"
-    backing, mnt, logs = tmp_path / "disk", tmp_path / "mnt", tmp_path / "logs"
-    for d in (backing, mnt, logs):
-        d.mkdir()
-    m = LazyMount(backing, mnt, logs)
-    if why is None:
-        try:
-            m.mount()
-        except OSError as e:
-            why = f"cannot mount FUSE here: {e}"
-    if why is not None:
-        print(f"\n!!! POWER-CUT TEST SKIPPED: {why} !!!\n", file=sys.stderr)
-        pytest.skip(f"POWER-CUT TEST NOT RUN: {why}")
-    yield m
-    m.kill()
 
 
 # ---------------------------------------------------------------- the model
