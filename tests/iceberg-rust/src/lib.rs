@@ -242,7 +242,7 @@ fn data_file_writer(
 }
 
 /// Writes `batch` as Parquet data files of an unpartitioned table.
-pub async fn write_files(table: &Table, batch: RecordBatch) -> Vec<DataFile> {
+async fn write_files(table: &Table, batch: RecordBatch) -> Vec<DataFile> {
     let mut writer = data_file_writer(table).build(None).await.expect("data file writer");
     writer.write(batch).await.expect("write batch");
     writer.close().await.expect("close writer")
@@ -250,7 +250,7 @@ pub async fn write_files(table: &Table, batch: RecordBatch) -> Vec<DataFile> {
 
 /// Writes `batch` as Parquet data files of a partitioned table: one file per
 /// partition, split by the table's default spec.
-pub async fn write_partitioned_files(table: &Table, batch: RecordBatch) -> Vec<DataFile> {
+async fn write_partitioned_files(table: &Table, batch: RecordBatch) -> Vec<DataFile> {
     let metadata = table.metadata();
     let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
         metadata.current_schema().clone(),
@@ -262,6 +262,17 @@ pub async fn write_partitioned_files(table: &Table, batch: RecordBatch) -> Vec<D
         writer.write(key, part).await.expect("write partition");
     }
     writer.close().await.expect("close writer")
+}
+
+/// Writes `rows` as Parquet data files of `table`, split by its default
+/// partition spec when it has one.
+pub async fn write_rows(table: &Table, rows: &[Row]) -> Vec<DataFile> {
+    let batch = Row::to_batch(table.metadata().current_schema(), rows);
+    if table.metadata().default_partition_spec().is_unpartitioned() {
+        write_files(table, batch).await
+    } else {
+        write_partitioned_files(table, batch).await
+    }
 }
 
 /// One `fast_append` of `files`, committed with the client's own retry.

@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bingsan_iceberg_rust_tests::{
-    append, catalog, sample, scan, schema, write_files, write_partitioned_files, Row, Server,
-};
+use bingsan_iceberg_rust_tests::{append, catalog, sample, scan, schema, write_rows, Row, Server};
 use iceberg::spec::{NullOrder, SortDirection, SortField, SortOrder, Transform, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
@@ -147,7 +145,7 @@ async fn create_with_partition_spec_and_sort_order_then_partitioned_append() {
 
     // A partitioned append: one file per (category, bucket) partition.
     let rows = sample(0..30);
-    let files = write_partitioned_files(&table, Row::to_batch(metadata.current_schema(), &rows)).await;
+    let files = write_rows(&table, &rows).await;
     assert!(files.len() >= 3, "expected a file per partition, got {}", files.len());
     for f in &files {
         let path = f.file_path();
@@ -176,16 +174,15 @@ async fn two_fast_appends_scan_back() {
     let server = Server::start(&[]);
     let cat = catalog(&server.uri(), &[]).await;
     let table = create_table(&cat, "db", "events", &[]).await;
-    let schema = table.metadata().current_schema().clone();
     assert_eq!(scan(&table, None).await, vec![]);
 
     let first = sample(0..10);
-    let files = write_files(&table, Row::to_batch(&schema, &first)).await;
+    let files = write_rows(&table, &first).await;
     let table = append(&cat, &table, files).await.expect("first append");
     let first_snapshot = table.metadata().current_snapshot_id().expect("first snapshot");
 
     let second = sample(10..25);
-    let files = write_files(&table, Row::to_batch(&schema, &second)).await;
+    let files = write_rows(&table, &second).await;
     let table = append(&cat, &table, files).await.expect("second append");
 
     // A fresh load through another client sees both appends.
@@ -261,7 +258,7 @@ async fn parallel_appends_with_client_retry() {
                 let cat = catalog(&uri, &[]).await;
                 let table = cat.load_table(&ident).await.expect("load table");
                 let rows = sample(w * 100..w * 100 + 7);
-                let files = write_files(&table, Row::to_batch(table.metadata().current_schema(), &rows)).await;
+                let files = write_rows(&table, &rows).await;
                 start.wait().await;
                 append(&cat, &table, files).await.map(|_| rows)
             })
@@ -298,7 +295,7 @@ async fn rename_keeps_data() {
     let cat = catalog(&server.uri(), &[]).await;
     let table = create_table(&cat, "src", "t", &[]).await;
     let rows = sample(0..5);
-    let files = write_files(&table, Row::to_batch(table.metadata().current_schema(), &rows)).await;
+    let files = write_rows(&table, &rows).await;
     append(&cat, &table, files).await.expect("append");
     create_table(&cat, "dst", "taken", &[]).await;
 
@@ -325,7 +322,7 @@ async fn drop_with_purge_removes_files() {
     let mut dirs = Vec::new();
     for name in ["kept", "purged"] {
         let table = create_table(&cat, "db", name, &[]).await;
-        let files = write_files(&table, Row::to_batch(table.metadata().current_schema(), &sample(0..5))).await;
+        let files = write_rows(&table, &sample(0..5)).await;
         let table = append(&cat, &table, files).await.expect("append");
         let dir = local(table.metadata().location());
         let data = local(&scan_paths(&table).await[0]);
@@ -374,7 +371,7 @@ async fn auth_with_client_credentials() {
 
     let table = create_table(&cat, "secure", "t", &[]).await;
     let rows = sample(0..8);
-    let files = write_files(&table, Row::to_batch(table.metadata().current_schema(), &rows)).await;
+    let files = write_rows(&table, &rows).await;
     let table = append(&cat, &table, files).await.expect("append");
     assert_eq!(scan(&table, None).await, rows);
     assert_eq!(cat.list_namespaces(None).await.expect("list"), vec![ns(&["secure"])]);
