@@ -59,7 +59,7 @@ pub fn warehouse_arg(dir: &Path) -> String {
 }
 
 /// The server binary: `$BINGSAN_BIN`, else the repository's debug build.
-pub fn bingsan_bin() -> PathBuf {
+fn bingsan_bin() -> PathBuf {
     match std::env::var_os("BINGSAN_BIN") {
         Some(p) => PathBuf::from(p),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/bingsan"),
@@ -75,9 +75,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server with two shards and `extra` flags, waits until ready.
-    pub fn start(extra: &[&str]) -> Server {
-        Server::launch(tempfile::tempdir().expect("temp dir"), extra.iter().map(OsString::from).collect())
+    /// Starts a server with two shards, waits until it is ready.
+    pub fn start() -> Server {
+        Server::launch(tempfile::tempdir().expect("temp dir"), Vec::new())
     }
 
     /// Starts a server with `--auth` and an OAuth2 clients file holding

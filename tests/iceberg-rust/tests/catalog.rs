@@ -45,7 +45,7 @@ fn local(location: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaces() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let cat = catalog(&server.uri(), &[]).await;
     let parent = ns(&["rust_ns"]);
     let child = ns(&["rust_ns", "child"]);
@@ -81,7 +81,7 @@ async fn namespaces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "iceberg-catalog-rest 0.10.1 does not implement update_namespace (FeatureUnsupported client-side)"]
 async fn namespace_properties_update() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let cat = catalog(&server.uri(), &[]).await;
     let namespace = ns(&["props"]);
     cat.create_namespace(&namespace, HashMap::new()).await.expect("create namespace");
@@ -94,7 +94,7 @@ async fn namespace_properties_update() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_with_partition_spec_and_sort_order_then_partitioned_append() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let cat = catalog(&server.uri(), &[]).await;
     let namespace = ns(&["sales"]);
     cat.create_namespace(&namespace, HashMap::new()).await.expect("create namespace");
@@ -171,7 +171,7 @@ async fn create_with_partition_spec_and_sort_order_then_partitioned_append() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_fast_appends_scan_back() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let cat = catalog(&server.uri(), &[]).await;
     let table = create_table(&cat, "db", "events", &[]).await;
     assert_eq!(scan(&table, None).await, vec![]);
@@ -200,7 +200,7 @@ async fn two_fast_appends_scan_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn property_changes_in_a_transaction() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let cat = catalog(&server.uri(), &[]).await;
     let table = create_table(&cat, "db", "props", &[("keep", "1"), ("drop.me", "x")]).await;
 
@@ -232,7 +232,7 @@ async fn property_changes_in_a_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_appends_with_client_retry() {
     const WRITERS: i64 = 6;
-    let server = Server::start(&[]);
+    let server = Server::start();
     let cat = catalog(&server.uri(), &[]).await;
     // Generous retries with short waits: every writer must get through.
     let table = create_table(
@@ -291,7 +291,7 @@ async fn parallel_appends_with_client_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rename_keeps_data() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let cat = catalog(&server.uri(), &[]).await;
     let table = create_table(&cat, "src", "t", &[]).await;
     let rows = sample(0..5);
@@ -316,7 +316,7 @@ async fn rename_keeps_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_with_purge_removes_files() {
-    let server = Server::start(&[]);
+    let server = Server::start();
     let cat = catalog(&server.uri(), &[]).await;
 
     let mut dirs = Vec::new();
