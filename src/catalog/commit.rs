@@ -13,12 +13,11 @@ use std::time::Duration;
 use bumpalo::Bump;
 
 use super::ident::{validate_namespace, validate_part};
+use super::kind::ObjectKind;
 use super::namespaces::parse_json;
 use super::record::{file_version, Record};
 use super::seal::Seal;
-use super::tables::{
-    already_exists, kind_name, no_such_table, other_kind, write_load_result, write_refs_rendering, RETRIES,
-};
+use super::tables::{write_load_result, write_refs_rendering, RETRIES};
 use super::written::{new_record_capacity, Written, COMMIT_GROWTH};
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -71,22 +70,22 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     ) -> ApiResult<()> {
         validate_namespace(ns)?;
         let req: CreateTableRequest = parse_json(body, "CreateTableRequest")?;
-        validate_part("table name", &req.name)?;
+        validate_part(ObjectKind::Table.name_label(), &req.name)?;
         self.live_namespace_version(a, ns).await?;
-        self.ensure_name_free(a, keys::TABLE, ns, &req.name).await?;
+        self.ensure_name_free(a, ObjectKind::Table, ns, &req.name).await?;
         let uuid = uuid::Uuid::new_v4().to_string();
         let location = self.object_location(req.location.as_deref(), ns, &req.name, &uuid)?;
         let md = new_table_metadata(&req, &location, &uuid, now_ms())?;
         if req.stage_create {
             // Nothing is claimed yet; an overlap found now would fail the create later.
-            self.claim_location(a, keys::object(a, keys::TABLE, ns, &req.name), &location, None).await?;
+            self.claim_location(a, ObjectKind::Table.key(a, ns, &req.name), &location, None).await?;
             let json = sonic_rs::to_vec(&md).map_err(|e| ApiError::internal(format!("serializing metadata: {e}")))?;
             write_load_result(out, None, &json, true);
             return Ok(());
         }
         let written = self.write_metadata(&md, 0, new_record_capacity(body)).await?;
         write_load_result(out, Some(written.location()), written.metadata(), true);
-        self.insert_new(a, keys::TABLE, ns, &req.name, &written, &md.location, seal, out).await
+        self.insert_new(a, ObjectKind::Table, ns, &req.name, &written, &md.location, seal, out).await
     }
 
     /// Makes a freshly written table or view (`kind`) at `location` current,
@@ -98,7 +97,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     pub(crate) async fn insert_new(
         &self,
         a: &Bump,
-        kind: u8,
+        kind: ObjectKind,
         ns: &[&str],
         name: &str,
         written: &Written,
@@ -126,7 +125,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     pub(crate) async fn insert_object(
         &self,
         a: &Bump,
-        kind: u8,
+        kind: ObjectKind,
         ns: &[&str],
         name: &str,
         record: &[u8],
@@ -135,17 +134,17 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         seal: &Seal<'_>,
         answer: &[u8],
     ) -> Result<(), Refused> {
-        let key = keys::object(a, kind, ns, name);
-        let other_key = keys::object(a, other_kind(kind), ns, name);
+        let key = kind.key(a, ns, name);
+        let other_key = kind.other().key(a, ns, name);
         let ns_key = keys::namespace(a, ns);
         let mut ns_version = self.live_namespace_version(a, ns).await.map_err(Refused::Client)?;
         for _ in 0..RETRIES {
             // A taken name is the answer before any location question.
             if self.store.get(other_key).await.map_err(|e| Refused::Client(store_failure(e)))?.is_some() {
-                return Err(Refused::Client(already_exists(kind_name(other_kind(kind)), ns, name)));
+                return Err(Refused::Client(kind.other().already_exists(ns, name)));
             }
             let (expect, old) = match self.store.get(key).await.map_err(|e| Refused::Client(store_failure(e)))? {
-                Some(_) if !overwrite => return Err(Refused::Client(already_exists(kind_name(kind), ns, name))),
+                Some(_) if !overwrite => return Err(Refused::Client(kind.already_exists(ns, name))),
                 Some(current) => {
                     let metadata = Record::decode(current.value.as_ref()).map_err(Refused::Client)?.metadata;
                     (Expect::Version(current.version), self.stored_location(metadata).map_err(Refused::Client)?)
@@ -162,10 +161,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             match seal.apply(&self.store, &batch, 200, answer).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { index: 0 }) if !overwrite => {
-                    return Err(Refused::Client(already_exists(kind_name(kind), ns, name)))
+                    return Err(Refused::Client(kind.already_exists(ns, name)))
                 }
                 Err(StoreError::Conflict { index: 1 }) => {
-                    return Err(Refused::Client(already_exists(kind_name(other_kind(kind)), ns, name)))
+                    return Err(Refused::Client(kind.other().already_exists(ns, name)))
                 }
                 // The namespace changed (properties) or is being dropped.
                 Err(StoreError::Conflict { index: 2 }) => {
@@ -185,10 +184,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// A 409 when a table or view already has the name of a new `kind`
     /// object (checked again atomically when it is inserted; this spares
     /// writing a metadata file for nothing).
-    pub(crate) async fn ensure_name_free(&self, a: &Bump, kind: u8, ns: &[&str], name: &str) -> ApiResult<()> {
-        for k in [kind, other_kind(kind)] {
-            if self.store.get(keys::object(a, k, ns, name)).await.map_err(store_failure)?.is_some() {
-                return Err(already_exists(kind_name(k), ns, name));
+    pub(crate) async fn ensure_name_free(&self, a: &Bump, kind: ObjectKind, ns: &[&str], name: &str) -> ApiResult<()> {
+        for k in [kind, kind.other()] {
+            if self.store.get(k.key(a, ns, name)).await.map_err(store_failure)?.is_some() {
+                return Err(k.already_exists(ns, name));
             }
         }
         Ok(())
@@ -221,7 +220,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         seal: &Seal<'_>,
     ) -> ApiResult<()> {
         validate_namespace(ns)?;
-        validate_part("table name", name)?;
+        validate_part(ObjectKind::Table.name_label(), name)?;
         let req: CommitTableRequest = parse_json(body, "CommitTableRequest")?;
         let prepare = async || self.prepare(a, ns, name, &req).await;
         let committed = self.commit_with_retries(ns, name, prepare, false, out, seal).await?;
@@ -288,7 +287,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 .ok_or_else(|| ApiError::bad_request("every table change in a transaction needs an identifier"))?;
             let ns: Vec<&str> = id.namespace.iter().map(String::as_str).collect();
             validate_namespace(&ns)?;
-            validate_part("table name", &id.name)?;
+            validate_part(ObjectKind::Table.name_label(), &id.name)?;
             if idents.iter().any(|(n, t): &(Vec<&str>, &str)| *n == ns && *t == id.name) {
                 return Err(ApiError::bad_request(format!(
                     "table {}.{} appears twice in the transaction",
@@ -350,7 +349,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         name: &str,
         req: &CommitTableRequest,
     ) -> ApiResult<Prepared<'k>> {
-        let key = keys::object(a, keys::TABLE, ns, name);
+        let key = ObjectKind::Table.key(a, ns, name);
         let Some(current) = self.store.get(key).await.map_err(store_failure)? else {
             if req.requirements.iter().any(|r| matches!(r, TableRequirement::AssertCreate)) {
                 return Ok(Prepared::Create);
@@ -358,7 +357,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             if self.namespace_record(a, ns).await?.is_none() {
                 return Err(super::namespaces::no_such_namespace(ns));
             }
-            return Err(no_such_table(ns, name));
+            return Err(ObjectKind::Table.not_found(ns, name));
         };
         let record = Record::decode(current.value.as_ref())?;
         // A writer that lost a race learns it without a parse of the table.
@@ -436,13 +435,15 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         md.location = self.object_location(Some(&md.location), ns, name, &md.table_uuid)?;
         let written = self.write_metadata(&md, 0, COMMIT_GROWTH).await?;
         write_load_result(out, Some(written.location()), written.metadata(), false);
-        self.insert_new(a, keys::TABLE, ns, name, &written, &md.location, seal, out).await.map_err(|e| match e.kind {
-            // Someone created it meanwhile: the assert-create requirement failed.
-            ErrorKind::AlreadyExists => ApiError::new(
-                ErrorKind::CommitFailed,
-                format!("Requirement failed: table {name} was created concurrently"),
-            ),
-            _ => e,
+        self.insert_new(a, ObjectKind::Table, ns, name, &written, &md.location, seal, out).await.map_err(|e| {
+            match e.kind {
+                // Someone created it meanwhile: the assert-create requirement failed.
+                ErrorKind::AlreadyExists => ApiError::new(
+                    ErrorKind::CommitFailed,
+                    format!("Requirement failed: table {name} was created concurrently"),
+                ),
+                _ => e,
+            }
         })
     }
 }

@@ -13,6 +13,7 @@
 use bumpalo::Bump;
 use serde::Deserialize;
 
+use super::kind::ObjectKind;
 use super::namespaces::parse_json;
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult};
@@ -237,9 +238,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             return Ok(0);
         }
         let mut objects = Vec::new();
-        for kind in [keys::TABLE, keys::VIEW] {
+        for kind in ObjectKind::ALL {
             self.store
-                .scan(&[kind], None, |key, rec| {
+                .scan(&[kind.key_byte()], None, |key, rec| {
                     objects.push((key.to_vec(), rec.value.to_vec()));
                     true
                 })
@@ -280,7 +281,7 @@ mod tests {
     use super::super::record::RecordBuilder;
     use super::super::test_support::{json, with_catalog, SCHEMA};
     use super::super::Seal;
-    use super::INDEXED;
+    use super::{ObjectKind, INDEXED};
     use crate::store::{keys, Expect, Store, Write};
 
     /// Every location claim: (location, owner key).
@@ -304,7 +305,7 @@ mod tests {
             let body = format!(r#"{{"name":"t","schema":{SCHEMA}}}"#);
             c.create_table(&a, &["db"], body.as_bytes(), &mut out, &Seal::none()).await.unwrap();
             let location = json(&out)["metadata"]["location"].as_str().unwrap().to_string();
-            let t_key = keys::object(&a, keys::TABLE, &["db"], "t");
+            let t_key = ObjectKind::Table.key(&a, &["db"], "t");
             assert_eq!(claims(&c).await, [(location.clone(), t_key.to_vec())]);
 
             // The store as an older server left it: no claims, no marker, and
@@ -321,7 +322,7 @@ mod tests {
                 record.bytes(field);
             }
             let record = record.finish();
-            let legacy_key = keys::object(&a, keys::TABLE, &["db"], "u-legacy");
+            let legacy_key = ObjectKind::Table.key(&a, &["db"], "u-legacy");
             batch.push(Write::put(legacy_key, Expect::Absent, &record));
             c.store.apply(&batch).await.unwrap();
             assert!(claims(&c).await.is_empty());
@@ -347,7 +348,7 @@ mod tests {
             let a = Bump::new();
             let outer = format!("file://{}/db/x", root.display());
             let inner = format!("{outer}/y/z");
-            let (p, q) = (keys::object(&a, keys::TABLE, &["db"], "p"), keys::object(&a, keys::TABLE, &["db"], "q"));
+            let (p, q) = (ObjectKind::Table.key(&a, &["db"], "p"), ObjectKind::Table.key(&a, &["db"], "q"));
             for (first, second) in [((p, &outer), (q, &inner)), ((q, &inner), (p, &outer))] {
                 let one = c.claim_location(&a, first.0, first.1, None).await.unwrap();
                 let two = c.claim_location(&a, second.0, second.1, None).await.unwrap();
@@ -369,8 +370,8 @@ mod tests {
             let body = format!(r#"{{"name":"t","schema":{SCHEMA}}}"#);
             c.create_table(&a, &["db"], body.as_bytes(), &mut out, &Seal::none()).await.unwrap();
             let location = json(&out)["metadata"]["location"].as_str().unwrap().to_string();
-            let key = keys::object(&a, keys::TABLE, &["db"], "t");
-            let other = keys::object(&a, keys::TABLE, &["db"], "u");
+            let key = ObjectKind::Table.key(&a, &["db"], "t");
+            let other = ObjectKind::Table.key(&a, &["db"], "u");
 
             // The drop's batch of a purge, then a stop before the purge ended.
             let mut batch = vec![Write::delete(key, Expect::Present)];

@@ -5,6 +5,7 @@
 
 mod commit;
 mod ident;
+mod kind;
 mod locations;
 mod namespaces;
 mod paging;
@@ -19,6 +20,7 @@ mod written;
 
 pub use commit::now_ms;
 pub use ident::validate_namespace;
+pub use kind::ObjectKind;
 pub(crate) use namespaces::write_failure;
 pub use paging::Page;
 pub use seal::{encode_answer, Seal};

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use sonic_rs::error::Category;
 
 use super::ident::{validate_namespace, write_namespace};
+use super::kind::ObjectKind;
 use super::paging::{close_listing, Page};
 use super::seal::Seal;
 use super::{store_failure, Catalog};
@@ -207,11 +208,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     async fn has_children(&self, a: &Bump, ns: &[&str]) -> ApiResult<bool> {
-        let prefixes = [
-            keys::namespace_children(a, ns),
-            keys::object_prefix(a, keys::TABLE, ns),
-            keys::object_prefix(a, keys::VIEW, ns),
-        ];
+        let prefixes =
+            [keys::namespace_children(a, ns), ObjectKind::Table.prefix(a, ns), ObjectKind::View.prefix(a, ns)];
         for prefix in prefixes {
             let mut any = false;
             self.store

@@ -5,6 +5,7 @@ use bumpalo::Bump;
 use serde::Deserialize;
 
 use super::ident::{validate_namespace, validate_part, write_namespace};
+use super::kind::ObjectKind;
 use super::locations::Placement;
 use super::namespaces::{no_such_namespace, parse_file, parse_json, write_failure};
 use super::paging::{close_listing, Page};
@@ -35,45 +36,6 @@ struct RegisterTableRequest {
     metadata_location: String,
     #[serde(default)]
     overwrite: bool,
-}
-
-pub(crate) fn no_such_table(ns: &[&str], name: &str) -> ApiError {
-    ApiError::new(ErrorKind::NoSuchTable, format!("Table does not exist: {}.{name}", ns.join(".")))
-}
-
-pub(crate) fn no_such_view(ns: &[&str], name: &str) -> ApiError {
-    ApiError::new(ErrorKind::NoSuchView, format!("View does not exist: {}.{name}", ns.join(".")))
-}
-
-pub(crate) fn already_exists(what: &str, ns: &[&str], name: &str) -> ApiError {
-    ApiError::new(ErrorKind::AlreadyExists, format!("{what} already exists: {}.{name}", ns.join(".")))
-}
-
-/// The 404 for a missing table or view (`kind`).
-pub(crate) fn no_such_object(kind: u8, ns: &[&str], name: &str) -> ApiError {
-    if kind == keys::TABLE {
-        no_such_table(ns, name)
-    } else {
-        no_such_view(ns, name)
-    }
-}
-
-/// "Table" or "View", for messages.
-pub(crate) fn kind_name(kind: u8) -> &'static str {
-    if kind == keys::TABLE {
-        "Table"
-    } else {
-        "View"
-    }
-}
-
-/// Tables and views share names: the kind a name may not also be.
-pub(crate) fn other_kind(kind: u8) -> u8 {
-    if kind == keys::TABLE {
-        keys::VIEW
-    } else {
-        keys::TABLE
-    }
 }
 
 /// ETag of one representation of one metadata version.
@@ -120,24 +82,24 @@ pub type ETag = [u8; 20];
 impl<S: Store, F: FileIo> Catalog<S, F> {
     /// The stored record of a table, or the right 404.
     pub(crate) async fn table_record(&self, a: &Bump, ns: &[&str], name: &str) -> ApiResult<Versioned<S::Value>> {
-        self.object_record(a, keys::TABLE, ns, name).await
+        self.object_record(a, ObjectKind::Table, ns, name).await
     }
 
     /// The stored record of a table or view (`kind`), or the right 404.
     pub(crate) async fn object_record(
         &self,
         a: &Bump,
-        kind: u8,
+        kind: ObjectKind,
         ns: &[&str],
         name: &str,
     ) -> ApiResult<Versioned<S::Value>> {
         validate_namespace(ns)?;
-        validate_part(if kind == keys::TABLE { "table name" } else { "view name" }, name)?;
-        let key = keys::object(a, kind, ns, name);
+        validate_part(kind.name_label(), name)?;
+        let key = kind.key(a, ns, name);
         match self.store.get(key).await.map_err(store_failure)? {
             Some(rec) => Ok(rec),
             None if self.namespace_record(a, ns).await?.is_none() => Err(no_such_namespace(ns)),
-            None => Err(no_such_object(kind, ns, name)),
+            None => Err(kind.not_found(ns, name)),
         }
     }
 
@@ -175,13 +137,20 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `GET .../namespaces/{ns}/tables` and `.../views`.
-    pub async fn list_objects(&self, a: &Bump, kind: u8, ns: &[&str], query: &str, out: &mut Vec<u8>) -> ApiResult<()> {
+    pub async fn list_objects(
+        &self,
+        a: &Bump,
+        kind: ObjectKind,
+        ns: &[&str],
+        query: &str,
+        out: &mut Vec<u8>,
+    ) -> ApiResult<()> {
         validate_namespace(ns)?;
         let page = Page::from_query(query, self.settings.default_page_size, self.settings.max_page_size, a)?;
         if self.namespace_record(a, ns).await?.is_none() {
             return Err(no_such_namespace(ns));
         }
-        let prefix = keys::object_prefix(a, kind, ns);
+        let prefix = kind.prefix(a, ns);
         out.extend_from_slice(b"{\"identifiers\":[");
         let last = self
             .scan_names(
@@ -208,7 +177,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// `DELETE .../tables/{t}[?purgeRequested=true]`.
     pub async fn drop_table(&self, a: &Bump, ns: &[&str], name: &str, query: &str, seal: &Seal<'_>) -> ApiResult<()> {
         let purge = query_pairs(query).any(|(k, v)| k == "purgeRequested" && v.eq_ignore_ascii_case("true"));
-        let rec = self.delete_object(a, keys::TABLE, ns, name, purge, seal).await?;
+        let rec = self.delete_object(a, ObjectKind::Table, ns, name, purge, seal).await?;
         if purge {
             self.purge(a, Record::decode(rec.value.as_ref())?).await?;
         }
@@ -249,13 +218,13 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     pub(crate) async fn delete_object(
         &self,
         a: &Bump,
-        kind: u8,
+        kind: ObjectKind,
         ns: &[&str],
         name: &str,
         purge: bool,
         seal: &Seal<'_>,
     ) -> ApiResult<Versioned<S::Value>> {
-        let key = keys::object(a, kind, ns, name);
+        let key = kind.key(a, ns, name);
         for _ in 0..RETRIES {
             let rec = self.object_record(a, kind, ns, name).await?;
             let location = self.stored_location(Record::decode(rec.value.as_ref())?.metadata)?;
@@ -268,12 +237,11 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 Err(e) => return Err(write_failure(e)),
             }
         }
-        let what = if kind == keys::TABLE { "table" } else { "view" };
-        Err(ApiError::new(ErrorKind::CommitFailed, format!("{what} changed concurrently; retry the drop")))
+        Err(ApiError::new(ErrorKind::CommitFailed, format!("{} changed concurrently; retry the drop", kind.noun())))
     }
 
     /// `POST /v1/tables/rename` (and views, with `kind`).
-    pub async fn rename(&self, a: &Bump, kind: u8, body: &[u8], seal: &Seal<'_>) -> ApiResult<()> {
+    pub async fn rename(&self, a: &Bump, kind: ObjectKind, body: &[u8], seal: &Seal<'_>) -> ApiResult<()> {
         let req: RenameRequest = parse_json(body, "RenameTableRequest")?;
         let src_ns: Vec<&str> = req.source.namespace.iter().map(String::as_str).collect();
         let dst_ns: Vec<&str> = req.destination.namespace.iter().map(String::as_str).collect();
@@ -281,15 +249,15 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         validate_namespace(&dst_ns)?;
         validate_part("name", &req.source.name)?;
         validate_part("name", &req.destination.name)?;
-        let other = other_kind(kind);
-        let src = keys::object(a, kind, &src_ns, &req.source.name);
-        let dst = keys::object(a, kind, &dst_ns, &req.destination.name);
-        let dst_other = keys::object(a, other, &dst_ns, &req.destination.name);
+        let other = kind.other();
+        let src = kind.key(a, &src_ns, &req.source.name);
+        let dst = kind.key(a, &dst_ns, &req.destination.name);
+        let dst_other = other.key(a, &dst_ns, &req.destination.name);
         let dst_ns_key = keys::namespace(a, &dst_ns);
         for _ in 0..RETRIES {
             let rec = match self.store.get(src).await.map_err(store_failure)? {
                 Some(r) => r,
-                None => return Err(no_such_object(kind, &src_ns, &req.source.name)),
+                None => return Err(kind.not_found(&src_ns, &req.source.name)),
             };
             let ns_version = self.live_namespace_version(a, &dst_ns).await?;
             if src == dst {
@@ -310,10 +278,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             match seal.apply(&self.store, &batch, 204, &[]).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { index: 1 }) => {
-                    return Err(already_exists(kind_name(kind), &dst_ns, &req.destination.name));
+                    return Err(kind.already_exists(&dst_ns, &req.destination.name));
                 }
                 Err(StoreError::Conflict { index: 2 }) => {
-                    return Err(already_exists(kind_name(other), &dst_ns, &req.destination.name));
+                    return Err(other.already_exists(&dst_ns, &req.destination.name));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(write_failure(e)),
@@ -332,7 +300,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         seal: &Seal<'_>,
     ) -> ApiResult<()> {
         let req: RegisterTableRequest = parse_json(body, "RegisterTableRequest")?;
-        validate_part("table name", &req.name)?;
+        validate_part(ObjectKind::Table.name_label(), &req.name)?;
         let (metadata_location, bytes) = self.read_metadata_file(&req.metadata_location).await?;
         let md: TableMetadata = parse_file(&bytes, "table metadata")?;
         let location = self.resolve_location(&md.location)?;
@@ -342,7 +310,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         record.field(|out| write_refs_rendering(&md, out)).map_err(encoding_failure)?;
         let record = record.finish();
         write_load_result(out, Some(&metadata_location), &bytes, true);
-        self.insert_object(a, keys::TABLE, ns, &req.name, &record, &location, req.overwrite, seal, out)
+        self.insert_object(a, ObjectKind::Table, ns, &req.name, &record, &location, req.overwrite, seal, out)
             .await
             .map_err(|r| r.into_api(write_failure))
     }

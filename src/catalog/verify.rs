@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use super::kind::ObjectKind;
 use super::record::Record;
 use super::Catalog;
 use crate::fileio::{FileIo, ReadError};
@@ -58,7 +59,7 @@ const SCAN_BATCH: usize = 64;
 
 /// "table a.b.t" from a table or view key, for logs and reports.
 fn describe(key: &[u8]) -> String {
-    let kind = if key.first() == Some(&keys::VIEW) { "view" } else { "table" };
+    let kind = ObjectKind::of_key(key).unwrap_or(ObjectKind::Table).noun();
     let rest = String::from_utf8_lossy(key.get(1..).unwrap_or_default()).replace(keys::PART_SEP as char, ".");
     format!("{kind} {}", rest.replacen(keys::NAME_SEP as char, ".", 1))
 }
@@ -140,8 +141,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     ) -> Result<Tally, StoreError> {
         let pace = (per_sec > 0).then(|| Duration::from_secs(1) / per_sec);
         let mut tally = Tally::default();
-        for kind in [keys::TABLE, keys::VIEW] {
-            let prefix = [kind];
+        for kind in ObjectKind::ALL {
+            let prefix = [kind.key_byte()];
             let mut after: Option<Vec<u8>> = None;
             loop {
                 let mut batch: Vec<Vec<u8>> = Vec::with_capacity(SCAN_BATCH);
@@ -207,7 +208,7 @@ mod tests {
     #[test]
     fn objects_are_described_by_kind_and_dotted_name() {
         let a = Bump::new();
-        assert_eq!(describe(keys::object(&a, keys::TABLE, &["a", "b"], "t")), "table a.b.t");
-        assert_eq!(describe(keys::object(&a, keys::VIEW, &["a"], "v.w")), "view a.v.w");
+        assert_eq!(describe(ObjectKind::Table.key(&a, &["a", "b"], "t")), "table a.b.t");
+        assert_eq!(describe(ObjectKind::View.key(&a, &["a"], "v.w")), "view a.v.w");
     }
 }

@@ -1,7 +1,7 @@
 //! View operations: create, load, exists, replace, drop, register.
 //!
 //! Views are stored like tables (`record.rs`, with no `snapshots=refs`
-//! rendering) under `keys::VIEW`, and share the table machinery: metadata
+//! rendering) under `ObjectKind::View`, and share the table machinery: metadata
 //! files are written durably before the pointer moves, names are checked
 //! against tables and views atomically, and a replace is an optimistic
 //! compare-and-swap retried on the new base. Listing and rename are the
@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::commit::{now_ms, Change, Prepared};
 use super::ident::{validate_namespace, validate_part};
+use super::kind::ObjectKind;
 use super::namespaces::{parse_file, parse_json, write_failure};
 use super::record::{file_version, Record, RecordBuilder};
 use super::seal::Seal;
@@ -21,7 +22,7 @@ use super::Catalog;
 use crate::error::{ApiError, ApiResult};
 use crate::fileio::FileIo;
 use crate::metadata::{apply_view_commit, new_view_metadata, CommitViewRequest, CreateViewRequest, ViewMetadata};
-use crate::store::{keys, Store};
+use crate::store::Store;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -49,20 +50,20 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     ) -> ApiResult<()> {
         validate_namespace(ns)?;
         let req: CreateViewRequest = parse_json(body, "CreateViewRequest")?;
-        validate_part("view name", &req.name)?;
+        validate_part(ObjectKind::View.name_label(), &req.name)?;
         self.live_namespace_version(a, ns).await?;
-        self.ensure_name_free(a, keys::VIEW, ns, &req.name).await?;
+        self.ensure_name_free(a, ObjectKind::View, ns, &req.name).await?;
         let uuid = uuid::Uuid::new_v4().to_string();
         let location = self.object_location(req.location.as_deref(), ns, &req.name, &uuid)?;
         let md = new_view_metadata(&req, &location, &uuid, now_ms())?;
         let written = self.write_view_metadata(&md, 0, new_record_capacity(body)).await?;
         write_load_result(out, Some(written.location()), written.metadata(), true);
-        self.insert_new(a, keys::VIEW, ns, &req.name, &written, &md.location, seal, out).await
+        self.insert_new(a, ObjectKind::View, ns, &req.name, &written, &md.location, seal, out).await
     }
 
     /// `GET .../views/{v}`: the stored bytes, unparsed.
     pub async fn load_view(&self, a: &Bump, ns: &[&str], name: &str, out: &mut Vec<u8>) -> ApiResult<()> {
-        let rec = self.object_record(a, keys::VIEW, ns, name).await?;
+        let rec = self.object_record(a, ObjectKind::View, ns, name).await?;
         let record = Record::decode(rec.value.as_ref())?;
         write_load_result(out, Some(record.metadata_location), record.metadata, true);
         Ok(())
@@ -70,7 +71,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
 
     /// `HEAD .../views/{v}`.
     pub async fn view_exists(&self, a: &Bump, ns: &[&str], name: &str) -> ApiResult<()> {
-        self.object_record(a, keys::VIEW, ns, name).await.map(drop)
+        self.object_record(a, ObjectKind::View, ns, name).await.map(drop)
     }
 
     /// `POST .../views/{v}`: requirements and updates, swapped in optimistically.
@@ -84,7 +85,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         seal: &Seal<'_>,
     ) -> ApiResult<()> {
         validate_namespace(ns)?;
-        validate_part("view name", name)?;
+        validate_part(ObjectKind::View.name_label(), name)?;
         let req: CommitViewRequest = parse_json(body, "CommitViewRequest")?;
         let prepare = async || self.prepare_view(a, ns, name, &req).await;
         // A view commit never asks for a create, so this always answered.
@@ -100,9 +101,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         name: &str,
         req: &CommitViewRequest,
     ) -> ApiResult<Prepared<'k>> {
-        let current = self.object_record(a, keys::VIEW, ns, name).await?;
+        let current = self.object_record(a, ObjectKind::View, ns, name).await?;
         let record = Record::decode(current.value.as_ref())?;
-        let key = keys::object(a, keys::VIEW, ns, name);
+        let key = ObjectKind::View.key(a, ns, name);
         self.heal_base(key, current.version, &record).await;
         let base: ViewMetadata = parse_json(record.metadata, "stored view metadata")?;
         let mut outcome = apply_view_commit(&base, &req.requirements, &req.updates, now_ms())?;
@@ -112,7 +113,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 metadata: record.metadata.to_vec(),
             });
         }
-        let key = keys::object(a, keys::VIEW, ns, name);
+        let key = ObjectKind::View.key(a, ns, name);
         let claim = self.relocate(a, key, &base.location, &mut outcome.metadata.location).await?;
         let capacity = current.value.as_ref().len() + COMMIT_GROWTH;
         let version = file_version(record.metadata_location) + 1;
@@ -129,7 +130,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
 
     /// `DELETE .../views/{v}`: the metadata files stay.
     pub async fn drop_view(&self, a: &Bump, ns: &[&str], name: &str, seal: &Seal<'_>) -> ApiResult<()> {
-        self.delete_object(a, keys::VIEW, ns, name, false, seal).await.map(drop)
+        self.delete_object(a, ObjectKind::View, ns, name, false, seal).await.map(drop)
     }
 
     /// `POST .../namespaces/{ns}/register-view`: answers a `LoadViewResult`.
@@ -143,7 +144,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     ) -> ApiResult<()> {
         validate_namespace(ns)?;
         let req: RegisterViewRequest = parse_json(body, "RegisterViewRequest")?;
-        validate_part("view name", &req.name)?;
+        validate_part(ObjectKind::View.name_label(), &req.name)?;
         let (metadata_location, bytes) = self.read_metadata_file(&req.metadata_location).await?;
         let md: ViewMetadata = parse_file(&bytes, "view metadata")?;
         if md.current_version().is_none() {
@@ -159,7 +160,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         }
         let record = record.finish();
         write_load_result(out, Some(&metadata_location), &bytes, true);
-        self.insert_object(a, keys::VIEW, ns, &req.name, &record, &location, false, seal, out)
+        self.insert_object(a, ObjectKind::View, ns, &req.name, &record, &location, false, seal, out)
             .await
             .map_err(|r| r.into_api(write_failure))
     }

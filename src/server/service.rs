@@ -9,7 +9,7 @@ use glommio::sync::Semaphore;
 
 use super::idempotency;
 use super::state::Shared;
-use crate::catalog::{Loaded, Seal};
+use crate::catalog::{Loaded, ObjectKind, Seal};
 use crate::disk::{self, Target};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
@@ -20,7 +20,7 @@ use crate::metrics::CommitOutcome;
 use crate::metrics::ShardStats;
 use crate::pool::{ArenaPool, BufPool};
 use crate::routes::{parse_namespace, route, Matched, Operation, RouteConfig, RouteError, Source};
-use crate::store::{keys, Store, WRITES_REFUSED};
+use crate::store::{Store, WRITES_REFUSED};
 
 /// One per shard; shared by that shard's connections through an `Rc`.
 pub struct ShardService<S: Store, F: FileIo> {
@@ -194,7 +194,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 resp.empty(204);
             }
             Operation::UpdateProperties => catalog.update_properties(a, m.namespace, req.body, out, seal).await?,
-            Operation::ListTables => catalog.list_objects(a, keys::TABLE, m.namespace, req.query, out).await?,
+            Operation::ListTables => catalog.list_objects(a, ObjectKind::Table, m.namespace, req.query, out).await?,
             Operation::CreateTable => catalog.create_table(a, m.namespace, req.body, out, seal).await?,
             Operation::LoadTable => {
                 let inm = req.header("if-none-match");
@@ -217,7 +217,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             }
             Operation::RegisterTable => catalog.register_table(a, m.namespace, req.body, out, seal).await?,
             Operation::RenameTable => {
-                catalog.rename(a, keys::TABLE, req.body, seal).await?;
+                catalog.rename(a, ObjectKind::Table, req.body, seal).await?;
                 resp.empty(204);
             }
             Operation::ReportMetrics => {
@@ -229,7 +229,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 resp.empty(204);
             }
             Operation::LoadCredentials => catalog.load_credentials(a, m.namespace, m.name, out).await?,
-            Operation::ListViews => catalog.list_objects(a, keys::VIEW, m.namespace, req.query, out).await?,
+            Operation::ListViews => catalog.list_objects(a, ObjectKind::View, m.namespace, req.query, out).await?,
             Operation::CreateView => catalog.create_view(a, m.namespace, req.body, out, seal).await?,
             Operation::LoadView => catalog.load_view(a, m.namespace, m.name, out).await?,
             Operation::ViewExists => {
@@ -242,7 +242,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 resp.empty(204);
             }
             Operation::RenameView => {
-                catalog.rename(a, keys::VIEW, req.body, seal).await?;
+                catalog.rename(a, ObjectKind::View, req.body, seal).await?;
                 resp.empty(204);
             }
             Operation::RegisterView => catalog.register_view(a, m.namespace, req.body, out, seal).await?,

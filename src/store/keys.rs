@@ -66,7 +66,8 @@ pub fn namespace_children<'a>(a: &'a Bump, parent: &[&str]) -> &'a [u8] {
     out.into_bump_slice()
 }
 
-/// Key of a table or view (`kind` is [`TABLE`] or [`VIEW`]).
+/// Key of a table or view (`kind` is [`TABLE`] or [`VIEW`]); the catalog
+/// builds these through `catalog::ObjectKind`.
 pub fn object<'a>(a: &'a Bump, kind: u8, namespace: &[&str], name: &str) -> &'a [u8] {
     let mut out = BumpVec::new_in(a);
     out.push(kind);
