@@ -14,6 +14,7 @@ use bumpalo::Bump;
 
 use super::ident::{validate_namespace, validate_part};
 use super::kind::ObjectKind;
+use super::locations::{overlap, overlaps};
 use super::namespaces::parse_json;
 use super::record::{file_version, Record};
 use super::seal::Seal;
@@ -314,6 +315,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                     }
                 }
             }
+            // Each claim was checked against the store alone: two tables of
+            // this transaction moving to nested locations would conflict
+            // with each other on every attempt.
+            failure = failure.or_else(|| nested_moves(&changes));
             if let Some(e) = failure {
                 for c in &changes {
                     self.discard(c.written.location()).await;
@@ -391,7 +396,16 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let capacity = current.value.as_ref().len() + COMMIT_GROWTH;
         let written = self.write_metadata(&md, file_version(record.metadata_location) + 1, capacity).await?;
         let delete_expired = md.properties.get(DELETE_AFTER_COMMIT).is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        Ok(Prepared::Change(Change { key, version: current.version, written, claim, expired, delete_expired }))
+        let moved_to = (!claim.is_empty()).then(|| md.location.clone());
+        Ok(Prepared::Change(Change {
+            key,
+            version: current.version,
+            written,
+            claim,
+            moved_to,
+            expired,
+            delete_expired,
+        }))
     }
 
     /// Resolves the `location` a commit leaves an object with (400 outside
@@ -486,6 +500,8 @@ pub(crate) struct Change<'k> {
     pub written: Written,
     /// Location claim writes when the commit moves the object.
     pub claim: Vec<Write<'k>>,
+    /// Where the commit moves the object (normalised), if it does.
+    pub moved_to: Option<String>,
     /// Metadata files that fell off the log, deleted after the swap when
     /// `delete_expired`.
     pub expired: Vec<String>,
@@ -498,6 +514,12 @@ impl Change<'_> {
         let swap = Write::put(self.key, Expect::Version(self.version), self.written.record());
         std::iter::once(swap).chain(self.claim.iter().copied()).collect()
     }
+}
+
+/// The 400 for two changes that move their tables to overlapping locations.
+fn nested_moves(changes: &[Change<'_>]) -> Option<ApiError> {
+    let moved: Vec<&str> = changes.iter().filter_map(|c| c.moved_to.as_deref()).collect();
+    moved.iter().enumerate().find_map(|(i, x)| moved[i + 1..].iter().any(|y| overlap(x, y)).then(|| overlaps(x)))
 }
 
 /// Exponential backoff with a little jitter from the clock: 0.1 ms .. ~13 ms.

@@ -46,8 +46,15 @@ pub(crate) fn unusable(requested: &str, e: LocationError) -> ApiError {
     ApiError::bad_request(format!("unusable location {requested}: {e}"))
 }
 
-fn overlaps(location: &str) -> ApiError {
+pub(crate) fn overlaps(location: &str) -> ApiError {
     ApiError::bad_request(format!("location {location} overlaps the location of another table or view"))
+}
+
+/// Whether two normalised locations overlap: equal, or one inside the other.
+pub(crate) fn overlap(a: &str, b: &str) -> bool {
+    let inside =
+        |outer: &str, inner: &str| inner.strip_prefix(outer).is_some_and(|r| r.is_empty() || r.starts_with('/'));
+    inside(a, b) || inside(b, a)
 }
 
 /// The migration that indexed the locations of objects created before the index.
@@ -295,6 +302,15 @@ mod tests {
             .await
             .unwrap();
         found
+    }
+
+    #[test]
+    fn overlap_is_equal_or_nested_on_segment_boundaries() {
+        assert!(super::overlap("file:///w/a", "file:///w/a"));
+        assert!(super::overlap("file:///w/a", "file:///w/a/b"));
+        assert!(super::overlap("file:///w/a/b", "file:///w/a"));
+        assert!(!super::overlap("file:///w/a", "file:///w/ab"));
+        assert!(!super::overlap("file:///w/a/b", "file:///w/a/c"));
     }
 
     #[test]

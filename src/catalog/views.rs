@@ -113,7 +113,6 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 metadata: record.metadata.to_vec(),
             });
         }
-        let key = ObjectKind::View.key(a, ns, name);
         let claim = self.relocate(a, key, &base.location, &mut outcome.metadata.location).await?;
         let capacity = current.value.as_ref().len() + COMMIT_GROWTH;
         let version = file_version(record.metadata_location) + 1;
@@ -122,6 +121,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             key,
             version: current.version,
             written,
+            moved_to: (!claim.is_empty()).then(|| outcome.metadata.location.clone()),
             claim,
             expired: Vec::new(),
             delete_expired: false,

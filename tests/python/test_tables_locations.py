@@ -204,6 +204,28 @@ def test_commits_cannot_move_a_table_over_another(server, http):
     assert_location_refused(create(http, server, ns, "d", own + "-2"), "overlaps")
 
 
+def test_a_transaction_cannot_move_two_tables_into_each_other(server, http):
+    ns = new_ns(http, server)
+    a = create_table_raw(http, server, ns, "a")
+    b = create_table_raw(http, server, ns, "b")
+    target = a["metadata"]["location"] + "-moved"
+    for inner in (target, target + "/inner"):
+        changes = [
+            {"identifier": {"namespace": [ns], "name": name},
+             "requirements": [], "updates": [{"action": "set-location", "location": where}]}
+            for name, where in (("a", target), ("b", inner))
+        ]
+        r = http.post(server.api("transactions/commit"), json={"table-changes": changes})
+        assert_location_refused(r, "overlaps")
+    # Nothing moved, and no metadata file of a refused attempt is left.
+    for t in (a, b):
+        name = "a" if t is a else "b"
+        assert http.get(table_url(server, ns, name)).json()["metadata-location"] == t["metadata-location"]
+        assert sorted(p.name for p in local_path(t["metadata-location"]).parent.iterdir()) == [
+            local_path(t["metadata-location"]).name
+        ]
+
+
 def test_staged_creates_and_registers_are_checked_too(server, http):
     ns = new_ns(http, server)
     taken = create_table_raw(http, server, ns, "t")
