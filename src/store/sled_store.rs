@@ -245,6 +245,22 @@ mod tests {
         (SledStore::open(&dir).unwrap(), dir)
     }
 
+    /// Opens `dir` again once the dropped store let go of it: sled's
+    /// background threads release the directory lock a moment after the
+    /// drop (bounded wait).
+    fn reopen(dir: &Path) -> SledStore {
+        for _ in 0..500 {
+            match SledStore::open(dir) {
+                Ok(s) => return s,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the dropped store never released its lock");
+    }
+
     fn put<'a>(key: &'a [u8], expect: Expect, value: &'a [u8]) -> Write<'a> {
         Write::put(key, expect, value)
     }
@@ -350,7 +366,7 @@ mod tests {
         // What an open on a full disk leaves: an empty snapshot in the making.
         let leftover = dir.join("snap.FFFFFFFFFFFFFFFF.generating");
         std::fs::write(&leftover, b"").unwrap();
-        let s = SledStore::open(&dir).unwrap();
+        let s = reopen(&dir);
         assert_eq!(block_on(s.get(b"k")).unwrap().unwrap().value.as_ref(), b"v");
         assert!(!leftover.exists());
         drop(s);
@@ -362,7 +378,7 @@ mod tests {
         let (s, dir) = store();
         block_on(s.apply(&[put(b"k", Expect::Absent, b"v")])).unwrap();
         drop(s);
-        let s = SledStore::open(&dir).unwrap();
+        let s = reopen(&dir);
         assert_eq!(block_on(s.get(b"k")).unwrap().unwrap().value.as_ref(), b"v");
         drop(s);
         std::fs::remove_dir_all(dir).unwrap();
