@@ -181,25 +181,6 @@ mod tests {
     }
 
     #[test]
-    fn an_incomplete_snapshot_does_not_block_a_start() {
-        let dir = std::env::temp_dir().join(format!("bingsan-snap-{}", uuid::Uuid::new_v4()));
-        {
-            let db = sled::Config::new().path(&dir).open().unwrap();
-            db.insert(b"k", b"v").unwrap();
-            db.flush().unwrap();
-        }
-        // What a start interrupted by a full disk leaves behind.
-        let leftover = dir.join("snap.FFFFFFFFFFFFFFFF.generating");
-        File::create(&leftover).unwrap();
-        discard_incomplete_snapshots(&dir).unwrap();
-        assert!(!leftover.exists());
-        let db = sled::Config::new().path(&dir).open().unwrap();
-        assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-        drop(db);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
     fn large_values_become_blobs_that_are_synced() {
         let dir = std::env::temp_dir().join(format!("bingsan-sledfiles-{}", uuid::Uuid::new_v4()));
         let db = sled::Config::new().path(&dir).open().unwrap();
