@@ -41,7 +41,7 @@ pub fn now_ms() -> i64 {
 /// happened is unknown, so the client must not treat it as a failure.
 fn unknown_outcome(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "commit outcome unknown");
-    let cause = crate::disk::write_failed(crate::disk::Target::Store, e.cause().unwrap_or(crate::disk::Cause::Io));
+    let cause = crate::disk::store_write_failed(&e);
     ApiError::new(ErrorKind::CommitStateUnknown, format!("commit outcome unknown: {}", cause.message))
 }
 

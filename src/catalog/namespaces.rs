@@ -347,8 +347,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
 /// client learns the cause, the log the store's own words.
 pub(crate) fn write_failure(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "store write failed");
-    let mut failure =
-        crate::disk::write_failed(crate::disk::Target::Store, e.cause().unwrap_or(crate::disk::Cause::Io));
+    let mut failure = crate::disk::store_write_failed(&e);
     failure.message = format!("{} (the write's outcome is unknown)", failure.message).into();
     failure
 }

@@ -120,6 +120,12 @@ pub fn write_failed(target: Target, cause: Cause) -> ApiError {
     refused(target, cause)
 }
 
+/// A store write that failed (its outcome unknown): recorded, counted and
+/// answered with its cause.
+pub fn store_write_failed(e: &crate::store::StoreError) -> ApiError {
+    write_failed(Target::Store, e.cause().unwrap_or(Cause::Io))
+}
+
 /// Counts a write that did not happen and answers it.
 fn refused(target: Target, cause: Cause) -> ApiError {
     crate::metrics::count_write_failure(target, cause);

@@ -57,7 +57,7 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
             Err(_) if denied => Operation::Unmatched,
             Ok(m) => {
                 // Refused writes fail fast, without queueing for a permit.
-                let outcome = match m.op.spec().mutation.then(disk::check_writable) {
+                let outcome = match m.op.spec().mutation.then(|| self.writes_allowed()) {
                     Some(Err(refused)) => Err(refused),
                     _ => {
                         // The semaphore is never closed, so acquiring cannot fail.
@@ -100,6 +100,16 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
 }
 
 impl<S: Store, F: FileIo> ShardService<S, F> {
+    /// Whether a mutation may run: not after a failed store sync (until a
+    /// restart), not while the disk watcher holds the gate closed. Refused
+    /// before the write permit and any file: the outcome is known.
+    fn writes_allowed(&self) -> ApiResult<()> {
+        if !self.shared.catalog.store.writable() {
+            return Err(ApiError::new(ErrorKind::ServiceUnavailable, WRITES_REFUSED));
+        }
+        disk::check_writable()
+    }
+
     /// Dispatches, honouring `Idempotency-Key` on mutations.
     async fn idempotent(&self, m: &Matched<'_>, req: &Request<'_>, a: &Bump, resp: &mut Response) -> ApiResult<()> {
         if !req.body.is_empty() && !m.op.spec().form {
@@ -111,10 +121,6 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                     ApiError::bad_request(format!("JSON string longer than {} bytes", self.json.max_string))
                 }
             })?;
-        }
-        if m.op.spec().mutation && !self.shared.catalog.store.writable() {
-            // Refused before any file is written: the outcome is known.
-            return Err(ApiError::new(ErrorKind::ServiceUnavailable, WRITES_REFUSED));
         }
         let key = match req.header("idempotency-key") {
             Some(k) if m.op.spec().mutation => Some(idempotency::validate(k)?),
