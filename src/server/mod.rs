@@ -1,6 +1,7 @@
 //! `bingsan serve`: start the store, the metrics thread and one shard per
 //! core; wait for SIGINT/SIGTERM; drain; make the store durable; exit.
 
+mod cpus;
 mod idempotency;
 mod os;
 mod service;
@@ -43,7 +44,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let auth = crate::auth::Authenticator::from_args(&args)?;
     let cpus = os::allowed_cpus()?;
     os::ensure_port_free(args.listen)?;
-    let shards = if args.shards == 0 { cpus.len() } else { args.shards };
+    let shards = if args.shards == 0 {
+        let count = cpus::default_shards(cpus.len(), std::path::Path::new("/"));
+        tracing::info!(shards = count.shards, reason = %count.reason, "shard count");
+        count.shards
+    } else {
+        tracing::info!(shards = args.shards, reason = "set by --shards", "shard count");
+        args.shards
+    };
     // One executor per shard, and the metadata verifier's.
     let nofile = os::raise_limits(WANTED_FDS, shards + 1, IO_MEMORY)?;
     let budget = os::connection_budget(nofile, shards, args.max_writes_per_shard) as usize;

@@ -112,6 +112,7 @@ class BingsanServer:
         tls_key: Path | None = None,
         rlimit_nofile: int | None = None,
         affinity: set[int] | None = None,
+        cgroup_procs: Path | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +132,8 @@ class BingsanServer:
         self.rlimit_nofile = rlimit_nofile
         #: Start the server with this CPU affinity mask (as `taskset` would).
         self.affinity = affinity
+        #: Start the server inside the cgroup of this `cgroup.procs` file.
+        self.cgroup_procs = cgroup_procs
         self.port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -217,6 +220,8 @@ class BingsanServer:
             resource.setrlimit(resource.RLIMIT_NOFILE, (self.rlimit_nofile, self.rlimit_nofile))
         if self.affinity is not None:
             os.sched_setaffinity(0, self.affinity)
+        if self.cgroup_procs is not None:
+            self.cgroup_procs.write_text(str(os.getpid()))
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Polls GET /health/ready until 200; fails with the log otherwise."""
