@@ -1,6 +1,7 @@
 //! `bingsan serve`: start the store, the metrics thread and one shard per
 //! core; wait for SIGINT/SIGTERM; drain; make the store durable; exit.
 
+mod admin;
 mod cpus;
 mod idempotency;
 mod os;
@@ -124,6 +125,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         _ => None,
     };
     log_effective_config(&args, shards, max_connections);
+    let _admin = admin::start(&args.data_dir, shared.clone())?;
 
     let (ready_tx, ready_rx) = channel();
     let mut handles = Vec::with_capacity(shards);
