@@ -113,6 +113,7 @@ class BingsanServer:
         rlimit_nofile: int | None = None,
         affinity: set[int] | None = None,
         cgroup_procs: Path | None = None,
+        wrapper: Iterable[str] = (),
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +135,8 @@ class BingsanServer:
         self.affinity = affinity
         #: Start the server inside the cgroup of this `cgroup.procs` file.
         self.cgroup_procs = cgroup_procs
+        #: A command the server runs under (e.g. strace and its flags).
+        self.wrapper = list(wrapper)
         self.port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -171,6 +174,7 @@ class BingsanServer:
     # ----------------------------------------------------------- lifecycle
     def command(self) -> list[str]:
         cmd = [
+            *self.wrapper,
             str(self.binary),
             "serve",
             "--listen", f"127.0.0.1:{self.port}",
