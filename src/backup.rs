@@ -134,8 +134,11 @@ impl<W: Write> Write for Crc<W> {
     }
 }
 
+/// A stored key and its value (version header included).
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Reads and checks a backup file: every key and value, or why not.
-pub fn read(dir: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn read(dir: &Path) -> Result<Vec<Entry>, String> {
     let file = File::open(dir.join(FILE)).map_err(|e| format!("cannot open {}: {e}", dir.join(FILE).display()))?;
     let mut input = BufReader::new(file);
     let mut crc = crc32fast::Hasher::new();

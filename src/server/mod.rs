@@ -125,7 +125,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         _ => None,
     };
     log_effective_config(&args, shards, max_connections);
-    let _admin = admin::start(&args.data_dir, shared.clone())?;
+    // Serving matters more than backups: a socket that cannot be made (a
+    // path over 107 bytes, a filesystem without sockets) is logged, not fatal.
+    let _admin = admin::start(&args.data_dir, shared.clone())
+        .map_err(|e| tracing::warn!(error = %e, "no admin socket: `bingsan backup` is unavailable"))
+        .ok();
 
     let (ready_tx, ready_rx) = channel();
     let mut handles = Vec::with_capacity(shards);

@@ -140,6 +140,17 @@ def test_prometheusrule_file_is_generated_from_the_alerts():
     assert out.returncode == 0, out.stderr
 
 
+def test_every_alert_has_a_runbook():
+    """docs/operations.md has a runbook heading for each alert of the rule file."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "bingsan-alerts.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert len(alerts) >= 12
+    docs = (REPO / "docs" / "operations.md").read_text()
+    runbooks = docs[docs.index("## Alert runbooks"):]
+    headings = {line[4:].strip() for line in runbooks.splitlines() if line.startswith("### ")}
+    assert alerts <= headings, f"alerts without a runbook: {sorted(alerts - headings)}"
+
+
 def test_yamllint_deploy():
     out = subprocess.run([tool("yamllint"), "-f", "parsable", "-c", str(DEPLOY / ".yamllint.yaml"), str(DEPLOY)],
                          capture_output=True, text=True, timeout=60)
