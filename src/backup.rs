@@ -92,7 +92,10 @@ pub fn write(store: &SledStore, dir: &Path) -> Result<String, String> {
         return Err("the backup directory is not empty".into());
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the backup directory: {e}"))?;
+    let started = std::time::Instant::now();
     let snapshot = store.snapshot().map_err(|e| format!("cannot snapshot the store: {e}"))?;
+    // How long writers waited (at most): the whole snapshot call.
+    let paused = started.elapsed();
     let partial = dir.join(format!("{FILE}.partial"));
     let file = File::create(&partial).map_err(|e| format!("cannot create the backup file: {e}"))?;
     let mut out = Crc(BufWriter::new(file), crc32fast::Hasher::new());
@@ -116,7 +119,7 @@ pub fn write(store: &SledStore, dir: &Path) -> Result<String, String> {
         File::open(dir)?.sync_all()
     })();
     written.map_err(|e| format!("cannot write the backup file: {e}"))?;
-    Ok(format!("{} keys, {bytes} bytes", snapshot.len()))
+    Ok(format!("{} keys, {bytes} bytes, writes paused {} us", snapshot.len(), paused.as_micros()))
 }
 
 /// A writer that checksums what passes through it.
@@ -201,7 +204,7 @@ mod tests {
         ))
         .unwrap();
         let to = dir.join("backup");
-        assert_eq!(super::write(&store, &to).unwrap(), "1 keys, 14 bytes");
+        assert!(super::write(&store, &to).unwrap().starts_with("1 keys, 14 bytes, writes paused "));
         let entries = read(&to).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(&entries[0].1[8..], b"value");
