@@ -171,3 +171,30 @@ def test_a_damaged_backup_is_refused(server_factory, binary, tmp_path, damage):
     )
     assert out.returncode == 1 and "not complete or damaged" in out.stderr, out.stderr
     assert not (tmp_path / "data2").exists(), "a refused restore must not create the data directory"
+
+
+def test_admin_socket_is_private_and_refuses_other_requests(server_factory, tmp_path):
+    import socket
+    import stat
+
+    src = server_factory(name="admin")
+    path = src.data_dir / "admin.sock"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    def ask(line: bytes) -> str:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(path))
+            s.sendall(line)
+            return s.makefile().read()
+
+    assert ask(b"delete everything\n").startswith("error unknown request")
+    assert ask(b"backup relative/dir\n").startswith("error unknown request")
+    assert not (src.workdir / "relative").exists()
+    # A directory that already holds files is left alone.
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("x")
+    assert ask(f"backup {tmp_path / 'full'}\n".encode()).startswith("error the backup directory is not empty")
+    assert (tmp_path / "full" / "keep").read_text() == "x"
+    src.stop()
+    assert not path.exists(), "the socket file outlived the server"
