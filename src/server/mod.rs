@@ -44,6 +44,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     args.validate()?;
     let auth = crate::auth::Authenticator::from_args(&args)?;
     let cpus = os::allowed_cpus()?;
+    os::check_io_uring()?;
     os::ensure_port_free(args.listen)?;
     let shards = if args.shards == 0 {
         let count = cpus::default_shards(cpus.len(), std::path::Path::new("/"));

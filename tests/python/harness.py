@@ -34,7 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -114,6 +114,7 @@ class BingsanServer:
         affinity: set[int] | None = None,
         cgroup_procs: Path | None = None,
         wrapper: Iterable[str] = (),
+        preexec: Callable[[], None] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +138,8 @@ class BingsanServer:
         self.cgroup_procs = cgroup_procs
         #: A command the server runs under (e.g. strace and its flags).
         self.wrapper = list(wrapper)
+        #: Run in the child just before exec (e.g. to load a seccomp filter).
+        self.preexec = preexec
         self.port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -226,6 +229,8 @@ class BingsanServer:
             os.sched_setaffinity(0, self.affinity)
         if self.cgroup_procs is not None:
             self.cgroup_procs.write_text(str(os.getpid()))
+        if self.preexec is not None:
+            self.preexec()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Polls GET /health/ready until 200; fails with the log otherwise."""

@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import REPO
+import requests
+
+from harness import (HTTP_TIMEOUT, REPO, BingsanServer, ServerError, create_table_raw, local_path,
+                     table_url)
 
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -210,3 +213,45 @@ def test_seccomp_profile_allows_every_call_the_server_makes(server_factory, tmp_
     # clone3 answers ENOSYS, as in the runtimes' default: glibc then uses clone.
     fallback = {n for r in profile["syscalls"] if r.get("errnoRet") == errno.ENOSYS for n in r["names"]}
     assert called <= allowed | fallback, f"denied by the profile: {sorted(called - allowed - fallback)}"
+
+
+def seccomp_filter(profile: dict, drop: set[str] = frozenset()):
+    """The profile as a libseccomp filter (pyseccomp, on Debian's
+    libseccomp2), built as runc builds it: names this libseccomp does not
+    know are left out; `drop` leaves out more."""
+    import pyseccomp as sc
+
+    ops = {"SCMP_CMP_LT": sc.LT, "SCMP_CMP_LE": sc.LE, "SCMP_CMP_EQ": sc.EQ, "SCMP_CMP_NE": sc.NE,
+           "SCMP_CMP_GE": sc.GE, "SCMP_CMP_GT": sc.GT, "SCMP_CMP_MASKED_EQ": sc.MASKED_EQ}
+    f = sc.SyscallFilter(defaction=sc.ERRNO(profile["defaultErrnoRet"]))
+    for rule in profile["syscalls"]:
+        action = sc.ALLOW if rule["action"] == "SCMP_ACT_ALLOW" else sc.ERRNO(rule["errnoRet"])
+        args = [sc.Arg(a["index"], ops[a["op"]], a["value"], a.get("valueTwo", 0)) for a in rule.get("args", [])]
+        for name in set(rule["names"]) - drop:
+            try:
+                f.add_rule(action, name, *args)
+            except (OSError, RuntimeError, ValueError):
+                pass  # not a system call of this architecture
+    return f
+
+
+def test_server_runs_under_the_seccomp_profile(server_factory, tmp_path):
+    """The profile enforced by the kernel: the server starts, creates a
+    table (io_uring file writes and syncs), loads it and stops gracefully;
+    without the three io_uring calls (the runtimes' default) it cannot start."""
+    profile = json.loads((K8S / "seccomp" / "bingsan-io-uring.json").read_text())
+    enforced = seccomp_filter(profile)
+    s = server_factory(name="seccomp", preexec=enforced.load)
+    with requests.Session() as http:
+        assert http.post(s.api("namespaces"), json={"namespace": ["sc"]}, timeout=HTTP_TIMEOUT).status_code == 200
+        created = create_table_raw(http, s, "sc", "t")
+        assert http.get(table_url(s, "sc", "t"), timeout=HTTP_TIMEOUT).status_code == 200
+    assert local_path(created["metadata-location"]).is_file()
+    assert s.stop() == 0, s.log_tail()
+
+    default = seccomp_filter(profile, drop={"io_uring_setup", "io_uring_enter", "io_uring_register"})
+    blocked = BingsanServer(tmp_path / "blocked", name="blocked", preexec=default.load)
+    with pytest.raises(ServerError, match="exited with 1 during start-up"):
+        blocked.start(ready_timeout=30)
+    blocked.stop()
+    assert "io_uring is not permitted" in blocked.log_text() and "bingsan-io-uring.json" in blocked.log_text()
