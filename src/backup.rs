@@ -116,9 +116,17 @@ pub fn write(store: &SledStore, dir: &Path) -> Result<String, String> {
         let file = out.0.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&partial, dir.join(FILE))?;
-        File::open(dir)?.sync_all()
+        File::open(dir)?.sync_all()?;
+        // The new directory's own entry too.
+        match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => File::open(parent)?.sync_all(),
+            _ => Ok(()),
+        }
     })();
-    written.map_err(|e| format!("cannot write the backup file: {e}"))?;
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        format!("cannot write the backup file: {e}")
+    })?;
     Ok(format!("{} keys, {bytes} bytes, writes paused {} us", snapshot.len(), paused.as_micros()))
 }
 
