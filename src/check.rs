@@ -14,12 +14,16 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
     // sled locks its directory: a running server makes this fail, as it should.
     let store = SledStore::open(&args.data_dir)
         .map_err(|e| format!("cannot open the store in {:?} (is the server running?): {e}", args.data_dir))?;
-    let files =
-        LocalFileIo::new(&args.warehouse).map_err(|e| format!("cannot open warehouse {}: {e}", args.warehouse))?;
+    verify(store, &args.warehouse, args.repair)
+}
+
+/// Checks (and with `repair`, restores) every current metadata file in
+/// `warehouse` against `store`; also the last step of `bingsan restore`.
+pub fn verify(store: SledStore, warehouse: &str, repair: bool) -> Result<(), String> {
+    let files = LocalFileIo::new(warehouse).map_err(|e| format!("cannot open warehouse {warehouse}: {e}"))?;
     let settings =
         Settings { prefix: String::new(), separator_encoded: String::new(), default_page_size: 1, max_page_size: 1 };
     let catalog = Catalog::new(store, files, settings);
-    let repair = args.repair;
     let tally: Tally = LocalExecutorBuilder::new(Placement::Unbound)
         .name("bingsan-check")
         .spawn(move || async move {

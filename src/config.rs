@@ -32,7 +32,9 @@ pub struct ServeArgs {
     #[arg(long, env = "BINGSAN_LISTEN", default_value = "0.0.0.0:8181")]
     pub listen: SocketAddr,
 
-    /// Number of shards (one pinned executor per core). 0: every available core.
+    /// Number of shards (one pinned executor per core). 0: one per CPU the
+    /// process may use: the smaller of its affinity mask and its cgroup CPU
+    /// limit (cgroup v2 cpu.max or v1 CFS quota, rounded up).
     #[arg(long, env = "BINGSAN_SHARDS", default_value_t = 0)]
     pub shards: usize,
 

@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod auth;
+pub mod backup;
 pub mod bench;
 pub mod catalog;
 pub mod check;

@@ -1,5 +1,6 @@
 use clap::{Parser, Subcommand};
 
+use bingsan::backup::{BackupArgs, RestoreArgs};
 use bingsan::bench::{BenchArgs, StaticArgs};
 use bingsan::config::{CheckArgs, ServeArgs};
 
@@ -21,6 +22,11 @@ enum Command {
     /// Check every table's and view's current metadata file against the store
     /// (with the server stopped); exits 1 while any is missing or differs.
     Check(CheckArgs),
+    /// Write a consistent snapshot of a running server's store to a new directory.
+    Backup(BackupArgs),
+    /// Load a backup into an empty data directory and restore the current
+    /// metadata files the warehouse lacks (with the server stopped).
+    Restore(RestoreArgs),
     /// Drive an Iceberg REST catalog with load; report throughput, latency and pool figures.
     Bench(Box<BenchArgs>),
     /// A fixed-response HTTP server: this machine's ceiling, to calibrate `bench`.
@@ -52,6 +58,8 @@ fn main() {
             bingsan::server::run(*args)
         }
         Command::Check(args) => bingsan::check::run(args),
+        Command::Backup(args) => bingsan::backup::run_backup(args),
+        Command::Restore(args) => bingsan::backup::run_restore(args),
         Command::Bench(args) => bingsan::bench::run(*args).map_err(|e| e.to_string()),
         Command::StaticServer(args) => bingsan::bench::static_server::run(args).map_err(|e| e.to_string()),
     };

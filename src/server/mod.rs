@@ -1,6 +1,8 @@
 //! `bingsan serve`: start the store, the metrics thread and one shard per
 //! core; wait for SIGINT/SIGTERM; drain; make the store durable; exit.
 
+mod admin;
+mod cpus;
 mod idempotency;
 mod os;
 mod service;
@@ -42,8 +44,16 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     args.validate()?;
     let auth = crate::auth::Authenticator::from_args(&args)?;
     let cpus = os::allowed_cpus()?;
+    os::check_io_uring()?;
     os::ensure_port_free(args.listen)?;
-    let shards = if args.shards == 0 { cpus.len() } else { args.shards };
+    let shards = if args.shards == 0 {
+        let count = cpus::default_shards(cpus.len(), std::path::Path::new("/"));
+        tracing::info!(shards = count.shards, reason = %count.reason, "shard count");
+        count.shards
+    } else {
+        tracing::info!(shards = args.shards, reason = "set by --shards", "shard count");
+        args.shards
+    };
     // One executor per shard, and the metadata verifier's.
     let nofile = os::raise_limits(WANTED_FDS, shards + 1, IO_MEMORY)?;
     let budget = os::connection_budget(nofile, shards, args.max_writes_per_shard) as usize;
@@ -116,6 +126,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         _ => None,
     };
     log_effective_config(&args, shards, max_connections);
+    // Serving matters more than backups: a socket that cannot be made (a
+    // path over 107 bytes, a filesystem without sockets) is logged, not fatal.
+    let _admin = admin::start(&args.data_dir, shared.clone())
+        .map_err(|e| tracing::warn!(error = %e, "no admin socket: `bingsan backup` is unavailable"))
+        .ok();
 
     let (ready_tx, ready_rx) = channel();
     let mut handles = Vec::with_capacity(shards);

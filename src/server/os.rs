@@ -77,6 +77,33 @@ pub fn allowed_cpus() -> Result<Vec<usize>, String> {
     }
 }
 
+/// Fails with the likely cause if the kernel refuses io_uring, before any
+/// shard starts (a shard would otherwise die creating its ring with no more
+/// than the OS error): container runtimes' default seccomp profiles and the
+/// `kernel.io_uring_disabled` sysctl block it.
+pub fn check_io_uring() -> Result<(), String> {
+    // struct io_uring_params: 120 bytes, zeroed asks for the defaults.
+    let mut params = [0u64; 15];
+    // SAFETY: io_uring_setup writes into `params`, which is large enough.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd >= 0 {
+        // SAFETY: the ring's descriptor, ours to close.
+        unsafe { libc::close(fd as i32) };
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    Err(match err.raw_os_error() {
+        Some(libc::EPERM) => "io_uring is not permitted (io_uring_setup: operation not permitted): a seccomp \
+             profile blocks it (container runtimes' defaults do: use deploy/kubernetes/seccomp/bingsan-io-uring.json, \
+             see docs/operations.md) or the sysctl kernel.io_uring_disabled is set"
+            .to_string(),
+        Some(libc::ENOSYS) => "this kernel has no io_uring (io_uring_setup: not implemented): Linux 5.8 or later is \
+             needed, and a seccomp profile may hide it"
+            .to_string(),
+        _ => format!("cannot create an io_uring ring: {err}"),
+    })
+}
+
 /// Fails if something already listens on `addr`. Shards bind with
 /// SO_REUSEPORT, which would otherwise let a second server (same user) share
 /// the port silently and take half the connections. A connection attempt

@@ -8,6 +8,7 @@
 
 mod cache;
 mod durability;
+mod freeze;
 pub mod keys;
 mod sled_files;
 mod sled_store;

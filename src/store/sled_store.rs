@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::cache::{with_cache, Epochs, ScanEntry};
 use super::durability::GroupCommit;
+use super::freeze::Freeze;
 use super::sled_files::{discard_incomplete_snapshots, SledFiles};
 use super::{keys, Expect, Op, Store, StoreError, Versioned, Write, WRITES_REFUSED};
 use crate::disk::Cause;
@@ -25,6 +26,8 @@ pub struct SledStore {
     /// Identifies this store's entries in the shards' caches.
     id: u64,
     epochs: Epochs,
+    /// Pauses writers while `snapshot` collects the keys.
+    freeze: Freeze,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -84,7 +87,42 @@ impl SledStore {
             db.flush().map_err(|e| e.to_string())?;
             files.sync().map_err(|e| format!("sync failed: {e}"))
         }));
-        Ok(SledStore { tree, group, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), epochs: Epochs::default() })
+        Ok(SledStore {
+            tree,
+            group,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            epochs: Epochs::default(),
+            freeze: Freeze::default(),
+        })
+    }
+
+    /// Every key with its stored bytes (version header included), as of one
+    /// instant between batches: each batch is wholly in or wholly out, and
+    /// every batch acknowledged before the call is in. Writers wait
+    /// (asynchronously) only while the keys are collected, which clones
+    /// reference-counted values and copies nothing. Call it off the shards.
+    pub fn snapshot(&self) -> Result<Vec<(IVec, IVec)>, StoreError> {
+        self.freeze
+            .while_frozen(|| self.tree.iter().collect::<Result<Vec<_>, _>>().map_err(io))
+            .map_err(|e| StoreError::Io(Cause::Timeout, e))?
+    }
+
+    /// Writes entries of a [`snapshot`](Self::snapshot) into this store,
+    /// which must be empty, and makes them durable (restore).
+    pub fn load(&self, entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<usize, StoreError> {
+        if !self.tree.is_empty() {
+            return Err(StoreError::Io(Cause::Io, "the store to restore into is not empty".into()));
+        }
+        let mut count = 0;
+        for (key, raw) in entries {
+            if raw.len() < VERSION_LEN {
+                return Err(StoreError::Io(Cause::Io, "a backed-up value has no version header".into()));
+            }
+            self.tree.insert(key, raw).map_err(io)?;
+            count += 1;
+        }
+        self.sync()?;
+        Ok(count)
     }
 }
 
@@ -187,6 +225,7 @@ impl Store for SledStore {
         if !self.writable() {
             return Err(StoreError::Io(Cause::Io, WRITES_REFUSED.into()));
         }
+        let applying = self.freeze.enter().await;
         let outcome = self.tree.transaction(|tx| {
             for (index, w) in writes.iter().enumerate() {
                 let current = tx.get(w.key)?.map(|raw| split(&raw).version);
@@ -212,6 +251,7 @@ impl Store for SledStore {
             }
             Ok(())
         });
+        drop(applying);
         match outcome {
             Ok(()) => {
                 // Before the acknowledgement: no shard may serve the old value.
@@ -371,6 +411,43 @@ mod tests {
         assert!(!leftover.exists());
         drop(s);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn snapshots_hold_whole_batches_and_load_into_an_empty_store() {
+        let (s, dir) = store();
+        let s = std::sync::Arc::new(s);
+        let writer = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..300u32 {
+                    let (a, b) = (format!("a/{i:04}"), format!("b/{i:04}"));
+                    block_on(
+                        s.apply(&[put(a.as_bytes(), Expect::Absent, b"x"), put(b.as_bytes(), Expect::Absent, b"y")]),
+                    )
+                    .unwrap();
+                }
+            })
+        };
+        while !writer.is_finished() {
+            let last = s.snapshot().unwrap();
+            let count = |p: &[u8]| last.iter().filter(|(k, _)| k.starts_with(p)).count();
+            assert_eq!(count(b"a/"), count(b"b/"), "a snapshot holds half a batch");
+        }
+        writer.join().unwrap();
+        block_on(s.apply(&[put(b"a/0000", Expect::Version(1), b"z")])).unwrap();
+        let last = s.snapshot().unwrap();
+        assert_eq!(last.len(), 600);
+
+        let (restored, dir2) = store();
+        let entries = last.iter().map(|(k, v)| (k.to_vec(), v.to_vec()));
+        assert_eq!(restored.load(entries.clone()).unwrap(), 600);
+        let v = block_on(restored.get(b"a/0000")).unwrap().unwrap();
+        assert_eq!((v.version, v.value.as_ref()), (2, &b"z"[..]));
+        assert!(restored.load(entries).is_err(), "a load into a non-empty store must be refused");
+        drop((s, restored));
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(dir2);
     }
 
     #[test]

@@ -34,7 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -112,6 +112,9 @@ class BingsanServer:
         tls_key: Path | None = None,
         rlimit_nofile: int | None = None,
         affinity: set[int] | None = None,
+        cgroup_procs: Path | None = None,
+        wrapper: Iterable[str] = (),
+        preexec: Callable[[], None] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +134,12 @@ class BingsanServer:
         self.rlimit_nofile = rlimit_nofile
         #: Start the server with this CPU affinity mask (as `taskset` would).
         self.affinity = affinity
+        #: Start the server inside the cgroup of this `cgroup.procs` file.
+        self.cgroup_procs = cgroup_procs
+        #: A command the server runs under (e.g. strace and its flags).
+        self.wrapper = list(wrapper)
+        #: Run in the child just before exec (e.g. to load a seccomp filter).
+        self.preexec = preexec
         self.port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -168,6 +177,7 @@ class BingsanServer:
     # ----------------------------------------------------------- lifecycle
     def command(self) -> list[str]:
         cmd = [
+            *self.wrapper,
             str(self.binary),
             "serve",
             "--listen", f"127.0.0.1:{self.port}",
@@ -217,6 +227,10 @@ class BingsanServer:
             resource.setrlimit(resource.RLIMIT_NOFILE, (self.rlimit_nofile, self.rlimit_nofile))
         if self.affinity is not None:
             os.sched_setaffinity(0, self.affinity)
+        if self.cgroup_procs is not None:
+            self.cgroup_procs.write_text(str(os.getpid()))
+        if self.preexec is not None:
+            self.preexec()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Polls GET /health/ready until 200; fails with the log otherwise."""

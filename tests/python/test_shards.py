@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,54 @@ def test_shards_follow_the_affinity_mask(server_factory):
     s = server_factory(name="masked", shards=0, affinity={last})
     assert shard_cpus(s) == {"bingsan-shard-0": str(last)}
     assert set(per_shard_connections(s)) <= {"0"}
+    assert re.search(r"shard count shards=1 reason=the affinity mask allows 1 CPUs", s.log_text()), s.log_tail()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def one_cpu_cgroup():
+    """A child cgroup limited to one CPU of time (v1 `cpu.cfs_quota_us` or
+    v2 `cpu.max`); yields its `cgroup.procs`. Skips where this process
+    cannot make one (not root, no cpu controller)."""
+    v1 = Path("/sys/fs/cgroup/cpu")
+    v2 = Path("/sys/fs/cgroup")
+    name = f"bingsan-test-{os.getpid()}"
+    if (v1 / "cpu.cfs_quota_us").exists():
+        group = v1 / name
+        limit = (group / "cpu.cfs_quota_us", "100000")  # period: 100000 us
+    elif "cpu" in _read(v2 / "cgroup.subtree_control").split():
+        group = v2 / name
+        limit = (group / "cpu.max", "100000 100000")
+    else:
+        pytest.skip("no cgroup cpu controller at /sys/fs/cgroup to limit a server with")
+    try:
+        group.mkdir()
+    except OSError as e:
+        pytest.skip(f"cannot create a cgroup ({e.strerror}): needs root and a writable cgroup mount")
+    try:
+        limit[0].write_text(limit[1])
+        yield group / "cgroup.procs"
+    finally:
+        # The server has stopped by now (server_factory's teardown runs first).
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def test_shards_follow_the_cgroup_cpu_limit(one_cpu_cgroup, server_factory):
+    """With every CPU in the mask but one CPU of time in its cgroup (a
+    container's CPU limit), the default is one shard, and the log says why."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs to tell the cgroup limit from the affinity mask")
+    s = server_factory(name="cgroup-limited", shards=0, cgroup_procs=one_cpu_cgroup)
+    assert len(shard_cpus(s)) == 1, shard_cpus(s)
+    assert re.search(r"shard count shards=1 reason=the cgroup CPU limit \(\S+ = 100000", s.log_text()), s.log_tail()
