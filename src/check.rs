@@ -4,7 +4,7 @@
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::catalog::{Catalog, Settings, Tally};
+use crate::catalog::{Catalog, Codec, Settings, Tally};
 use crate::config::CheckArgs;
 use crate::fileio::LocalFileIo;
 use crate::store::SledStore;
@@ -16,8 +16,13 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot open the store in {:?} (is the server running?): {e}", args.data_dir))?;
     let files =
         LocalFileIo::new(&args.warehouse).map_err(|e| format!("cannot open warehouse {}: {e}", args.warehouse))?;
-    let settings =
-        Settings { prefix: String::new(), separator_encoded: String::new(), default_page_size: 1, max_page_size: 1 };
+    let settings = Settings {
+        prefix: String::new(),
+        separator_encoded: String::new(),
+        default_page_size: 1,
+        max_page_size: 1,
+        metadata_codec: Codec::None,
+    };
     let catalog = Catalog::new(store, files, settings);
     let repair = args.repair;
     let tally: Tally = LocalExecutorBuilder::new(Placement::Unbound)
