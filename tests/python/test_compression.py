@@ -183,6 +183,11 @@ def test_gzip_metadata_files_round_trip_through_pyiceberg(plain_catalog):
     back = catalog.load_table((ns, "back"))
     assert back.metadata_location.endswith(".metadata.json") and ".gz." not in back.metadata_location
     assert StaticTable.from_metadata(back.metadata_location).metadata == back.metadata
+    # A purge deletes the gzip files with the plain one.
+    metadata_dir = local_path(back.metadata_location).parent
+    assert len(list(metadata_dir.glob("*.gz.metadata.json"))) == 5
+    catalog.purge_table((ns, "back"))
+    assert not list(metadata_dir.glob("*.metadata.json"))
 
 
 def test_register_refuses_a_gz_name_that_is_not_gzip(server, http):
