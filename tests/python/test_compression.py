@@ -11,8 +11,10 @@ PyIceberg reads, registers and appends to.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
+import uuid
 
 import pyarrow as pa
 import pytest
@@ -30,10 +32,11 @@ ARROW = pa.schema([pa.field("id", pa.int64(), nullable=False)])
 
 
 def snapshot(i: int) -> dict:
-    """A snapshot with the summary an append writes (~600 bytes of JSON)."""
+    """A snapshot with the summary an append writes (~600 bytes of JSON), its
+    manifest list named by a random-looking UUID as engines name them."""
     s = {
         "snapshot-id": i, "sequence-number": i, "timestamp-ms": 1_700_000_000_000 + 1000 * i, "schema-id": 0,
-        "manifest-list": f"file:///nonexistent/metadata/snap-{i}-1-0b6b2c4e-7d0f-4f3a-9d1c-{i:012d}.avro",
+        "manifest-list": f"file:///nonexistent/metadata/snap-{i}-1-{uuid.UUID(bytes=hashlib.md5(str(i).encode()).digest())}.avro",
         "summary": {
             "operation": "append", "added-data-files": "4", "added-records": "40000",
             "added-files-size": "1234567", "changed-partition-count": "1", "total-records": str(40000 * i),
