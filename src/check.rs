@@ -4,7 +4,7 @@
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::catalog::{Catalog, Settings, Tally};
+use crate::catalog::{Catalog, Codec, Settings, Tally};
 use crate::config::CheckArgs;
 use crate::fileio::LocalFileIo;
 use crate::store::SledStore;
@@ -21,8 +21,13 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
 /// `warehouse` against `store`; also the last step of `bingsan restore`.
 pub fn verify(store: SledStore, warehouse: &str, repair: bool) -> Result<(), String> {
     let files = LocalFileIo::new(warehouse).map_err(|e| format!("cannot open warehouse {warehouse}: {e}"))?;
-    let settings =
-        Settings { prefix: String::new(), separator_encoded: String::new(), default_page_size: 1, max_page_size: 1 };
+    let settings = Settings {
+        prefix: String::new(),
+        separator_encoded: String::new(),
+        default_page_size: 1,
+        max_page_size: 1,
+        metadata_codec: Codec::None,
+    };
     let catalog = Catalog::new(store, files, settings);
     let tally: Tally = LocalExecutorBuilder::new(Placement::Unbound)
         .name("bingsan-check")

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::catalog::Codec;
+
 /// Settings of `bingsan check`.
 #[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
@@ -169,6 +171,11 @@ pub struct ServeArgs {
     /// Largest page size a client may ask for.
     #[arg(long, env = "BINGSAN_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: usize,
+
+    /// Codec of new metadata files of tables and views that do not set
+    /// `write.metadata.compression-codec`: none, or gzip (`*.gz.metadata.json`).
+    #[arg(long, env = "BINGSAN_METADATA_COMPRESSION_CODEC", value_enum, default_value_t = Codec::None)]
+    pub metadata_compression_codec: Codec,
 
     /// Capacity of a new pooled buffer (a pool miss), in bytes.
     #[arg(long, env = "BINGSAN_POOL_BUFFER_INITIAL", default_value_t = 4096)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bumpalo::Bump;
 
+use super::compressed::Codec;
 use super::ident::{validate_namespace, validate_part};
 use super::kind::ObjectKind;
 use super::locations::{overlap, overlaps};
@@ -49,8 +50,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// Serializes `md` and writes it durably as metadata file `version`;
     /// `capacity` guesses the size of its record.
     pub(crate) async fn write_metadata(&self, md: &TableMetadata, version: u64, capacity: usize) -> ApiResult<Written> {
+        let codec = Codec::of(&md.properties, self.settings.metadata_codec)?;
         let metadata = |out: &mut Vec<u8>| sonic_rs::to_writer(out, md);
-        self.write_metadata_json(&md.location, version, capacity, metadata, |out| write_refs_rendering(md, out)).await
+        let refs = |out: &mut Vec<u8>| write_refs_rendering(md, out);
+        self.write_metadata_json(&md.location, version, codec, capacity, metadata, refs).await
     }
 
     /// Deletes a metadata file nobody will reference (a lost race).

@@ -351,7 +351,7 @@ mod tests {
             c.drop_table(&a, &["db"], "u-legacy", "purgeRequested=true", &Seal::none()).await.unwrap();
             let dir = root.join("db").join(location.rsplit('/').next().unwrap());
             assert!(dir.join("metadata").is_dir());
-            c.load_table(&a, &["db"], "t", "", None, &mut Vec::new()).await.unwrap();
+            c.load_table(&a, &["db"], "t", "", None, false, &mut Vec::new()).await.unwrap();
             assert_eq!(claims(&c).await, [(location.clone(), t_key.to_vec())]);
             c.drop_table(&a, &["db"], "t", "purgeRequested=true", &Seal::none()).await.unwrap();
             assert!(!dir.exists() && claims(&c).await.is_empty());

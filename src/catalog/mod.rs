@@ -4,6 +4,7 @@
 //! return an [`ApiError`] on failure; HTTP concerns stay in `server`.
 
 mod commit;
+mod compressed;
 mod ident;
 mod kind;
 mod locations;
@@ -19,12 +20,13 @@ mod views;
 mod written;
 
 pub use commit::now_ms;
+pub use compressed::Codec;
 pub use ident::validate_namespace;
 pub use kind::ObjectKind;
 pub(crate) use namespaces::write_failure;
 pub use paging::Page;
 pub use seal::{encode_answer, Seal};
-pub use tables::Loaded;
+pub use tables::{Encoding, Loaded};
 pub use verify::{Damage, Finding, Tally};
 
 use crate::fileio::FileIo;
@@ -41,6 +43,8 @@ pub struct Settings {
     pub default_page_size: usize,
     /// Largest page a client may ask for.
     pub max_page_size: usize,
+    /// Codec of metadata files of objects without `write.metadata.compression-codec`.
+    pub metadata_codec: compressed::Codec,
 }
 
 /// The catalog: records in a store, metadata files in a warehouse.

@@ -1,7 +1,12 @@
 //! The stored form of a table or view: its current metadata location and
-//! the metadata JSON itself, exactly as written to that file, plus the
-//! `snapshots=refs` rendering when it differs. Loading answers from these
-//! bytes without parsing them.
+//! the metadata JSON itself, plus the `snapshots=refs` rendering when it
+//! differs. Loading answers from these bytes without parsing them.
+//!
+//! Three optional trailing fields follow (`compressed.rs`): the exact bytes
+//! of the metadata file when they are not the JSON (a gzip file), and the
+//! gzip-compressed load answers (all snapshots, refs only) of a big object.
+//! A record without them (small objects, records from before) reads them as
+//! empty; a reader that does not know them ignores them.
 
 use crate::error::{ApiError, ApiResult};
 
@@ -14,6 +19,12 @@ pub struct Record<'a> {
     pub metadata: &'a [u8],
     /// The `snapshots=refs` rendering; empty when identical to `metadata`.
     pub refs_metadata: &'a [u8],
+    /// The metadata file's bytes; empty when they are `metadata` itself.
+    pub file: &'a [u8],
+    /// The gzip `LoadTableResult`/`LoadViewResult` body; empty: not kept.
+    pub gzip_load: &'a [u8],
+    /// The same for `snapshots=refs`; empty when not kept or like `gzip_load`.
+    pub gzip_load_refs: &'a [u8],
 }
 
 /// Encodes a record field by field (location, metadata, refs rendering),
@@ -47,6 +58,11 @@ impl RecordBuilder {
         self.buf.extend_from_slice(field);
     }
 
+    /// The record so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.buf
     }
@@ -69,7 +85,39 @@ impl<'a> Record<'a> {
         let location = take(&mut rest).ok_or_else(corrupt)?;
         let metadata = take(&mut rest).ok_or_else(corrupt)?;
         let refs_metadata = take(&mut rest).ok_or_else(corrupt)?;
-        Ok(Record { metadata_location: std::str::from_utf8(location).map_err(|_| corrupt())?, metadata, refs_metadata })
+        let [file, gzip_load, gzip_load_refs] = if rest.is_empty() {
+            [&[][..]; 3]
+        } else {
+            let mut next = || take(&mut rest).ok_or_else(corrupt);
+            [next()?, next()?, next()?]
+        };
+        Ok(Record {
+            metadata_location: std::str::from_utf8(location).map_err(|_| corrupt())?,
+            metadata,
+            refs_metadata,
+            file,
+            gzip_load,
+            gzip_load_refs,
+        })
+    }
+
+    /// The bytes of the current metadata file.
+    pub fn file_bytes(&self) -> &'a [u8] {
+        if self.file.is_empty() {
+            self.metadata
+        } else {
+            self.file
+        }
+    }
+
+    /// The stored gzip load answer for a `snapshots` mode; empty when the
+    /// object is too small to have one.
+    pub fn gzip_load_for(&self, refs_only: bool) -> &'a [u8] {
+        if refs_only && !self.refs_metadata.is_empty() {
+            self.gzip_load_refs
+        } else {
+            self.gzip_load
+        }
     }
 
     /// The metadata for a `snapshots` mode: all (default) or refs only.
@@ -105,6 +153,20 @@ mod tests {
         let back = Record::decode(&raw).unwrap();
         assert_eq!(back.metadata_location, location);
         assert_eq!(back.metadata_for(true), b"{\"a\":1}");
+        assert!(Record::decode(&raw[..raw.len() - 1]).is_err());
+        assert_eq!((back.file_bytes(), back.gzip_load_for(false)), (&b"{\"a\":1}"[..], &b""[..]));
+    }
+
+    #[test]
+    fn trailing_fields_are_read_when_present_and_must_be_whole() {
+        let mut b = RecordBuilder::with_capacity(0);
+        for field in [&b"/w/m.gz.metadata.json"[..], b"{}", b"{\"r\":1}", b"FILE", b"ALL", b"REFS"] {
+            b.bytes(field);
+        }
+        let raw = b.finish();
+        let back = Record::decode(&raw).unwrap();
+        assert_eq!(back.file_bytes(), b"FILE");
+        assert_eq!((back.gzip_load_for(false), back.gzip_load_for(true)), (&b"ALL"[..], &b"REFS"[..]));
         assert!(Record::decode(&raw[..raw.len() - 1]).is_err());
     }
 

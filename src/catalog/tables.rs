@@ -4,6 +4,7 @@
 use bumpalo::Bump;
 use serde::Deserialize;
 
+use super::compressed::{complete, gunzip, is_gzip_name, FileForm, GunzipError};
 use super::ident::{validate_namespace, validate_part, write_namespace};
 use super::kind::ObjectKind;
 use super::locations::Placement;
@@ -14,7 +15,7 @@ use super::seal::Seal;
 use super::written::encoding_failure;
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
-use crate::fileio::{FileIo, ReadError};
+use crate::fileio::{FileIo, ReadError, MAX_METADATA_FILE};
 use crate::http::percent::query_pairs;
 use crate::json::write_str;
 use crate::metadata::{TableIdentifier, TableMetadata};
@@ -38,20 +39,53 @@ struct RegisterTableRequest {
     overwrite: bool,
 }
 
-/// ETag of one representation of one metadata version.
-fn etag(out: &mut ETag, location: &str, refs_only: bool) {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in location.as_bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+/// A quoted ETag value, kept inline: one per representation of one
+/// metadata version (`"<hash>-a"`, `-r` for `snapshots=refs`, and `-ag`,
+/// `-rg` for their gzip forms).
+#[derive(Clone, Copy, Debug)]
+pub struct ETag {
+    bytes: [u8; 21],
+    len: usize,
+}
+
+impl ETag {
+    fn new(location: &str, refs_only: bool, encoding: Encoding) -> ETag {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in location.as_bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut bytes = [0u8; 21];
+        bytes[0] = b'"';
+        for i in 0..16 {
+            bytes[1 + i] = HEX[((h >> (60 - 4 * i)) & 15) as usize];
+        }
+        bytes[17] = b'-';
+        bytes[18] = if refs_only { b'r' } else { b'a' };
+        let mut len = 19;
+        if encoding == Encoding::Gzip {
+            bytes[len] = b'g';
+            len += 1;
+        }
+        bytes[len] = b'"';
+        ETag { bytes, len: len + 1 }
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out[0] = b'"';
-    for i in 0..16 {
-        out[1 + i] = HEX[((h >> (60 - 4 * i)) & 15) as usize];
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
-    out[17] = b'-';
-    out[18] = if refs_only { b'r' } else { b'a' };
-    out[19] = b'"';
+
+    /// Whether an `If-None-Match` value names this tag (or `*`).
+    fn matched_by(&self, if_none_match: &[u8]) -> bool {
+        if_none_match.split(|&b| b == b',').any(|t| t.trim_ascii() == self.as_bytes() || t.trim_ascii() == b"*")
+    }
+}
+
+/// The content coding of a load answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
 }
 
 /// Writes a `LoadTableResult` (or `CommitTableResponse` when `config` is false).
@@ -69,15 +103,12 @@ pub(crate) fn write_load_result(out: &mut Vec<u8>, location: Option<&str>, metad
     out.push(b'}');
 }
 
-/// What a load answered: a body, or "not modified" for a matching ETag;
-/// either way with the ETag of the representation.
+/// What a load answered: a body in an encoding, or "not modified" for a
+/// matching ETag; either way with the ETag of the representation.
 pub enum Loaded {
-    Body(ETag),
+    Body(ETag, Encoding),
     NotModified(ETag),
 }
-
-/// A quoted ETag value, kept inline.
-pub type ETag = [u8; 20];
 
 impl<S: Store, F: FileIo> Catalog<S, F> {
     /// The stored record of a table, or the right 404.
@@ -103,7 +134,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         }
     }
 
-    /// `GET .../tables/{t}`: writes the body (and the ETag into `etag_out`).
+    /// `GET .../tables/{t}`: writes the body, the stored gzip form when the
+    /// client accepts `gzip` and the table is big enough to have one.
+    #[allow(clippy::too_many_arguments)]
     pub async fn load_table(
         &self,
         a: &Bump,
@@ -111,6 +144,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         name: &str,
         query: &str,
         if_none_match: Option<&[u8]>,
+        gzip: bool,
         out: &mut Vec<u8>,
     ) -> ApiResult<Loaded> {
         let refs_only = match query_pairs(query).find(|(k, _)| *k == "snapshots").map(|(_, v)| v) {
@@ -120,15 +154,19 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         };
         let rec = self.table_record(a, ns, name).await?;
         let record = Record::decode(rec.value.as_ref())?;
-        let mut tag = [0u8; 20];
-        etag(&mut tag, record.metadata_location, refs_only);
-        if if_none_match
-            .is_some_and(|inm| inm.split(|&b| b == b',').any(|t| t.trim_ascii() == tag || t.trim_ascii() == b"*"))
-        {
+        let stored = if gzip { record.gzip_load_for(refs_only) } else { &[] };
+        let encoding = if stored.is_empty() { Encoding::Identity } else { Encoding::Gzip };
+        let tag = ETag::new(record.metadata_location, refs_only, encoding);
+        if if_none_match.is_some_and(|inm| tag.matched_by(inm)) {
             return Ok(Loaded::NotModified(tag));
         }
-        write_load_result(out, Some(record.metadata_location), record.metadata_for(refs_only), true);
-        Ok(Loaded::Body(tag))
+        match encoding {
+            Encoding::Gzip => out.extend_from_slice(stored),
+            Encoding::Identity => {
+                write_load_result(out, Some(record.metadata_location), record.metadata_for(refs_only), true)
+            }
+        }
+        Ok(Loaded::Body(tag, encoding))
     }
 
     /// `HEAD .../tables/{t}`.
@@ -301,36 +339,46 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     ) -> ApiResult<()> {
         let req: RegisterTableRequest = parse_json(body, "RegisterTableRequest")?;
         validate_part(ObjectKind::Table.name_label(), &req.name)?;
-        let (metadata_location, bytes) = self.read_metadata_file(&req.metadata_location).await?;
+        let (metadata_location, bytes, file) = self.read_metadata_file(&req.metadata_location).await?;
         let md: TableMetadata = parse_file(&bytes, "table metadata")?;
         let location = self.resolve_location(&md.location)?;
         let mut record = RecordBuilder::with_capacity(2 * bytes.len() + metadata_location.len() + 13);
         record.bytes(metadata_location.as_bytes());
         record.bytes(&bytes);
         record.field(|out| write_refs_rendering(&md, out)).map_err(encoding_failure)?;
-        let record = record.finish();
+        let record = complete(record, file).await;
         write_load_result(out, Some(&metadata_location), &bytes, true);
         self.insert_object(a, ObjectKind::Table, ns, &req.name, &record, &location, req.overwrite, seal, out)
             .await
             .map_err(|r| r.into_api(write_failure))
     }
 
-    /// A metadata file named by a client (register), and its normalised
-    /// location: only a regular file inside the warehouse. The 400s name
-    /// the client's location and never what the server found there.
-    pub(crate) async fn read_metadata_file(&self, location: &str) -> ApiResult<(String, Vec<u8>)> {
+    /// A metadata file named by a client (register): its normalised
+    /// location, its JSON (decompressed when its name says gzip) and what
+    /// the file holds; only a regular file inside the warehouse. The 400s
+    /// name the client's location and never what the server found there.
+    pub(crate) async fn read_metadata_file(&self, location: &str) -> ApiResult<(String, Vec<u8>, FileForm)> {
         let refused = |why: &str| ApiError::bad_request(format!("cannot register {location}: {why}"));
         let resolved = self.files.resolve(location).map_err(|e| refused(&e.to_string()))?;
-        match self.files.read(&resolved).await {
-            Ok(bytes) => Ok((resolved, bytes)),
-            Err(ReadError::Location(e)) => Err(refused(&e.to_string())),
-            Err(ReadError::Missing) => Err(refused("no such file in the warehouse")),
-            Err(ReadError::NotARegularFile) => Err(refused("not a regular file")),
-            Err(ReadError::TooLarge) => Err(refused("larger than a metadata file may be")),
+        let too_large = "larger than a metadata file may be";
+        let bytes = match self.files.read(&resolved).await {
+            Ok(bytes) => bytes,
+            Err(ReadError::Location(e)) => return Err(refused(&e.to_string())),
+            Err(ReadError::Missing) => return Err(refused("no such file in the warehouse")),
+            Err(ReadError::NotARegularFile) => return Err(refused("not a regular file")),
+            Err(ReadError::TooLarge) => return Err(refused(too_large)),
             Err(ReadError::Io(e)) => {
                 tracing::warn!(error = %e, location, "reading a metadata file to register failed");
-                Err(refused("the file cannot be read"))
+                return Err(refused("the file cannot be read"));
             }
+        };
+        if !is_gzip_name(&resolved) {
+            return Ok((resolved, bytes, FileForm::Plain));
+        }
+        match gunzip(bytes.clone(), MAX_METADATA_FILE).await {
+            Ok(json) => Ok((resolved, json, FileForm::AsRead(bytes))),
+            Err(GunzipError::NotGzip) => Err(refused("named as gzip but not a valid gzip file")),
+            Err(GunzipError::TooLarge) => Err(refused(too_large)),
         }
     }
 

@@ -29,6 +29,7 @@ pub fn with_catalog(test: impl AsyncFnOnce(Rc<Catalog<SledStore, LocalFileIo>>, 
         separator_encoded: "%1F".into(),
         default_page_size: 100,
         max_page_size: 1000,
+        metadata_codec: super::Codec::None,
     };
     let catalog = Catalog::new(store, files, settings);
     let root = std::fs::canonicalize(&wh).unwrap();

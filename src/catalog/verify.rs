@@ -1,7 +1,7 @@
 //! Current metadata files checked against their records.
 //!
-//! A record holds the metadata JSON exactly as written to its current file,
-//! so the store is the truth and the file can be checked byte for byte and
+//! A record holds its current file's bytes (the metadata JSON, or the gzip
+//! file made from it: `Record::file_bytes`), so the store is the truth and the file can be checked byte for byte and
 //! rewritten from it. Loads answer from the record and never touch files; a
 //! file that was truncated, overwritten or deleted behind the catalog's back
 //! is found by the verification pass (start-up, and `bingsan check`), or by
@@ -65,11 +65,11 @@ fn describe(key: &[u8]) -> String {
 }
 
 impl<S: Store, F: FileIo> Catalog<S, F> {
-    /// Compares the file at `location` with `metadata`; `Err` when it
+    /// Compares the file at `location` with `expected`; `Err` when it
     /// cannot be read for another reason than being missing.
-    async fn damage(&self, location: &str, metadata: &[u8]) -> std::io::Result<Option<Damage>> {
+    async fn damage(&self, location: &str, expected: &[u8]) -> std::io::Result<Option<Damage>> {
         match self.files.read(location).await {
-            Ok(bytes) if bytes == metadata => Ok(None),
+            Ok(bytes) if bytes == expected => Ok(None),
             Ok(_) => Ok(Some(Damage::Differs)),
             Err(ReadError::Missing) => Ok(Some(Damage::Missing)),
             // Something else took the file's place (a directory, an oversized file).
@@ -98,7 +98,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         if !repair {
             return false;
         }
-        match self.files.restore(location, record.metadata).await {
+        match self.files.restore(location, record.file_bytes()).await {
             Ok(()) => {
                 METADATA_FILES.repaired.fetch_add(1, Relaxed);
                 tracing::warn!(object, location, %damage, "restored the current metadata file from the catalog's record");
@@ -117,7 +117,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// way; a same-size overwrite is left to the verification pass.
     pub(crate) async fn heal_base(&self, key: &[u8], version: u64, record: &Record<'_>) {
         let damage = match self.files.size(record.metadata_location).await {
-            Ok(Some(size)) if size == record.metadata.len() as u64 => return,
+            Ok(Some(size)) if size == record.file_bytes().len() as u64 => return,
             Ok(Some(_)) => Damage::Differs,
             Ok(None) => Damage::Missing,
             // Not a file this warehouse can stat (another scheme): nothing to check.
@@ -182,7 +182,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         };
         tally.verified += 1;
         METADATA_FILES.verified.fetch_add(1, Relaxed);
-        let damage = match self.damage(record.metadata_location, record.metadata).await {
+        let damage = match self.damage(record.metadata_location, record.file_bytes()).await {
             Ok(None) => return Ok(None),
             Ok(Some(damage)) => damage,
             Err(e) => {

@@ -11,12 +11,13 @@ use bumpalo::Bump;
 use serde::Deserialize;
 
 use super::commit::{now_ms, Change, Prepared};
+use super::compressed::{complete, Codec};
 use super::ident::{validate_namespace, validate_part};
 use super::kind::ObjectKind;
 use super::namespaces::{parse_file, parse_json, write_failure};
 use super::record::{file_version, Record, RecordBuilder};
 use super::seal::Seal;
-use super::tables::write_load_result;
+use super::tables::{write_load_result, Encoding};
 use super::written::{new_record_capacity, Written, COMMIT_GROWTH};
 use super::Catalog;
 use crate::error::{ApiError, ApiResult};
@@ -35,8 +36,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// Serializes view metadata and writes it durably as metadata file
     /// `version`; `capacity` guesses the size of its record.
     async fn write_view_metadata(&self, md: &ViewMetadata, version: u64, capacity: usize) -> ApiResult<Written> {
+        let codec = Codec::of(&md.properties, self.settings.metadata_codec)?;
         let metadata = |out: &mut Vec<u8>| sonic_rs::to_writer(out, md);
-        self.write_metadata_json(&md.location, version, capacity, metadata, |_| Ok(())).await
+        self.write_metadata_json(&md.location, version, codec, capacity, metadata, |_| Ok(())).await
     }
 
     /// `POST .../namespaces/{ns}/views`: answers a `LoadViewResult`.
@@ -61,12 +63,24 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         self.insert_new(a, ObjectKind::View, ns, &req.name, &written, &md.location, seal, out).await
     }
 
-    /// `GET .../views/{v}`: the stored bytes, unparsed.
-    pub async fn load_view(&self, a: &Bump, ns: &[&str], name: &str, out: &mut Vec<u8>) -> ApiResult<()> {
+    /// `GET .../views/{v}`: the stored bytes, unparsed; the stored gzip
+    /// form when the client accepts `gzip` and the view has one.
+    pub async fn load_view(
+        &self,
+        a: &Bump,
+        ns: &[&str],
+        name: &str,
+        gzip: bool,
+        out: &mut Vec<u8>,
+    ) -> ApiResult<Encoding> {
         let rec = self.object_record(a, ObjectKind::View, ns, name).await?;
         let record = Record::decode(rec.value.as_ref())?;
+        if gzip && !record.gzip_load.is_empty() {
+            out.extend_from_slice(record.gzip_load);
+            return Ok(Encoding::Gzip);
+        }
         write_load_result(out, Some(record.metadata_location), record.metadata, true);
-        Ok(())
+        Ok(Encoding::Identity)
     }
 
     /// `HEAD .../views/{v}`.
@@ -145,7 +159,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         validate_namespace(ns)?;
         let req: RegisterViewRequest = parse_json(body, "RegisterViewRequest")?;
         validate_part(ObjectKind::View.name_label(), &req.name)?;
-        let (metadata_location, bytes) = self.read_metadata_file(&req.metadata_location).await?;
+        let (metadata_location, bytes, file) = self.read_metadata_file(&req.metadata_location).await?;
         let md: ViewMetadata = parse_file(&bytes, "view metadata")?;
         if md.current_version().is_none() {
             return Err(ApiError::bad_request(format!(
@@ -158,7 +172,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         for field in [metadata_location.as_bytes(), &bytes, b""] {
             record.bytes(field);
         }
-        let record = record.finish();
+        let record = complete(record, file).await;
         write_load_result(out, Some(&metadata_location), &bytes, true);
         self.insert_object(a, ObjectKind::View, ns, &req.name, &record, &location, false, seal, out)
             .await
@@ -214,7 +228,7 @@ mod tests {
             assert_eq!((err.kind, &*err.message), (ErrorKind::AlreadyExists, "View already exists: db.v"));
 
             let mut out = Vec::new();
-            c.load_view(&a, ns, "v", &mut out).await.unwrap();
+            c.load_view(&a, ns, "v", false, &mut out).await.unwrap();
             let loaded = json(&out);
             assert_eq!(loaded["config"], serde_json::json!({}));
             let location = loaded["metadata-location"].as_str().unwrap().to_string();
@@ -224,9 +238,9 @@ mod tests {
             assert_eq!(err.kind, ErrorKind::CommitFailed);
             assert_eq!(metadata_files(&root, "v").len(), 1);
             assert!(location.ends_with(&metadata_files(&root, "v")[0]));
-            assert_eq!(c.load_view(&a, ns, "t", &mut Vec::new()).await.unwrap_err().kind, ErrorKind::NoSuchView);
+            assert_eq!(c.load_view(&a, ns, "t", false, &mut Vec::new()).await.unwrap_err().kind, ErrorKind::NoSuchView);
             assert_eq!(
-                c.load_view(&a, &["nope"], "v", &mut Vec::new()).await.unwrap_err().kind,
+                c.load_view(&a, &["nope"], "v", false, &mut Vec::new()).await.unwrap_err().kind,
                 ErrorKind::NoSuchNamespace
             );
         });
@@ -254,7 +268,7 @@ mod tests {
                 assert_eq!(json(&out)["config"], serde_json::json!({}));
             }
             let mut out = Vec::new();
-            c.load_view(&Bump::new(), &["db"], "v", &mut out).await.unwrap();
+            c.load_view(&Bump::new(), &["db"], "v", false, &mut out).await.unwrap();
             let loaded = json(&out);
             assert_eq!(loaded["metadata"]["properties"].as_object().unwrap().len(), N);
             // Losers of a race deleted their files: versions 0..=N, one file each.

@@ -4,6 +4,7 @@
 
 use std::io::Write as _;
 
+use super::compressed::{complete, Codec, FileForm};
 use super::record::{Record, RecordBuilder};
 use super::Catalog;
 use crate::disk::{self, Cause, Target};
@@ -54,12 +55,14 @@ pub(crate) fn encoding_failure(e: impl std::fmt::Display) -> ApiError {
 impl<S: Store, F: FileIo> Catalog<S, F> {
     /// Encodes a record for a new metadata file `version` under `root` (the
     /// object's location, resolved), with `metadata` and `refs` (the `snapshots=refs`
-    /// rendering; nothing when it is the same) serialized into it, and
-    /// writes the metadata file durably. `capacity` guesses the record's size.
+    /// rendering; nothing when it is the same) serialized into it and its
+    /// compressed forms, and writes the metadata file durably, compressed
+    /// with `codec`. `capacity` guesses the record's size.
     pub(crate) async fn write_metadata_json(
         &self,
         root: &str,
         version: u64,
+        codec: Codec,
         capacity: usize,
         metadata: impl FnOnce(&mut Vec<u8>) -> sonic_rs::Result<()>,
         refs: impl FnOnce(&mut Vec<u8>) -> sonic_rs::Result<()>,
@@ -68,14 +71,16 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         record
             .field(|out| {
                 let root = root.trim_end_matches('/');
-                write!(out, "{root}/metadata/{version:05}-{}.metadata.json", uuid::Uuid::new_v4())
+                write!(out, "{root}/metadata/{version:05}-{}{}", uuid::Uuid::new_v4(), codec.file_suffix())
             })
             .map_err(encoding_failure)?;
         record.field(metadata).map_err(encoding_failure)?;
         record.field(refs).map_err(encoding_failure)?;
-        let written = Written { record: record.finish() };
-        let Record { metadata_location: location, metadata, .. } = written.parts();
-        self.files.write_new(location, metadata).await.map_err(|e| {
+        let file = if codec == Codec::Gzip { FileForm::Gzip } else { FileForm::Plain };
+        let written = Written { record: complete(record, file).await };
+        let parts = written.parts();
+        let location = parts.metadata_location;
+        self.files.write_new(location, parts.file_bytes()).await.map_err(|e| {
             tracing::error!(error = %e, location, "writing metadata file failed");
             match Cause::of(&e) {
                 Some(cause) => disk::write_failed(Target::Warehouse, cause),

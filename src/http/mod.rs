@@ -3,6 +3,7 @@
 //! Protocol only: nothing here knows about Iceberg. The connection loop hands
 //! each complete request to a [`Service`] and writes what it answers.
 
+pub mod accept;
 mod conn;
 mod framing;
 pub mod percent;

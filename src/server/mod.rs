@@ -97,6 +97,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         separator_encoded: encode_separator(&args.namespace_separator),
         default_page_size: args.default_page_size,
         max_page_size: args.max_page_size,
+        metadata_codec: args.metadata_compression_codec,
     };
     let config_body = config_body(&settings);
     let catalog = Catalog::new(store, files, settings);

@@ -9,7 +9,7 @@ use glommio::sync::Semaphore;
 
 use super::idempotency;
 use super::state::Shared;
-use crate::catalog::{Loaded, ObjectKind, Seal};
+use crate::catalog::{Encoding, Loaded, ObjectKind, Seal};
 use crate::disk::{self, Target};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
@@ -204,10 +204,17 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             Operation::CreateTable => catalog.create_table(a, m.namespace, req.body, out, seal).await?,
             Operation::LoadTable => {
                 let inm = req.header("if-none-match");
-                match catalog.load_table(a, m.namespace, m.name, req.query, inm, out).await? {
-                    Loaded::Body(etag) => resp.header("ETag", &etag),
+                let gzip = accepts_gzip(req);
+                let loaded = catalog.load_table(a, m.namespace, m.name, req.query, inm, gzip, out).await?;
+                // Either answer depends on Accept-Encoding, 304s and plain ones too.
+                resp.header("Vary", b"Accept-Encoding");
+                match loaded {
+                    Loaded::Body(etag, encoding) => {
+                        resp.header("ETag", etag.as_bytes());
+                        content_encoding(resp, encoding);
+                    }
                     Loaded::NotModified(etag) => {
-                        resp.header("ETag", &etag);
+                        resp.header("ETag", etag.as_bytes());
                         resp.empty(304);
                     }
                 }
@@ -237,7 +244,11 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             Operation::LoadCredentials => catalog.load_credentials(a, m.namespace, m.name, out).await?,
             Operation::ListViews => catalog.list_objects(a, ObjectKind::View, m.namespace, req.query, out).await?,
             Operation::CreateView => catalog.create_view(a, m.namespace, req.body, out, seal).await?,
-            Operation::LoadView => catalog.load_view(a, m.namespace, m.name, out).await?,
+            Operation::LoadView => {
+                let encoding = catalog.load_view(a, m.namespace, m.name, accepts_gzip(req), out).await?;
+                resp.header("Vary", b"Accept-Encoding");
+                content_encoding(resp, encoding);
+            }
             Operation::ViewExists => {
                 catalog.view_exists(a, m.namespace, m.name).await?;
                 resp.empty(204);
@@ -256,5 +267,17 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             Operation::Unmatched => return Err(ApiError::new(ErrorKind::NotFound, "no route")),
         }
         Ok(())
+    }
+}
+
+/// Whether the client takes a gzip answer.
+fn accepts_gzip(req: &Request<'_>) -> bool {
+    req.header("accept-encoding").is_some_and(crate::http::accept::accepts_gzip)
+}
+
+/// Labels a body served in `encoding`.
+fn content_encoding(resp: &mut Response, encoding: Encoding) {
+    if encoding == Encoding::Gzip {
+        resp.header("Content-Encoding", b"gzip");
     }
 }

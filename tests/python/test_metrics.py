@@ -122,11 +122,21 @@ def alloc_server(tmp_path_factory, binary):
             ]
             body = json.dumps({"name": name, "schema": {"type": "struct", "fields": fields}}).encode()
             assert c.request("POST", "/v1/namespaces/hot/tables", body).status == 200
+        # Big enough to have a stored gzip answer, small enough for pooled buffers.
+        body = json.dumps({"name": "history", "schema": {"type": "struct", "fields": fields}}).encode()
+        assert c.request("POST", "/v1/namespaces/hot/tables", body).status == 200
+        from test_compression import snapshot
+
+        updates = [{"action": "add-snapshot", "snapshot": snapshot(i)} for i in range(1, 41)]
+        updates.append({"action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": 40})
+        body = json.dumps({"updates": updates}).encode()
+        assert c.request("POST", "/v1/namespaces/hot/tables/history", body).status == 200
     yield s
     code = s.stop()
     assert code == 0, f"alloc server: SIGTERM exit code {code}\n{s.log_tail()}"
 
 
+GZIP = {"Accept-Encoding": "gzip, deflate"}
 HOT_READS = {
     "GET /v1/config": ("GET", "/v1/config"),
     "GET /v1/namespaces/{ns}": ("GET", "/v1/namespaces/hot"),
@@ -135,6 +145,8 @@ HOT_READS = {
     "GET .../tables/{t} (10 columns)": ("GET", "/v1/namespaces/hot/tables/typical"),
     "GET .../tables/{t} (120 columns)": ("GET", "/v1/namespaces/hot/tables/wide"),
     "GET .../tables/{t}?snapshots=refs": ("GET", "/v1/namespaces/hot/tables/wide?snapshots=refs"),
+    "GET .../tables/{t} (40 snapshots)": ("GET", "/v1/namespaces/hot/tables/history"),
+    "GET .../tables/{t} (40 snapshots, gzip)": ("GET", "/v1/namespaces/hot/tables/history", GZIP),
     "HEAD .../tables/{t}": ("HEAD", "/v1/namespaces/hot/tables/typical"),
     "GET .../tables": ("GET", "/v1/namespaces/hot/tables"),
 }
@@ -143,17 +155,20 @@ HOT_READS = {
 @pytest.mark.parametrize("name", list(HOT_READS))
 def test_hot_read_path_allocates_nothing(alloc_server, name):
     s = alloc_server
-    method, path = HOT_READS[name]
+    method, path, *headers = HOT_READS[name]
+    headers = headers[0] if headers else {}
     # An existence check answers 204 without a body; a read answers 200.
     expected = 204 if method == "HEAD" else 200
     with s.raw() as c:
         # Warm-up on the same connection: pools fill, caches load.
         for _ in range(WARMUP):
-            r = c.request(method, path)
+            r = c.request(method, path, headers=headers)
             assert r.status == expected, r.body
+        # The gzip case is served compressed, the others plain.
+        assert r.headers.get("content-encoding") == ("gzip" if headers else None), name
         before = s.metrics()  # from --metrics-listen: not a shard thread
         for _ in range(N):
-            r = c.request(method, path)
+            r = c.request(method, path, headers=headers)
             assert r.status == expected, r.body
         after = s.metrics()
     request_allocs = after.sum("bingsan_request_allocs_total") - before.sum("bingsan_request_allocs_total")
