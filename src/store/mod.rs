@@ -9,9 +9,12 @@
 mod cache;
 mod durability;
 pub mod keys;
+pub mod pg;
 mod sled_files;
 mod sled_store;
+mod timer;
 
+pub use pg::PgStore;
 pub use sled_store::SledStore;
 
 use std::fmt;

@@ -7,14 +7,14 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Tree};
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use super::cache::{with_cache, Epochs, ScanEntry};
 use super::durability::GroupCommit;
 use super::sled_files::{discard_incomplete_snapshots, SledFiles};
 use super::{keys, Expect, Op, Store, StoreError, Versioned, Write, WRITES_REFUSED};
 use crate::disk::Cause;
-use crate::metrics::{observe_store, StoreOp};
+use super::timer::Timer;
+use crate::metrics::StoreOp;
 
 const VERSION_LEN: usize = 8;
 
@@ -85,21 +85,6 @@ impl SledStore {
             files.sync().map_err(|e| format!("sync failed: {e}"))
         }));
         Ok(SledStore { tree, group, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), epochs: Epochs::default() })
-    }
-}
-
-/// Times one store operation into the shard's metrics when dropped.
-struct Timer(StoreOp, Instant);
-
-impl Timer {
-    fn start(op: StoreOp) -> Timer {
-        Timer(op, Instant::now())
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        observe_store(self.0, self.1.elapsed().as_micros() as u64);
     }
 }
 
