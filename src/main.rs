@@ -21,6 +21,11 @@ enum Command {
     /// Check every table's and view's current metadata file against the store
     /// (with the server stopped); exits 1 while any is missing or differs.
     Check(CheckArgs),
+    /// Bring a PostgreSQL store's schema to this binary's version (serve does it too).
+    Migrate(bingsan::admin::MigrateArgs),
+    /// Store administration: copy a sled store into PostgreSQL.
+    #[command(subcommand)]
+    Store(bingsan::admin::StoreCommand),
     /// Drive an Iceberg REST catalog with load; report throughput, latency and pool figures.
     Bench(Box<BenchArgs>),
     /// A fixed-response HTTP server: this machine's ceiling, to calibrate `bench`.
@@ -52,6 +57,8 @@ fn main() {
             bingsan::server::run(*args)
         }
         Command::Check(args) => bingsan::check::run(args),
+        Command::Migrate(args) => bingsan::admin::migrate(args),
+        Command::Store(command) => bingsan::admin::store(command),
         Command::Bench(args) => bingsan::bench::run(*args).map_err(|e| e.to_string()),
         Command::StaticServer(args) => bingsan::bench::static_server::run(args).map_err(|e| e.to_string()),
     };

@@ -115,7 +115,7 @@ fn open_postgres(args: &ServeArgs) -> Result<PgStore, String> {
 
 /// Runs `task` to completion on a glommio executor of its own (the store
 /// may need one: PostgreSQL connections are glommio sockets).
-fn on_executor<T, G, Fut>(name: &str, task: G) -> Result<T, String>
+pub fn on_executor<T, G, Fut>(name: &str, task: G) -> Result<T, String>
 where
     T: Send + 'static,
     G: FnOnce() -> Fut + Send + 'static,

@@ -150,6 +150,32 @@ impl PgStore {
     async fn conn(&self) -> Result<Rc<Conn>, StoreError> {
         self.shard().get().await
     }
+
+    /// How many keys the store holds (for `bingsan store copy`).
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let conn = self.conn().await?;
+        let row = conn.client.query_one("SELECT count(*) FROM bingsan_kv", &[]).await.map_err(read_failed)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// Removes every key (a forced `bingsan store copy`).
+    pub async fn clear(&self) -> Result<(), StoreError> {
+        let conn = self.conn().await?;
+        conn.client.batch_execute("TRUNCATE bingsan_kv").await.map_err(|e| unavailable("cannot clear the store", e))
+    }
+
+    /// Writes `rows` (key, version, value) as they are, versions included,
+    /// in one statement (`bingsan store copy`).
+    pub async fn copy_in(&self, rows: &[(Vec<u8>, u64, Vec<u8>)]) -> Result<(), StoreError> {
+        let keys: Vec<&[u8]> = rows.iter().map(|r| r.0.as_slice()).collect();
+        let versions: Vec<i64> = rows.iter().map(|r| r.1 as i64).collect();
+        let values: Vec<&[u8]> = rows.iter().map(|r| r.2.as_slice()).collect();
+        let conn = self.conn().await?;
+        let sql = "INSERT INTO bingsan_kv SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[]) \
+                   ON CONFLICT (key) DO UPDATE SET version = excluded.version, value = excluded.value";
+        let copied = conn.client.execute(sql, &[&keys, &versions, &values]).await;
+        copied.map(drop).map_err(|e| unavailable("cannot copy into the store", e))
+    }
 }
 
 /// A failed read: nothing changed, so the database is just unavailable.
