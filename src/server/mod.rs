@@ -169,8 +169,9 @@ fn serve<S: Store + Send + Sync>(args: ServeArgs, store: S, reserve: Reserve, st
         let catalog = &startup.catalog;
         let claimed = catalog.index_locations().await.map_err(|e| format!("cannot index table locations: {e}"))?;
         let interrupted =
-            catalog.end_interrupted_purges().await.map_err(|e| format!("cannot release interrupted purges: {e}"))?;
-        Ok::<_, String>((claimed, interrupted))
+            catalog.end_interrupted_purges().await.map_err(|e| format!("cannot release interrupted purges: {e}"));
+        catalog.store.release_thread();
+        Ok::<_, String>((claimed, interrupted?))
     })??;
     if claimed > 0 {
         tracing::info!(claimed, "indexed the locations of existing tables and views");

@@ -27,6 +27,7 @@ pub fn start<S: Store + Send + Sync>(shared: Arc<Shared<S, LocalFileIo>>, per_se
                 ),
                 Err(e) => tracing::error!(error = %e, "metadata verification stopped"),
             }
+            shared.catalog.store.release_thread();
         })
         .map_err(|e| format!("cannot start the metadata verifier: {e}"))
 }

@@ -136,4 +136,8 @@ pub trait Store: 'static {
     /// restart replays what is on disk, as PostgreSQL does after a failed
     /// fsync.
     fn writable(&self) -> bool;
+
+    /// The calling thread's executor is about to end: let go of what the
+    /// store keeps for it (PostgreSQL: its connections).
+    fn release_thread(&self) {}
 }

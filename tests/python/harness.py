@@ -148,11 +148,13 @@ class BingsanServer:
         rlimit_nofile: int | None = None,
         affinity: set[int] | None = None,
         store: str | None = None,
+        warehouse: Path | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
-        self.warehouse = self.workdir / "warehouse"
+        #: Nodes of one catalog share theirs (`warehouse`).
+        self.warehouse = Path(warehouse) if warehouse else self.workdir / "warehouse"
         self.warehouse.mkdir(exist_ok=True)
         self.prefix = prefix or ""
         self.separator = separator or ""

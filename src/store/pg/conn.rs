@@ -151,6 +151,9 @@ pub struct ShardConns {
     /// Whether any connection has been up yet: until then requests wait
     /// (bounded) for the first one instead of failing.
     started: Cell<bool>,
+    /// The drivers: dropping them (with `self`) cancels them, which closes
+    /// their connections.
+    drivers: RefCell<Vec<glommio::Task<()>>>,
 }
 
 impl ShardConns {
@@ -160,9 +163,11 @@ impl ShardConns {
             slots: RefCell::new(vec![None; n]),
             next: Cell::new(0),
             started: Cell::new(false),
+            drivers: RefCell::new(Vec::with_capacity(n)),
         });
         for slot in 0..n {
-            glommio::spawn_local(drive(Rc::downgrade(&conns), target.clone(), slot)).detach();
+            let driver = glommio::spawn_local(drive(Rc::downgrade(&conns), target.clone(), slot));
+            conns.drivers.borrow_mut().push(driver);
         }
         conns
     }

@@ -313,6 +313,16 @@ impl Store for PgStore {
     fn writable(&self) -> bool {
         true
     }
+
+    fn release_thread(&self) {
+        let mine = SHARDS.with(|s| {
+            let mut shards = s.borrow_mut();
+            let at = shards.iter().position(|(id, _)| *id == self.id)?;
+            Some(shards.swap_remove(at).1)
+        });
+        // Dropped here, on the executor: its drivers are cancelled.
+        drop(mine);
+    }
 }
 
 #[cfg(test)]
