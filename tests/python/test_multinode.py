@@ -26,7 +26,10 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.schema import Schema
 from pyiceberg.types import LongType, NestedField, StringType
 
-from harness import MEASUREMENTS, PG_RUN, pg_store, psql, table_url, unique
+from harness import MEASUREMENTS, PG_RUN, TEST_STORE, pg_store, psql, table_url, unique
+
+# These servers are on PostgreSQL in every pass: run them once.
+pytestmark = pytest.mark.skipif(TEST_STORE == "postgres", reason="ran in the sled pass (always on PostgreSQL)")
 
 NODES = 3
 SHARDS = 2
@@ -278,3 +281,73 @@ def test_2000_client_connections_use_bounded_database_connections(nodes):
     finally:
         for s in socks:
             s.close()
+
+
+def test_store_copy_moves_a_sled_catalog_to_postgres(server_factory, tmp_path, binary):
+    warehouse = tmp_path / "warehouse"
+    sled = server_factory(name="sled", store="", warehouse=warehouse)
+    cat = sled.catalog("setup")
+    ns = unique()
+    cat.create_namespace(ns, {"owner": "copy"})
+    cat.create_namespace((ns, "child"))
+    table = cat.create_table((ns, "t"), schema=SCHEMA)
+    table.append(pa.Table.from_pylist([{"id": 1, "writer": "a"}], schema=ARROW))
+    view = {"name": "v", "schema": json.loads(SCHEMA.model_dump_json()), "view-version": {
+        "version-id": 1, "timestamp-ms": 1, "schema-id": 0, "summary": {},
+        "default-namespace": [ns], "representations": [{"type": "sql", "sql": "SELECT 1", "dialect": "spark"}]}}
+    assert requests.post(sled.api(f"namespaces/{ns}/views"), json=view, timeout=10).status_code == 200
+    before = {p: requests.get(sled.api(p), timeout=10).json() for p in
+              [f"namespaces/{ns}", f"namespaces?parent={ns}", f"namespaces/{ns}/tables/t", f"namespaces/{ns}/views/v"]}
+    assert sled.stop() == 0
+
+    target = pg_store("copy")
+
+    def copy(*extra):
+        return subprocess.run([str(binary), "store", "copy", "--from", f"sled:{sled.data_dir}", "--to", target,
+                               *extra], capture_output=True, text=True, timeout=60)
+
+    first = copy()
+    assert first.returncode == 0, first.stderr
+    assert "counts match" in first.stdout
+    again = copy()
+    assert again.returncode != 0 and "without --force" in again.stderr, again.stderr
+    forced = copy("--force")
+    assert forced.returncode == 0, forced.stderr
+
+    pg = server_factory(name="pg", store=target, warehouse=warehouse)
+    after = {p: requests.get(pg.api(p), timeout=10).json() for p in before}
+    assert after == before
+    t = pg.catalog("check").load_table((ns, "t"))
+    assert t.scan().to_arrow()["id"].to_pylist() == [1]
+    # It keeps committing where sled left off.
+    t.append(pa.Table.from_pylist([{"id": 2, "writer": "b"}], schema=ARROW))
+    assert sorted(pg.catalog("again").load_table((ns, "t")).scan().to_arrow()["id"].to_pylist()) == [1, 2]
+
+
+def test_unreachable_database_at_start_retries_then_exits(binary, tmp_path):
+    # Port 1 on loopback: nothing listens, connections are refused at once.
+    cmd = [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+           "--warehouse", str(tmp_path / "wh"), "--shards", "1",
+           "--store", "postgres://root@127.0.0.1:1/test", "--pg-start-timeout-ms", "1500"]
+    started = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "NO_COLOR": "1", "BINGSAN_LOG": "info"})
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "cannot open the PostgreSQL store" in out, out
+    assert out.count("PostgreSQL unreachable; retrying") >= 2, out
+    assert time.monotonic() - started < 15
+
+
+def test_migrate_is_idempotent_and_a_newer_schema_is_refused(binary, tmp_path):
+    store = pg_store("mig")
+    for _ in range(2):
+        p = subprocess.run([str(binary), "migrate", "--store", store], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    schema = store.split("schema=")[1]
+    psql(f'UPDATE "{schema}".bingsan_schema SET version = version + 1')
+    p = subprocess.run([str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"),
+                        "--warehouse", str(tmp_path / "w"), "--shards", "1", "--store", store],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+    assert p.returncode == 1
+    assert "newer than this Bingsan knows" in p.stdout + p.stderr
