@@ -47,8 +47,9 @@ pub fn migrate(args: MigrateArgs) -> Result<(), String> {
         return Err("--store takes a postgres:// URL".into());
     }
     let store = PgStore::new(&args.store, 1)?;
-    let ran =
-        on_executor("bingsan-migrate", move || async move { store.migrate().await.map_err(|e| format!("migration failed: {e}")) })??;
+    let ran = on_executor("bingsan-migrate", move || async move {
+        store.migrate().await.map_err(|e| format!("migration failed: {e}"))
+    })??;
     println!("schema at version {} ({ran} migrations applied)", crate::store::pg::migrate::CURRENT);
     Ok(())
 }

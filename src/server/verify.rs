@@ -12,7 +12,10 @@ use crate::store::Store;
 
 /// Starts the pass at `per_sec` files a second; it ends when done or when
 /// shutdown is requested.
-pub fn start<S: Store + Send + Sync>(shared: Arc<Shared<S, LocalFileIo>>, per_sec: u32) -> Result<ExecutorJoinHandle<()>, String> {
+pub fn start<S: Store + Send + Sync>(
+    shared: Arc<Shared<S, LocalFileIo>>,
+    per_sec: u32,
+) -> Result<ExecutorJoinHandle<()>, String> {
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("bingsan-verify")
         .io_memory(super::IO_MEMORY)

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::cache::{with_cache, Epochs, ScanEntry};
 use super::durability::GroupCommit;
 use super::sled_files::{discard_incomplete_snapshots, SledFiles};
+use super::timer::Timer;
 use super::{keys, Expect, Op, Store, StoreError, Versioned, Write, WRITES_REFUSED};
 use crate::disk::Cause;
-use super::timer::Timer;
 use crate::metrics::StoreOp;
 
 const VERSION_LEN: usize = 8;

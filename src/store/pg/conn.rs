@@ -68,9 +68,7 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
     Ok(Statements {
         get: client.prepare("SELECT version, value FROM bingsan_kv WHERE key = $1").await?,
         scan_bounded: client
-            .prepare(
-                "SELECT key, version, value FROM bingsan_kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3",
-            )
+            .prepare("SELECT key, version, value FROM bingsan_kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3")
             .await?,
         scan_open: client
             .prepare("SELECT key, version, value FROM bingsan_kv WHERE key >= $1 ORDER BY key LIMIT $2")
@@ -80,10 +78,7 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
 }
 
 /// Runs `fut`, or fails with a timeout after `limit`.
-pub async fn bounded<T>(
-    limit: Duration,
-    fut: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
+pub async fn bounded<T>(limit: Duration, fut: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
     or(fut, async {
         glommio::timer::sleep(limit).await;
         Err(StoreError::Io(Cause::Timeout, "the database did not answer in time".into()))

@@ -93,7 +93,9 @@ async fn migrate_locked(client: &Client, schema: Option<&str>) -> Result<usize, 
     if at > CURRENT {
         return Err(StoreError::Io(
             crate::disk::Cause::Io,
-            format!("the database schema is at version {at}, newer than this Bingsan knows ({CURRENT}): upgrade Bingsan"),
+            format!(
+                "the database schema is at version {at}, newer than this Bingsan knows ({CURRENT}): upgrade Bingsan"
+            ),
         ));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(at as usize) {

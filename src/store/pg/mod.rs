@@ -125,7 +125,10 @@ impl PgStore {
         let driver = glommio::spawn_local(connection);
         let work = async {
             // search_path may name a schema that does not exist yet: allowed.
-            client.batch_execute(&self.target.session).await.map_err(|e| unavailable("cannot set the session up", e))?;
+            client
+                .batch_execute(&self.target.session)
+                .await
+                .map_err(|e| unavailable("cannot set the session up", e))?;
             migrate::migrate(&client, self.schema.as_deref()).await
         };
         let outcome = bounded(std::time::Duration::from_secs(60), work).await;
