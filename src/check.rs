@@ -7,13 +7,22 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::catalog::{Catalog, Settings, Tally};
 use crate::config::CheckArgs;
 use crate::fileio::LocalFileIo;
-use crate::store::SledStore;
+use crate::store::pg::is_postgres;
+use crate::store::{PgStore, SledStore, Store};
 
 /// Runs the check; `Err` (exit 1) while damaged files remain.
 pub fn run(args: CheckArgs) -> Result<(), String> {
+    if is_postgres(&args.store) {
+        // Nothing locks a database: the operator stops the nodes.
+        return check(PgStore::new(&args.store, 1)?, args);
+    }
     // sled locks its directory: a running server makes this fail, as it should.
     let store = SledStore::open(&args.data_dir)
         .map_err(|e| format!("cannot open the store in {:?} (is the server running?): {e}", args.data_dir))?;
+    check(store, args)
+}
+
+fn check<S: Store + Send + Sync>(store: S, args: CheckArgs) -> Result<(), String> {
     let files =
         LocalFileIo::new(&args.warehouse).map_err(|e| format!("cannot open warehouse {}: {e}", args.warehouse))?;
     let settings =
@@ -23,7 +32,7 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
     let tally: Tally = LocalExecutorBuilder::new(Placement::Unbound)
         .name("bingsan-check")
         .spawn(move || async move {
-            catalog
+            let tally = catalog
                 .verify_all(
                     repair,
                     0,
@@ -33,7 +42,9 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
                         println!("{done}: {}: {} {}", f.object, f.location, f.damage);
                     },
                 )
-                .await
+                .await;
+            catalog.store.release_thread();
+            tally
         })
         .and_then(|h| h.join())
         .map_err(|e| format!("cannot run the check: {e}"))?

@@ -12,6 +12,10 @@ pub struct CheckArgs {
     #[arg(long, env = "BINGSAN_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// The store when not sled: a PostgreSQL URL, as `serve --store`.
+    #[arg(long, env = "BINGSAN_STORE", default_value = "")]
+    pub store: String,
+
     /// Warehouse root of the stopped server (path or file:// URI).
     #[arg(long, env = "BINGSAN_WAREHOUSE", default_value = "./warehouse")]
     pub warehouse: String,
