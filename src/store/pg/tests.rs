@@ -13,12 +13,14 @@ fn base_url() -> String {
 /// executor, then drops the schema.
 fn with_store(test: impl AsyncFnOnce(&Rc<PgStore>) + Send + 'static) {
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let url = format!("{}?schema={schema}", base_url());
+    // The schema names the connections too, so a test can find them.
+    let url = format!("{}?schema={schema}&application_name={schema}", base_url());
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let store = Rc::new(PgStore::new(&url, 2).unwrap());
             store.migrate().await.unwrap();
             test(&store).await;
+            store.release_thread();
             drop_schema(&store, &schema).await;
         })
         .unwrap()
@@ -147,4 +149,44 @@ fn urls_take_a_schema_parameter() {
     assert_eq!(split_schema("postgres://h/db"), ("postgres://h/db".into(), None));
     assert_eq!(successor(b"a\xff"), Some(b"b".to_vec()));
     assert_eq!(successor(b"\xff"), None);
+}
+
+#[test]
+fn connections_come_back_after_the_server_drops_them() {
+    with_store(async |s| {
+        s.apply(&[Write::put(b"k", Expect::Absent, b"v")]).await.unwrap();
+        let schema = s.schema.clone().unwrap();
+        let (admin, connection) = conn::connect(&s.target).await.unwrap();
+        let driver = glommio::spawn_local(connection);
+        let killed = admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 \
+                 AND pid <> pg_backend_pid()",
+                &[&schema],
+            )
+            .await
+            .unwrap();
+        assert_eq!(killed, 2, "the shard's two connections");
+        drop(admin);
+        let _ = driver.await;
+        // Until a connection is back: 503-class errors, never a wrong answer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut failures = 0;
+        loop {
+            match s.get(b"k").await {
+                Ok(v) => {
+                    assert_eq!(v.unwrap().value.as_ref(), b"v");
+                    break;
+                }
+                Err(e) => {
+                    assert_eq!(e.cause(), Some(Cause::Unavailable), "{e}");
+                    failures += 1;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "no connection came back");
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(failures > 0, "the dropped connections went unnoticed");
+        s.apply(&[Write::put(b"k", Expect::Version(1), b"w")]).await.unwrap();
+    });
 }
