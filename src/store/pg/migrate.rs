@@ -68,7 +68,6 @@ pub const CURRENT: i32 = MIGRATIONS.len() as i32;
 /// Brings the schema to `CURRENT`; returns how many migrations ran.
 /// `schema`: create it first (the session's `search_path` points there).
 pub async fn migrate(client: &Client, schema: Option<&str>) -> Result<usize, StoreError> {
-    let fail = |e| unavailable("migration failed", e);
     client.execute("SELECT pg_advisory_lock($1)", &[&LOCK]).await.map_err(fail)?;
     let outcome = migrate_locked(client, schema).await;
     let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK]).await.map_err(fail);
@@ -78,7 +77,6 @@ pub async fn migrate(client: &Client, schema: Option<&str>) -> Result<usize, Sto
 }
 
 async fn migrate_locked(client: &Client, schema: Option<&str>) -> Result<usize, StoreError> {
-    let fail = |e| unavailable("migration failed", e);
     if let Some(schema) = schema {
         client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema))).await.map_err(fail)?;
     }
@@ -108,6 +106,16 @@ async fn migrate_locked(client: &Client, schema: Option<&str>) -> Result<usize, 
         tracing::info!(version = to, "database schema migrated");
     }
     Ok(MIGRATIONS.len().saturating_sub(at as usize))
+}
+
+/// A failed migration step: the database refusing it (permissions, a
+/// conflicting object) will refuse it again, so it is not worth a retry;
+/// a lost connection is.
+fn fail(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Io(crate::disk::Cause::Io, format!("migration failed: {db}")),
+        None => unavailable("migration failed", e),
+    }
 }
 
 /// An identifier quoted for SQL.
