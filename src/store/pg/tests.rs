@@ -19,9 +19,13 @@ fn with_store(test: impl AsyncFnOnce(&Rc<PgStore>) + Send + 'static) {
         .spawn(move || async move {
             let store = Rc::new(PgStore::new(&url, 2).unwrap());
             store.migrate().await.unwrap();
-            test(&store).await;
+            // The schema goes even when the test fails.
+            let outcome = futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(test(&store))).await;
             store.release_thread();
             drop_schema(&store, &schema).await;
+            if let Err(panic) = outcome {
+                std::panic::resume_unwind(panic);
+            }
         })
         .unwrap()
         .join()
