@@ -226,7 +226,23 @@ def test_database_restart_during_load_gives_503s_then_recovers(nodes):
                 time.sleep(0.05)
             i += 1
 
+    reads: list = []
+
+    def reader(k):
+        node = nodes[k % NODES]
+        while not stop.is_set():
+            try:
+                r = requests.get(table_url(node, ns, f"t{k}"), timeout=10)
+                reads.append(r.status_code)
+                if r.status_code != 200:
+                    # Down is 503 with an ErrorModel, never a 500.
+                    assert r.status_code == 503 and r.json()["error"]["code"] == 503, r.text
+                    time.sleep(0.05)
+            except requests.RequestException:
+                reads.append(None)
+
     threads = [threading.Thread(target=writer, args=(k,)) for k in range(writers)]
+    threads += [threading.Thread(target=reader, args=(k,)) for k in range(3)]
     for t in threads:
         t.start()
     try:
@@ -247,6 +263,9 @@ def test_database_restart_during_load_gives_503s_then_recovers(nodes):
             subprocess.run(["pg_ctlcluster", "15", "main", "start"], timeout=60)
     MEASUREMENTS.append("PostgreSQL restart under load: commit answers " + ", ".join(
         f"{code}: {statuses.count(code)}" for code in sorted(set(statuses), key=str)))
+    MEASUREMENTS.append("PostgreSQL restart under load: read answers " + ", ".join(
+        f"{code}: {reads.count(code)}" for code in sorted(set(reads), key=str)))
+    assert set(reads) <= {200, 503, None}, set(reads)
     assert 503 in statuses or 504 in statuses or None in statuses, "the restart was not noticed"
     assert statuses[-1] == 200 or statuses.count(200) > 0
     for k, keys in acked.items():
