@@ -47,7 +47,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let shards = if args.shards == 0 { cpus.len() } else { args.shards };
     // One executor per shard, and the metadata verifier's.
     let nofile = os::raise_limits(WANTED_FDS, shards + 1, IO_MEMORY)?;
-    let budget = os::connection_budget(nofile, shards, args.max_writes_per_shard) as usize;
+    // A shard's database connections are descriptors too.
+    let database_fds = if is_postgres(&args.store) { args.pg_connections_per_shard as u64 } else { 0 };
+    let budget = os::connection_budget(nofile, shards, args.max_writes_per_shard, database_fds) as usize;
     let max_connections = match args.max_connections_per_shard {
         Some(n) if n > budget => {
             tracing::warn!(
