@@ -7,10 +7,15 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::catalog::{Catalog, Codec, Settings, Tally};
 use crate::config::CheckArgs;
 use crate::fileio::LocalFileIo;
-use crate::store::SledStore;
+use crate::store::pg::is_postgres;
+use crate::store::{PgStore, SledStore, Store};
 
 /// Runs the check; `Err` (exit 1) while damaged files remain.
 pub fn run(args: CheckArgs) -> Result<(), String> {
+    if is_postgres(&args.store) {
+        // Nothing locks a database: the operator stops the nodes.
+        return verify(PgStore::new(&args.store, 1)?, &args.warehouse, args.repair);
+    }
     // sled locks its directory: a running server makes this fail, as it should.
     let store = SledStore::open(&args.data_dir)
         .map_err(|e| format!("cannot open the store in {:?} (is the server running?): {e}", args.data_dir))?;
@@ -19,7 +24,7 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
 
 /// Checks (and with `repair`, restores) every current metadata file in
 /// `warehouse` against `store`; also the last step of `bingsan restore`.
-pub fn verify(store: SledStore, warehouse: &str, repair: bool) -> Result<(), String> {
+pub fn verify<S: Store + Send + Sync>(store: S, warehouse: &str, repair: bool) -> Result<(), String> {
     let files = LocalFileIo::new(warehouse).map_err(|e| format!("cannot open warehouse {warehouse}: {e}"))?;
     let settings = Settings {
         prefix: String::new(),
@@ -32,7 +37,7 @@ pub fn verify(store: SledStore, warehouse: &str, repair: bool) -> Result<(), Str
     let tally: Tally = LocalExecutorBuilder::new(Placement::Unbound)
         .name("bingsan-check")
         .spawn(move || async move {
-            catalog
+            let tally = catalog
                 .verify_all(
                     repair,
                     0,
@@ -42,7 +47,9 @@ pub fn verify(store: SledStore, warehouse: &str, repair: bool) -> Result<(), Str
                         println!("{done}: {}: {} {}", f.object, f.location, f.damage);
                     },
                 )
-                .await
+                .await;
+            catalog.store.release_thread();
+            tally
         })
         .and_then(|h| h.join())
         .map_err(|e| format!("cannot run the check: {e}"))?

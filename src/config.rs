@@ -14,6 +14,10 @@ pub struct CheckArgs {
     #[arg(long, env = "BINGSAN_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// The store when not sled: a PostgreSQL URL, as `serve --store`.
+    #[arg(long, env = "BINGSAN_STORE", default_value = "")]
+    pub store: String,
+
     /// Warehouse root of the stopped server (path or file:// URI).
     #[arg(long, env = "BINGSAN_WAREHOUSE", default_value = "./warehouse")]
     pub warehouse: String,
@@ -43,6 +47,21 @@ pub struct ServeArgs {
     /// Directory of the embedded store (sled).
     #[arg(long, env = "BINGSAN_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// The store: empty for the embedded sled store in --data-dir, or a
+    /// PostgreSQL URL (`postgres://user@host:5432/db`, optionally
+    /// `?schema=name`) shared by any number of nodes (docs/postgres.md).
+    #[arg(long, env = "BINGSAN_STORE", default_value = "")]
+    pub store: String,
+
+    /// PostgreSQL connections each shard keeps (queries are pipelined on them).
+    #[arg(long, env = "BINGSAN_PG_CONNECTIONS_PER_SHARD", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pg_connections_per_shard: u32,
+
+    /// How long start-up retries an unreachable PostgreSQL (with backoff)
+    /// before giving up, in milliseconds.
+    #[arg(long, env = "BINGSAN_PG_START_TIMEOUT_MS", default_value_t = 60_000)]
+    pub pg_start_timeout_ms: u64,
 
     /// Warehouse root where table and view metadata files are written (path or file:// URI).
     #[arg(long, env = "BINGSAN_WAREHOUSE", default_value = "./warehouse")]
@@ -217,6 +236,9 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Checks values that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if !self.store.is_empty() && !crate::store::pg::is_postgres(&self.store) {
+            return Err("--store takes a postgres:// URL (the embedded store is the default, in --data-dir)".into());
+        }
         if self.pool_buffer_initial == 0 || self.pool_buffer_initial > self.pool_buffer_max {
             return Err("--pool-buffer-initial must be > 0 and <= --pool-buffer-max".into());
         }

@@ -2,6 +2,7 @@
 //!
 //! See `docs/architecture.md` for the map of modules and how a request flows.
 
+pub mod admin;
 pub mod alloc;
 pub mod auth;
 pub mod backup;

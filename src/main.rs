@@ -27,6 +27,11 @@ enum Command {
     /// Load a backup into an empty data directory and restore the current
     /// metadata files the warehouse lacks (with the server stopped).
     Restore(RestoreArgs),
+    /// Bring a PostgreSQL store's schema to this binary's version (serve does it too).
+    Migrate(bingsan::admin::MigrateArgs),
+    /// Store administration: copy a sled store into PostgreSQL.
+    #[command(subcommand)]
+    Store(bingsan::admin::StoreCommand),
     /// Drive an Iceberg REST catalog with load; report throughput, latency and pool figures.
     Bench(Box<BenchArgs>),
     /// A fixed-response HTTP server: this machine's ceiling, to calibrate `bench`.
@@ -60,6 +65,8 @@ fn main() {
         Command::Check(args) => bingsan::check::run(args),
         Command::Backup(args) => bingsan::backup::run_backup(args),
         Command::Restore(args) => bingsan::backup::run_restore(args),
+        Command::Migrate(args) => bingsan::admin::migrate(args),
+        Command::Store(command) => bingsan::admin::store(command),
         Command::Bench(args) => bingsan::bench::run(*args).map_err(|e| e.to_string()),
         Command::StaticServer(args) => bingsan::bench::static_server::run(args).map_err(|e| e.to_string()),
     };

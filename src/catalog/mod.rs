@@ -60,9 +60,20 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 }
 
-/// Maps a store failure during a read to a 500 (never a client error); the
-/// store's own words (paths, OS errors) go to the log only.
+/// Maps a store failure during a read to a 503 when the database is down or
+/// slow (worth a retry), else a 500 (never a client error); the store's own
+/// words (paths, OS errors) go to the log only.
 pub fn store_failure(e: crate::store::StoreError) -> crate::error::ApiError {
     tracing::error!(error = %e, "store failure");
-    crate::error::ApiError::internal("storage failure; see the server log")
+    match e.cause() {
+        // A database that is down or slow: the client may retry.
+        Some(crate::disk::Cause::Unavailable) => crate::error::ApiError::new(
+            crate::error::ErrorKind::ServiceUnavailable,
+            crate::disk::Cause::Unavailable.message(),
+        ),
+        Some(crate::disk::Cause::Timeout) => {
+            crate::error::ApiError::new(crate::error::ErrorKind::ServiceUnavailable, "storage timed out; retry later")
+        }
+        _ => crate::error::ApiError::internal("storage failure; see the server log"),
+    }
 }

@@ -31,10 +31,12 @@ pub enum Cause {
     ReadOnly,
     Io,
     Timeout,
+    /// The store's database server cannot be reached (PostgreSQL store).
+    Unavailable,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 4] = [Cause::NoSpace, Cause::ReadOnly, Cause::Io, Cause::Timeout];
+    pub const ALL: [Cause; 5] = [Cause::NoSpace, Cause::ReadOnly, Cause::Io, Cause::Timeout, Cause::Unavailable];
 
     /// The disk fault behind an I/O error: a full disk or quota, a
     /// read-only filesystem, a timeout, or another I/O error. `None` when
@@ -69,6 +71,7 @@ impl Cause {
             Cause::ReadOnly => "read_only",
             Cause::Io => "io_error",
             Cause::Timeout => "timeout",
+            Cause::Unavailable => "unavailable",
         }
     }
 
@@ -79,6 +82,7 @@ impl Cause {
             Cause::ReadOnly => "storage is read-only: writes are refused; reads still work",
             Cause::Io => "storage I/O error: the write failed; reads still work",
             Cause::Timeout => "storage timed out: the write failed; reads still work",
+            Cause::Unavailable => "the catalog database is unavailable; retry later",
         }
     }
 

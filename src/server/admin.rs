@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::Shared;
 use crate::fileio::FileIo;
-use crate::store::SledStore;
+use crate::store::{SledStore, Store};
 
 /// Holds the socket; removes its file when the server stops.
 pub struct Admin {
@@ -28,9 +28,9 @@ impl Drop for Admin {
 }
 
 /// Binds the socket (replacing one a killed server left) and starts its thread.
-pub fn start<F: FileIo>(data_dir: &Path, shared: Arc<Shared<SledStore, F>>) -> Result<Admin, String>
+pub fn start<S: Store, F: FileIo>(data_dir: &Path, shared: Arc<Shared<S, F>>) -> Result<Admin, String>
 where
-    Shared<SledStore, F>: Send + Sync,
+    Shared<S, F>: Send + Sync,
 {
     let path = data_dir.join(crate::backup::SOCKET);
     // sled's lock on the directory means no other server uses this socket.
@@ -42,7 +42,9 @@ where
         .name("bingsan-admin".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                serve(conn, &shared.catalog.store);
+                if let Some(store) = shared.catalog.store.embedded() {
+                    serve(conn, store);
+                }
             }
         })
         .map_err(|e| format!("cannot start the admin thread: {e}"))?;

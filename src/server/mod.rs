@@ -14,19 +14,20 @@ mod verify;
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::catalog::{Catalog, Settings};
 use crate::config::ServeArgs;
-use crate::disk::{self, DiskWatch, Reserve, WatchConfig};
+use crate::disk::{self, Cause, DiskWatch, Reserve, WatchConfig};
 use crate::fileio::LocalFileIo;
 use crate::http::ConnLimits;
 use crate::metrics::{MetricsThread, ShardStats};
 use crate::pool::PoolConfig;
 use crate::routes::{Operation, RouteConfig};
-use crate::store::Store;
+use crate::store::pg::is_postgres;
+use crate::store::{PgStore, Store};
 use service::JsonLimits;
 
 pub use state::Shared;
@@ -56,7 +57,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     };
     // One executor per shard, and the metadata verifier's.
     let nofile = os::raise_limits(WANTED_FDS, shards + 1, IO_MEMORY)?;
-    let budget = os::connection_budget(nofile, shards, args.max_writes_per_shard) as usize;
+    // A shard's database connections are descriptors too.
+    let database_fds = if is_postgres(&args.store) { args.pg_connections_per_shard as u64 } else { 0 };
+    let budget = os::connection_budget(nofile, shards, args.max_writes_per_shard, database_fds) as usize;
     let max_connections = match args.max_connections_per_shard {
         Some(n) if n > budget => {
             tracing::warn!(
@@ -79,8 +82,69 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let signals = os::block_signals();
 
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create data dir {:?}: {e}", args.data_dir))?;
-    let reserve = Reserve::new(&args.data_dir, args.store_reserve_bytes);
-    let store = disk::open_store(&args.data_dir, &reserve)?;
+    let start = Start { auth, cpus, shards, max_connections, signals };
+    if is_postgres(&args.store) {
+        let store = open_postgres(&args)?;
+        // No embedded store on this disk: nothing to reserve room for.
+        let reserve = Reserve::new(&args.data_dir, 0);
+        serve(args, store, reserve, start)
+    } else {
+        let reserve = Reserve::new(&args.data_dir, args.store_reserve_bytes);
+        let store = disk::open_store(&args.data_dir, &reserve)?;
+        serve(args, store, reserve, start)
+    }
+}
+
+/// What `run` worked out before the store opened.
+struct Start {
+    auth: crate::auth::Authenticator,
+    cpus: Vec<usize>,
+    shards: usize,
+    max_connections: usize,
+    signals: libc::sigset_t,
+}
+
+/// Opens the PostgreSQL store and migrates its schema, retrying an
+/// unreachable database with backoff for `--pg-start-timeout-ms`.
+fn open_postgres(args: &ServeArgs) -> Result<PgStore, String> {
+    let store = PgStore::new(&args.store, args.pg_connections_per_shard as usize)?;
+    let deadline = Instant::now() + Duration::from_millis(args.pg_start_timeout_ms);
+    on_executor("bingsan-start", move || async move {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match store.migrate().await {
+                Ok(_) => return Ok(store),
+                Err(e) if e.cause() != Some(Cause::Io) && Instant::now() + backoff < deadline => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "PostgreSQL unreachable; retrying");
+                    glommio::timer::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(format!("cannot open the PostgreSQL store: {e}")),
+            }
+        }
+    })?
+}
+
+/// Runs `task` to completion on a glommio executor of its own (the store
+/// may need one: PostgreSQL connections are glommio sockets).
+pub fn on_executor<T, G, Fut>(name: &str, task: G) -> Result<T, String>
+where
+    T: Send + 'static,
+    G: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name(name)
+        .io_memory(IO_MEMORY)
+        .spawn(task)
+        .map_err(|e| format!("cannot start {name}: {e}"))?
+        .join()
+        .map_err(|e| format!("{name} failed: {e}"))
+}
+
+/// Serves the catalog in `store` until a signal.
+fn serve<S: Store + Send + Sync>(args: ServeArgs, store: S, reserve: Reserve, start: Start) -> Result<(), String> {
+    let Start { auth, cpus, shards, max_connections, signals } = start;
     let files =
         LocalFileIo::new(&args.warehouse).map_err(|e| format!("cannot open warehouse {}: {e}", args.warehouse))?;
     let watch = WatchConfig {
@@ -101,17 +165,6 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     };
     let config_body = config_body(&settings);
     let catalog = Catalog::new(store, files, settings);
-    // Before any shard serves: tables from before the location index get their claims.
-    let claimed = futures_lite::future::block_on(catalog.index_locations())
-        .map_err(|e| format!("cannot index table locations: {e}"))?;
-    if claimed > 0 {
-        tracing::info!(claimed, "indexed the locations of existing tables and views");
-    }
-    let interrupted = futures_lite::future::block_on(catalog.end_interrupted_purges())
-        .map_err(|e| format!("cannot release interrupted purges: {e}"))?;
-    if interrupted > 0 {
-        tracing::warn!(interrupted, "purges interrupted by a stop released their locations; their files may remain");
-    }
     let shared = Arc::new(Shared {
         catalog,
         shards,
@@ -122,6 +175,23 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         config_body,
         auth,
     });
+    // Before any shard serves: tables from before the location index get
+    // their claims; purges a stop cut short release their locations.
+    let startup = shared.clone();
+    let (claimed, interrupted) = on_executor("bingsan-start", move || async move {
+        let catalog = &startup.catalog;
+        let claimed = catalog.index_locations().await.map_err(|e| format!("cannot index table locations: {e}"))?;
+        let interrupted =
+            catalog.end_interrupted_purges().await.map_err(|e| format!("cannot release interrupted purges: {e}"));
+        catalog.store.release_thread();
+        Ok::<_, String>((claimed, interrupted?))
+    })??;
+    if claimed > 0 {
+        tracing::info!(claimed, "indexed the locations of existing tables and views");
+    }
+    if interrupted > 0 {
+        tracing::warn!(interrupted, "purges interrupted by a stop released their locations; their files may remain");
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
@@ -129,9 +199,13 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     log_effective_config(&args, shards, max_connections);
     // Serving matters more than backups: a socket that cannot be made (a
     // path over 107 bytes, a filesystem without sockets) is logged, not fatal.
-    let _admin = admin::start(&args.data_dir, shared.clone())
-        .map_err(|e| tracing::warn!(error = %e, "no admin socket: `bingsan backup` is unavailable"))
-        .ok();
+    // Only the embedded store has one: PostgreSQL is backed up with its tools.
+    let _admin = match shared.catalog.store.embedded() {
+        Some(_) => admin::start(&args.data_dir, shared.clone())
+            .map_err(|e| tracing::warn!(error = %e, "no admin socket: `bingsan backup` is unavailable"))
+            .ok(),
+        None => None,
+    };
 
     let (ready_tx, ready_rx) = channel();
     let mut handles = Vec::with_capacity(shards);
@@ -238,6 +312,9 @@ fn log_effective_config(args: &ServeArgs, shards: usize, max_connections_per_sha
         listen = %args.listen,
         shards,
         data_dir = ?args.data_dir,
+        // Never the URL: it may hold a password.
+        store = if is_postgres(&args.store) { "postgres" } else { "sled" },
+        pg_connections_per_shard = args.pg_connections_per_shard,
         warehouse = %args.warehouse,
         prefix = %args.prefix,
         max_header_bytes = args.max_header_bytes,

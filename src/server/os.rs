@@ -35,10 +35,11 @@ const SHARD_FDS: u64 = 16;
 const FDS_PER_WRITE: u64 = 2;
 
 /// Connections each shard may hold so that `shards` shards, each running
-/// `writes` warehouse writes, stay within `nofile` descriptors.
-pub fn connection_budget(nofile: u64, shards: usize, writes: usize) -> u64 {
+/// `writes` warehouse writes and keeping `database` database connections,
+/// stay within `nofile` descriptors.
+pub fn connection_budget(nofile: u64, shards: usize, writes: usize, database: u64) -> u64 {
     let shards = shards.max(1) as u64;
-    let reserve = FIXED_FDS + shards * (SHARD_FDS + writes as u64 * FDS_PER_WRITE);
+    let reserve = FIXED_FDS + shards * (SHARD_FDS + writes as u64 * FDS_PER_WRITE + database);
     nofile.saturating_sub(reserve) / shards
 }
 
@@ -175,9 +176,10 @@ mod tests {
     #[test]
     fn budget_leaves_room_for_writes_and_the_process() {
         // 20000 descriptors, 2 shards of 64 writes: 256 + 2 * (16 + 128) kept back.
-        assert_eq!(connection_budget(20_000, 2, 64), (20_000 - 544) / 2);
-        assert_eq!(connection_budget(1024, 1, 64), 1024 - 256 - 16 - 128);
+        assert_eq!(connection_budget(20_000, 2, 64, 0), (20_000 - 544) / 2);
+        assert_eq!(connection_budget(1024, 1, 64, 0), 1024 - 256 - 16 - 128);
+        assert_eq!(connection_budget(1024, 1, 64, 8), 1024 - 256 - 16 - 128 - 8);
         // A limit smaller than the reserve leaves nothing, never wraps.
-        assert_eq!(connection_budget(100, 4, 64), 0);
+        assert_eq!(connection_budget(100, 4, 64, 0), 0);
     }
 }

@@ -193,6 +193,7 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
     while !open.borrow().is_empty() && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    shared.catalog.store.release_thread();
     tracing::info!(shard = setup.id, unfinished = open.borrow().len(), "shard stopped");
 }
 

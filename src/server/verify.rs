@@ -8,11 +8,14 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use super::Shared;
 use crate::fileio::LocalFileIo;
-use crate::store::SledStore;
+use crate::store::Store;
 
 /// Starts the pass at `per_sec` files a second; it ends when done or when
 /// shutdown is requested.
-pub fn start(shared: Arc<Shared<SledStore, LocalFileIo>>, per_sec: u32) -> Result<ExecutorJoinHandle<()>, String> {
+pub fn start<S: Store + Send + Sync>(
+    shared: Arc<Shared<S, LocalFileIo>>,
+    per_sec: u32,
+) -> Result<ExecutorJoinHandle<()>, String> {
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("bingsan-verify")
         .io_memory(super::IO_MEMORY)
@@ -27,6 +30,7 @@ pub fn start(shared: Arc<Shared<SledStore, LocalFileIo>>, per_sec: u32) -> Resul
                 ),
                 Err(e) => tracing::error!(error = %e, "metadata verification stopped"),
             }
+            shared.catalog.store.release_thread();
         })
         .map_err(|e| format!("cannot start the metadata verifier: {e}"))
 }

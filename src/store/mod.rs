@@ -10,9 +10,12 @@ mod cache;
 mod durability;
 mod freeze;
 pub mod keys;
+pub mod pg;
 mod sled_files;
 mod sled_store;
+mod timer;
 
+pub use pg::PgStore;
 pub use sled_store::SledStore;
 
 use std::fmt;
@@ -134,4 +137,14 @@ pub trait Store: 'static {
     /// restart replays what is on disk, as PostgreSQL does after a failed
     /// fsync.
     fn writable(&self) -> bool;
+
+    /// The calling thread's executor is about to end: let go of what the
+    /// store keeps for it (PostgreSQL: its connections).
+    fn release_thread(&self) {}
+
+    /// The embedded store, which `bingsan backup` snapshots through the
+    /// admin socket; `None` for PostgreSQL, which its own tools back up.
+    fn embedded(&self) -> Option<&SledStore> {
+        None
+    }
 }

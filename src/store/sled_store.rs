@@ -7,15 +7,15 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Tree};
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use super::cache::{with_cache, Epochs, ScanEntry};
 use super::durability::GroupCommit;
 use super::freeze::Freeze;
 use super::sled_files::{discard_incomplete_snapshots, SledFiles};
+use super::timer::Timer;
 use super::{keys, Expect, Op, Store, StoreError, Versioned, Write, WRITES_REFUSED};
 use crate::disk::Cause;
-use crate::metrics::{observe_store, StoreOp};
+use crate::metrics::StoreOp;
 
 const VERSION_LEN: usize = 8;
 
@@ -126,21 +126,6 @@ impl SledStore {
     }
 }
 
-/// Times one store operation into the shard's metrics when dropped.
-struct Timer(StoreOp, Instant);
-
-impl Timer {
-    fn start(op: StoreOp) -> Timer {
-        Timer(op, Instant::now())
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        observe_store(self.0, self.1.elapsed().as_micros() as u64);
-    }
-}
-
 impl SledStore {
     /// Visits sled's keys under `prefix` after `after`; returns whether the
     /// scan ran out of keys (rather than being stopped by `visit`).
@@ -169,6 +154,10 @@ impl SledStore {
 
 impl Store for SledStore {
     type Value = SledValue;
+
+    fn embedded(&self) -> Option<&SledStore> {
+        Some(self)
+    }
 
     async fn get(&self, key: &[u8]) -> Result<Option<Versioned<SledValue>>, StoreError> {
         let _timer = Timer::start(StoreOp::Get);

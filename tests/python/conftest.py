@@ -19,14 +19,32 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import MEASUREMENTS, BingsanServer, LazyMount, bingsan_bin
+from harness import MEASUREMENTS, TEST_STORE, BingsanServer, LazyMount, bingsan_bin, drop_pg_schemas
 
 #: Catalog variants every PyIceberg test runs against.
 CATALOG_VARIANTS = ["plain", "prefixed", "dotsep"]
 
 
 def pytest_report_header(config):
-    return f"bingsan binary: {bingsan_bin()}"
+    return f"bingsan binary: {bingsan_bin()}; store: {TEST_STORE}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """On PostgreSQL, tests of the embedded store's own files are skipped,
+    each with its reason."""
+    if TEST_STORE != "postgres":
+        return
+    for item in items:
+        mark = item.get_closest_marker("sled_only")
+        if mark is not None:
+            item.add_marker(pytest.mark.skip(reason="sled only: " + mark.kwargs.get("reason", mark.args[0] if mark.args else "")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pg_schemas():
+    """Drops the PostgreSQL schemas of this run's servers at the end."""
+    yield
+    drop_pg_schemas()
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -57,6 +57,41 @@ MOUNT_TIMEOUT = 10.0
 #: Lines tests report without asserting; printed after the run.
 MEASUREMENTS: list[str] = []
 
+#: The store servers use unless told: "sled" (default) or "postgres"
+#: ($BINGSAN_TEST_STORE); scripts/test-all runs the suite once with each.
+TEST_STORE = os.environ.get("BINGSAN_TEST_STORE", "sled")
+#: The PostgreSQL database of the tests; each server gets a schema of its own.
+PG_URL = os.environ.get("BINGSAN_TEST_PG", "postgres://root@127.0.0.1:5432/test")
+#: Every schema this run creates starts with this (dropped at the end).
+PG_RUN = f"bt_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+_pg_schemas = 0
+
+
+def pg_store(label: str = "s") -> str:
+    """A `--store` URL on a schema no other server of any run uses."""
+    global _pg_schemas
+    _pg_schemas += 1
+    return f"{PG_URL}?schema={PG_RUN}_{label}{_pg_schemas}"
+
+
+def psql(sql: str, timeout: float = 30) -> str:
+    """Runs SQL on the test database (psql); returns its unaligned output."""
+    out = subprocess.run(["psql", PG_URL, "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
+                         capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise AssertionError(f"psql failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+def drop_pg_schemas() -> None:
+    """Drops every schema this run created."""
+    if _pg_schemas == 0:
+        return
+    psql(f"""DO $$ DECLARE s text; BEGIN
+        FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE '{PG_RUN}%' LOOP
+            EXECUTE format('DROP SCHEMA %I CASCADE', s);
+        END LOOP; END $$""")
+
 
 def bingsan_bin() -> Path:
     """The server binary: $BINGSAN_BIN, else <repo>/target/debug/bingsan."""
@@ -115,11 +150,14 @@ class BingsanServer:
         cgroup_procs: Path | None = None,
         wrapper: Iterable[str] = (),
         preexec: Callable[[], None] | None = None,
+        store: str | None = None,
+        warehouse: Path | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
-        self.warehouse = self.workdir / "warehouse"
+        #: Nodes of one catalog share theirs (`warehouse`).
+        self.warehouse = Path(warehouse) if warehouse else self.workdir / "warehouse"
         self.warehouse.mkdir(exist_ok=True)
         self.prefix = prefix or ""
         self.separator = separator or ""
@@ -140,6 +178,9 @@ class BingsanServer:
         self.wrapper = list(wrapper)
         #: Run in the child just before exec (e.g. to load a seccomp filter).
         self.preexec = preexec
+        #: `--store`: empty for sled in `data_dir`; by default a schema of
+        #: its own when the run is on PostgreSQL (kept across restarts).
+        self.store = store if store is not None else (pg_store() if TEST_STORE == "postgres" else "")
         self.port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -186,6 +227,8 @@ class BingsanServer:
             "--warehouse", str(self.warehouse),
             "--shards", str(self.shards),
         ]
+        if self.store:
+            cmd += ["--store", self.store]
         if self.prefix:
             cmd += ["--prefix", self.prefix]
         if self.separator:

@@ -613,6 +613,7 @@ N = 300
 WARMUP = 100
 
 
+@pytest.mark.sled_only(reason="reads through tokio-postgres allocate per query (measured in test_metrics)")
 def test_token_checks_allocate_nothing(auth_server, keys, request):
     """Hot reads with a Bingsan token or an ES256 JWT, and refusals, add no
     request-path allocations; RS256 is measured only (ring allocates)."""

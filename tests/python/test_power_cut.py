@@ -283,6 +283,7 @@ def assert_runs_on(s: BingsanServer, mnt: Path) -> None:
 # ---------------------------------------------------------------- the test
 
 
+@pytest.mark.sled_only(reason="power cuts of the data directory's disk (FUSE); PostgreSQL makes its own commits durable")
 @pytest.mark.timeout(600)
 def test_acknowledged_writes_survive_power_cuts(lazy_mount, tmp_path, binary):
     mnt = lazy_mount.mountpoint
@@ -326,6 +327,7 @@ def test_acknowledged_writes_survive_power_cuts(lazy_mount, tmp_path, binary):
     assert model.acked >= 1000, f"too few writes to mean much: {summary}"
 
 
+@pytest.mark.sled_only(reason="a failed fsync of sled's files")
 @pytest.mark.timeout(120)
 def test_a_failed_sync_stops_acknowledgements(lazy_mount, tmp_path, binary):
     """After an fsync fails the outcome of that write is unknown (503), and
