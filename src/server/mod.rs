@@ -117,6 +117,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         shutdown: Default::default(),
         config_body,
         warehouse,
+        named_warehouse: args.warehouses_file.is_some(),
         auth,
     });
     let tls = match (&args.tls_cert, &args.tls_key) {

@@ -155,7 +155,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         let out = &mut *resp.body;
         match m.op {
             Operation::GetConfig => {
-                if !asks_for(req.query, &self.shared.warehouse.name) {
+                if self.shared.named_warehouse && !asks_for(req.query, &self.shared.warehouse.name) {
                     return Err(ApiError::new(ErrorKind::NotFound, "no such warehouse"));
                 }
                 out.extend_from_slice(&self.shared.config_body)

@@ -51,6 +51,14 @@ pub struct S3Settings {
     /// STS endpoint URL; `None`: AWS's regional STS endpoint.
     #[serde(default)]
     pub sts_endpoint: Option<String>,
+    /// One S3 request's time limit, in milliseconds; an operation (with its
+    /// retries) is abandoned after four times this.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    5_000
 }
 
 impl Default for S3Settings {
@@ -63,6 +71,7 @@ impl Default for S3Settings {
             delegation: Delegation::None,
             sts_role_arn: None,
             sts_endpoint: None,
+            request_timeout_ms: default_request_timeout_ms(),
         }
     }
 }
@@ -249,6 +258,9 @@ impl Warehouse {
                     return Err(format!("warehouse {:?}: endpoint {url:?} is not an http(s) URL", self.name));
                 }
             }
+            if !(100..=600_000).contains(&s3.request_timeout_ms) {
+                return Err(format!("warehouse {:?}: request-timeout-ms must be 100 to 600000", self.name));
+            }
             if s3.delegation == Delegation::Vended && s3.sts_role_arn.is_none() {
                 return Err(format!("warehouse {:?}: delegation = \"vended\" needs sts-role-arn", self.name));
             }
@@ -302,6 +314,7 @@ root = "s3://my-bucket/warehouse"
 endpoint = "http://127.0.0.1:9000"
 region = "eu-west-1"
 path-style = true
+request-timeout-ms = 800
 delegation = "vended"
 sts-role-arn = "arn:aws:iam::123456789012:role/bingsan-vend"
 credentials = { source = "env", access-key-id-var = "LAKE_KEY", secret-access-key-var = "LAKE_SECRET" }
@@ -319,6 +332,7 @@ root = "s3://other-bucket"
         let lake = ws[1].s3.as_ref().unwrap();
         assert_eq!(lake.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert_eq!((lake.region.as_str(), lake.path_style, lake.delegation), ("eu-west-1", true, Delegation::Vended));
+        assert_eq!((lake.request_timeout_ms, ws[2].s3.as_ref().unwrap().request_timeout_ms), (800, 5_000));
         assert!(matches!(&lake.credentials, ServerCredentials::Env { access_key_id_var, session_token_var, .. }
             if access_key_id_var == "LAKE_KEY" && session_token_var == "AWS_SESSION_TOKEN"));
         let aws = ws[2].s3.as_ref().unwrap();
@@ -353,6 +367,7 @@ root = "s3://other-bucket"
         assert!(one(&s3("endpoint = \"localhost:9000\"")).contains("http"));
         assert!(one(&s3("delegation = \"everything\"")).contains("unknown variant"));
         assert!(one(&s3("typo = 1")).contains("typo"));
+        assert!(one(&s3("request-timeout-ms = 0")).contains("request-timeout-ms"));
     }
 
     #[test]
