@@ -139,13 +139,13 @@ fn key_of(location: &str, bucket: &str) -> Result<Path, LocationError> {
 
 /// An object store error as an `io::Error` that names no bucket, key or
 /// credential: the kinds the catalog maps (`NotFound`, `AlreadyExists`,
-/// `TimedOut`, `PermissionDenied`) and a generic one.
+/// `TimedOut`) and a generic one, which counts as a storage fault (S3
+/// refusing the server's own credentials is one too, not the client's).
 fn io_error(e: object_store::Error) -> io::Error {
     use object_store::Error::*;
     let kind = match &e {
         NotFound { .. } => io::ErrorKind::NotFound,
         AlreadyExists { .. } | Precondition { .. } => io::ErrorKind::AlreadyExists,
-        PermissionDenied { .. } | Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
         _ if timed_out(&e) => io::ErrorKind::TimedOut,
         _ => io::ErrorKind::Other,
     };
