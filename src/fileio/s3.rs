@@ -332,8 +332,6 @@ mod tests {
     fn files() -> S3FileIo {
         let settings =
             S3Settings { endpoint: Some("http://127.0.0.1:1".into()), path_style: true, ..S3Settings::default() };
-        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
         S3FileIo::new("s3://bkt/wh/", &settings, IoThread::start("bingsan-test-s3").unwrap()).unwrap()
     }
 

@@ -197,12 +197,17 @@ const RESERVED: [&str; 7] = ["namespaces", "tables", "views", "transactions", "c
 impl Warehouse {
     /// The one-warehouse shortcut `--warehouse PATH|URI`: named `default`;
     /// an `s3://` root takes endpoint and region from `AWS_ENDPOINT_URL` and
-    /// `AWS_REGION` and the server's credentials from the AWS chain.
+    /// `AWS_REGION` and the server's credentials from the AWS chain. With an
+    /// endpoint (an S3-compatible store, as a rule) requests are path-style.
     pub fn shortcut(root: &str) -> Result<Warehouse, String> {
-        let s3 = is_s3(root).then(|| S3Settings {
-            endpoint: std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty()),
-            region: std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()).unwrap_or_else(default_region),
-            ..S3Settings::default()
+        let s3 = is_s3(root).then(|| {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty());
+            S3Settings {
+                path_style: endpoint.is_some(),
+                endpoint,
+                region: std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()).unwrap_or_else(default_region),
+                ..S3Settings::default()
+            }
         });
         let w = Warehouse { name: "default".to_string(), root: root.to_string(), s3 };
         w.validate()?;
