@@ -269,3 +269,21 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
 fn asks_for(query: &str, name: &str) -> bool {
     query.split('&').filter_map(|p| p.strip_prefix("warehouse=")).all(|w| w == name)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn config_answers_its_warehouse_or_none() {
+        for (query, ok) in [
+            ("", true),
+            ("warehouse=lake", true),
+            ("x=1&warehouse=lake", true),
+            ("warehouse=other", false),
+            ("warehouse=", false),
+            ("warehouse=lake&warehouse=other", false),
+            ("warehouse=lake2", false),
+        ] {
+            assert_eq!(super::asks_for(query, "lake"), ok, "{query}");
+        }
+    }
+}
