@@ -248,3 +248,19 @@ def test_a_named_local_warehouse_and_a_file_listing_two_refused(server_factory, 
     with pytest.raises(ServerError, match="exactly one warehouse"):
         refused.start(ready_timeout=10)
     refused.stop()
+
+
+def test_metadata_files_that_fall_off_the_log_are_deleted_from_s3(s3_server, moto, http):
+    server, bucket, _ = s3_server()
+    ns = unique()
+    assert http.post(server.api("namespaces"), json={"namespace": [ns]}).status_code == 200
+    created = create_table_raw(http, server, ns, "t", properties={
+        "write.metadata.delete-after-commit.enabled": "true", "write.metadata.previous-versions-max": "1"})
+    prefix = created["metadata"]["location"][len(f"s3://{bucket}/"):] + "/metadata/"
+    url = table_url(server, ns, "t")
+    for i in range(4):
+        assert _commit(http, url, f"k{i}").status_code == 200
+    loaded = http.get(url).json()
+    kept = {loaded["metadata-location"]} | {e["metadata-file"] for e in loaded["metadata"]["metadata-log"]}
+    assert len(kept) == 2
+    assert {f"s3://{bucket}/{k}" for k in moto.keys(bucket, prefix)} == kept
