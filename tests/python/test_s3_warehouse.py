@@ -264,3 +264,17 @@ def test_metadata_files_that_fall_off_the_log_are_deleted_from_s3(s3_server, mot
     kept = {loaded["metadata-location"]} | {e["metadata-file"] for e in loaded["metadata"]["metadata-log"]}
     assert len(kept) == 2
     assert {f"s3://{bucket}/{k}" for k in moto.keys(bucket, prefix)} == kept
+
+
+def test_register_refuses_what_is_not_a_metadata_file_without_quoting_it(s3_server, moto, http):
+    server, bucket, _ = s3_server()
+    ns = unique()
+    assert http.post(server.api("namespaces"), json={"namespace": [ns]}).status_code == 200
+    s3 = moto.client()
+    for key, body in (("empty.json", b""), ("secret.json", b"TOPSECRET not json")):
+        s3.put_object(Bucket=bucket, Key=f"wh/{ns}/{key}", Body=body)
+    for key in ("empty.json", "secret.json", "missing.json"):
+        r = http.post(server.api(f"namespaces/{ns}/register"),
+                      json={"name": unique("r"), "metadata-location": f"s3://{bucket}/wh/{ns}/{key}"})
+        err = assert_error(r, 400)
+        assert "TOPSECRET" not in err["message"], err
