@@ -188,7 +188,9 @@ def test_s3_down_in_the_middle_of_commits_loses_no_acknowledged_commit(s3_server
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         jobs = [pool.submit(writer, u) for u in urls]
-        while sum(map(len, acked.values())) < 5:
+        deadline = time.monotonic() + 30
+        while sum(map(len, acked.values())) < 5 and not any(j.done() for j in jobs):
+            assert time.monotonic() < deadline, "no commit went through before the fault"
             time.sleep(0.01)
         proxy.set("down")
         time.sleep(2)
