@@ -154,7 +154,12 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         let catalog = &self.shared.catalog;
         let out = &mut *resp.body;
         match m.op {
-            Operation::GetConfig => out.extend_from_slice(&self.shared.config_body),
+            Operation::GetConfig => {
+                if self.shared.named_warehouse && !asks_for(req.query, &self.shared.warehouse.name) {
+                    return Err(ApiError::new(ErrorKind::NotFound, "no such warehouse"));
+                }
+                out.extend_from_slice(&self.shared.config_body)
+            }
             Operation::GetToken => self.shared.auth.token_endpoint(req, a, &self.tokens, resp).await,
             Operation::HealthLive => out.extend_from_slice(b"{\"status\":\"ok\"}"),
             Operation::HealthReady => {
@@ -279,5 +284,29 @@ fn accepts_gzip(req: &Request<'_>) -> bool {
 fn content_encoding(resp: &mut Response, encoding: Encoding) {
     if encoding == Encoding::Gzip {
         resp.header("Content-Encoding", b"gzip");
+    }
+}
+
+/// Whether a `/v1/config` query names this warehouse or none: every
+/// `warehouse=` parameter must be `name` (names need no percent-encoding).
+fn asks_for(query: &str, name: &str) -> bool {
+    query.split('&').filter_map(|p| p.strip_prefix("warehouse=")).all(|w| w == name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn config_answers_its_warehouse_or_none() {
+        for (query, ok) in [
+            ("", true),
+            ("warehouse=lake", true),
+            ("x=1&warehouse=lake", true),
+            ("warehouse=other", false),
+            ("warehouse=", false),
+            ("warehouse=lake&warehouse=other", false),
+            ("warehouse=lake2", false),
+        ] {
+            assert_eq!(super::asks_for(query, "lake"), ok, "{query}");
+        }
     }
 }

@@ -20,6 +20,12 @@ pub struct Shared<S: Store, F: FileIo> {
     pub shutdown: Shutdown,
     /// The `/v1/config` response body, built once at start-up.
     pub config_body: Vec<u8>,
+    /// The warehouse served (its S3 settings, what clients are given).
+    pub warehouse: crate::warehouse::Warehouse,
+    /// Whether it comes from a warehouses file: then `/v1/config` answers
+    /// only its name; the `--warehouse` shortcut answers any (clients send
+    /// their own idea of a warehouse, often a path).
+    pub named_warehouse: bool,
     /// Bearer check and token endpoint (`--auth*`).
     pub auth: crate::auth::Authenticator,
 }

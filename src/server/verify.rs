@@ -7,13 +7,13 @@ use std::sync::Arc;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use super::Shared;
-use crate::fileio::LocalFileIo;
+use crate::fileio::WarehouseIo;
 use crate::store::Store;
 
 /// Starts the pass at `per_sec` files a second; it ends when done or when
 /// shutdown is requested.
 pub fn start<S: Store + Send + Sync>(
-    shared: Arc<Shared<S, LocalFileIo>>,
+    shared: Arc<Shared<S, WarehouseIo>>,
     per_sec: u32,
 ) -> Result<ExecutorJoinHandle<()>, String> {
     LocalExecutorBuilder::new(Placement::Unbound)
