@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bingsan::http::{serve_connection, ConnLimits, ConnState, Request, Response, Service, Transport};
-use bingsan::pool::BufPool;
+use bingsan::pool::{BufPool, FutureSlots};
 use libfuzzer_sys::fuzz_target;
 
 /// The fuzz input as the peer's bytes, in small reads; writes are kept.
@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
         idle_timeout: Duration::from_secs(1),
     };
     let mut wire = Wire { input: data, written: Vec::new() };
-    futures_lite::future::block_on(serve_connection(&mut wire, &Echo, &bufs, &limits, &ConnState::default()));
+    futures_lite::future::block_on(serve_connection(&mut wire, &Echo, &bufs, &FutureSlots::new(4), &limits, &ConnState::default()));
     // Every response starts with a status line.
     assert!(wire.written.is_empty() || wire.written.starts_with(b"HTTP/1.1 "));
 });

@@ -7,6 +7,7 @@ mod service;
 mod shard;
 mod state;
 mod tls;
+mod trim;
 mod verify;
 
 use std::sync::atomic::AtomicUsize;
@@ -82,6 +83,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let stats: Vec<Arc<ShardStats>> = (0..shards).map(|i| Arc::new(ShardStats::new(i))).collect();
     let metrics = MetricsThread::start(stats.clone(), args.metrics_listen)
         .map_err(|e| format!("cannot start metrics on {:?}: {e}", args.metrics_listen))?;
+    let _trimmer = trim::Trimmer::start(stats.clone()).map_err(|e| format!("cannot start the heap trimmer: {e}"))?;
     let settings = Settings {
         prefix: args.prefix.clone(),
         separator_encoded: encode_separator(&args.namespace_separator),
