@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::framing::{decode_chunked, framing, BodyFraming, FramingError};
 use super::transport::Transport;
@@ -31,13 +31,40 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
 }
 
-/// What the shard and a connection tell each other about shutdown.
+/// What a shard's connections are served with (one reference per idle
+/// connection's task, rather than one per field).
+pub struct Serving<S> {
+    pub svc: S,
+    pub bufs: Rc<BufPool>,
+    /// Where requests in progress keep their state.
+    pub slots: FutureSlots,
+    pub limits: ConnLimits,
+}
+
+/// What the shard and a connection tell each other about idleness and
+/// shutdown.
 #[derive(Default, Debug)]
 pub struct ConnState {
-    /// The connection waits for a new request (nothing half-received).
-    pub idle: Cell<bool>,
+    /// Since when the connection waits for a new request (nothing
+    /// half-received); `None` while a request is in hand. The wait has no
+    /// timer of its own (a timer per idle connection is memory): the owner
+    /// of the state ends waits past `ConnLimits::idle_timeout` (see
+    /// [`ConnState::idle_expired`]) by shutting the socket's read side.
+    pub idle_since: Cell<Option<Instant>>,
     /// The shard is shutting down: finish the request in hand, then close.
     pub closing: Cell<bool>,
+}
+
+impl ConnState {
+    /// The connection waits for a new request.
+    pub fn is_idle(&self) -> bool {
+        self.idle_since.get().is_some()
+    }
+
+    /// It has waited longer than `limits.idle_timeout` at `now`.
+    pub fn idle_expired(&self, limits: &ConnLimits, now: Instant) -> bool {
+        self.idle_since.get().is_some_and(|t| now.saturating_duration_since(t) >= limits.idle_timeout)
+    }
 }
 
 /// What one parse of the read buffer found.
@@ -60,26 +87,23 @@ enum Step {
 /// slot from `slots` for the request state and pooled buffers for the bytes.
 /// So 10,000 idle connections cost little more than their tasks, and one
 /// large response does not stay with its connection.
-pub async fn serve_connection<T, S>(
-    stream: &mut T,
-    svc: &S,
-    bufs: &Rc<BufPool>,
-    slots: &FutureSlots,
-    limits: &ConnLimits,
-    state: &ConnState,
-) where
+pub async fn serve_connection<T, S>(stream: &mut T, with: &Serving<S>, state: &ConnState)
+where
     T: Transport,
     S: Service,
 {
+    let Serving { svc, bufs, slots, limits } = with;
     let mut first = [0u8; 1];
     loop {
         if state.closing.get() {
             return;
         }
-        stream.set_wait_limit(limits.idle_timeout);
-        state.idle.set(true);
-        let read = stream.read_some(&mut first).await;
-        state.idle.set(false);
+        stream.clear_read_limit();
+        state.idle_since.set(Some(Instant::now()));
+        // A plain read, not `read_some`: its future is smaller, and a one-byte
+        // read completes "full", so glommio arms no extra readiness poll.
+        let read = stream.read(&mut first).await;
+        state.idle_since.set(None);
         if !matches!(read, Ok(1)) {
             return;
         }
@@ -99,6 +123,8 @@ where
     T: Transport,
     S: Service,
 {
+    // Writes before the first wait for more of a request are bounded too.
+    stream.set_wait_limit(limits.idle_timeout);
     // Bytes [start, filled) of `input` are received and not yet answered.
     let mut input = bufs.get();
     let capacity = input.capacity();

@@ -1,8 +1,7 @@
 //! One shard: a pinned glommio executor with its own listener, pools and
 //! counters. Nothing here is shared with other shards except `Shared`.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -21,7 +20,7 @@ use std::panic::AssertUnwindSafe;
 use super::service::{JsonLimits, ShardService};
 use super::state::Shared;
 use crate::fileio::FileIo;
-use crate::http::{serve_connection, ConnLimits, ConnState, Transport};
+use crate::http::{serve_connection, ConnLimits, ConnState, Serving, Transport};
 use crate::metrics::ShardStats;
 use crate::pool::{ArenaPool, BufPool, FutureSlots, PoolConfig, TOKEN_BUFFER, TOKEN_BUFFERS_PER_SHARD};
 use crate::routes::RouteConfig;
@@ -67,6 +66,39 @@ async fn sweep_idempotency_keys<S: Store, F: FileIo>(shared: Arc<Shared<S, F>>) 
     }
 }
 
+/// Closes keep-alive connections idle longer than the idle timeout: one
+/// scan of the shard's table every quarter timeout (at most every second)
+/// instead of a timer per idle connection. A connection closes between
+/// 1 and 1.25 idle timeouts (or the timeout plus a second) after it idled.
+async fn close_idle_connections<S: Store, F: FileIo>(conns: Rc<Conns<S, F>>, shared: Arc<Shared<S, F>>) {
+    let every = (conns.serving.limits.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        let stop = or(
+            async {
+                glommio::timer::sleep(every).await;
+                false
+            },
+            async {
+                shared.shutdown.wait().await;
+                true
+            },
+        )
+        .await;
+        if stop {
+            return;
+        }
+        let now = Instant::now();
+        for (fd, state) in conns.table.each_open() {
+            if state.idle_expired(&conns.serving.limits, now) {
+                state.idle_since.set(None);
+                // SAFETY: fd belongs to a live connection task on this
+                // thread; its wait then reads end-of-stream and closes.
+                unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+            }
+        }
+    }
+}
+
 /// What a connection beyond the shard's limit is told before it is closed.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 119\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"too many connections on this shard; retry later\",\"type\":\"ServiceUnavailableException\",\"code\":503}}";
 
@@ -103,11 +135,8 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
         writes: Semaphore::new(setup.max_writes as u64),
     };
     let conns = Rc::new(Conns {
-        svc,
-        bufs,
-        slots: FutureSlots::new(p.buffers_per_shard),
-        limits: setup.limits,
-        open: RefCell::default(),
+        serving: Serving { svc, bufs, slots: FutureSlots::new(p.buffers_per_shard), limits: setup.limits },
+        table: ConnTable::new(descriptor_limit()),
         stats: stats.clone(),
     });
     shared.accepting.fetch_add(1, Ordering::AcqRel);
@@ -115,6 +144,7 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
     if setup.id == 0 {
         glommio::spawn_local(sweep_idempotency_keys(shared.clone())).detach();
     }
+    glommio::spawn_local(close_idle_connections(conns.clone(), shared.clone())).detach();
 
     loop {
         let accepted = or(async { Some(listener.accept().await) }, async {
@@ -132,7 +162,8 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
                 continue;
             }
         };
-        if conns.open.borrow().len() >= setup.max_connections {
+        let fd = stream.as_raw_fd();
+        if conns.table.open.get() >= setup.max_connections || !conns.table.opened(fd) {
             stats.connections_refused.store(stats.connections_refused.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             if setup.tls.is_none() {
                 glommio::spawn_local(async move {
@@ -144,15 +175,12 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let fd = stream.as_raw_fd();
-        let state = Rc::new(ConnState::default());
-        conns.open.borrow_mut().insert(fd, state.clone());
         stats.connection_opened();
         // Two task types, so a plain connection's task does not carry the
         // TLS handshake's state.
         match setup.tls.clone() {
-            None => glommio::spawn_local(serve_plain(conns.clone(), stream, state)).detach(),
-            Some(acceptor) => glommio::spawn_local(serve_tls(conns.clone(), stream, state, acceptor)).detach(),
+            None => glommio::spawn_local(serve_plain(conns.clone(), stream)).detach(),
+            Some(acceptor) => glommio::spawn_local(serve_tls(conns.clone(), stream, acceptor)).detach(),
         };
     }
 
@@ -160,64 +188,115 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
     drop(listener);
     // Connections finish the request in hand (even one still arriving),
     // then close; idle keep-alive ones would wait forever, so end their reads.
-    for (&fd, state) in conns.open.borrow().iter() {
+    for (fd, state) in conns.table.each_open() {
         state.closing.set(true);
-        if state.idle.get() {
+        if state.is_idle() {
             // SAFETY: fd belongs to a live connection task on this thread.
             unsafe { libc::shutdown(fd, libc::SHUT_RD) };
         }
     }
     let deadline = Instant::now() + setup.drain;
-    while !conns.open.borrow().is_empty() && Instant::now() < deadline {
+    while conns.table.open.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    tracing::info!(shard = setup.id, unfinished = conns.open.borrow().len(), "shard stopped");
+    tracing::info!(shard = setup.id, unfinished = conns.table.open.get(), "shard stopped");
 }
 
 /// What the connection tasks of a shard share: one pointer per task, so an
 /// idle connection's task stays small.
 struct Conns<S: Store, F: FileIo> {
-    svc: ShardService<S, F>,
-    bufs: Rc<BufPool>,
-    /// Where requests in progress keep their state (see `serve_connection`).
-    slots: FutureSlots,
-    limits: ConnLimits,
-    /// Open connections by descriptor, for the drain at shutdown.
-    open: RefCell<HashMap<i32, Rc<ConnState>>>,
+    serving: Serving<ShardService<S, F>>,
+    table: ConnTable,
     stats: Arc<ShardStats>,
 }
 
-impl<S: Store, F: FileIo> Conns<S, F> {
-    /// Serves one connection; a bug in one request costs that connection,
-    /// not the shard.
-    async fn serve<T: Transport>(&self, stream: &mut T, state: &ConnState) {
-        let c = self;
-        let serve = serve_connection(stream, &c.svc, &c.bufs, &c.slots, &c.limits, state);
-        if AssertUnwindSafe(serve).catch_unwind().await.is_err() {
-            tracing::error!(shard = c.stats.shard, "a request handler panicked; connection closed");
-        }
+/// The shard's open connections, by descriptor: an entry per possible fd
+/// (they are below RLIMIT_NOFILE), so a connection costs no allocation or
+/// map entry here. Pages of the table are touched only up to the highest
+/// descriptor used.
+struct ConnTable {
+    slots: Box<[ConnSlot]>,
+    /// Connections open now.
+    open: Cell<usize>,
+    /// One past the highest descriptor ever opened (bounds the drain's scan).
+    high: Cell<usize>,
+}
+
+#[derive(Default)]
+struct ConnSlot {
+    open: Cell<bool>,
+    state: ConnState,
+}
+
+impl ConnTable {
+    fn new(descriptors: usize) -> ConnTable {
+        let slots = std::iter::repeat_with(ConnSlot::default).take(descriptors).collect();
+        ConnTable { slots, open: Cell::new(0), high: Cell::new(0) }
+    }
+
+    /// Marks `fd` open with a fresh state; false if it is out of range.
+    fn opened(&self, fd: i32) -> bool {
+        let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.slots.get(i)) else {
+            return false;
+        };
+        slot.open.set(true);
+        slot.state.idle_since.set(None);
+        slot.state.closing.set(false);
+        self.open.set(self.open.get() + 1);
+        self.high.set(self.high.get().max(fd as usize + 1));
+        true
+    }
+
+    fn state(&self, fd: i32) -> &ConnState {
+        &self.slots[fd as usize].state
     }
 
     fn closed(&self, fd: i32) {
-        self.open.borrow_mut().remove(&fd);
+        self.slots[fd as usize].open.set(false);
+        self.open.set(self.open.get() - 1);
+    }
+
+    fn each_open(&self) -> impl Iterator<Item = (i32, &ConnState)> {
+        self.slots[..self.high.get()]
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.open.get())
+            .map(|(fd, s)| (fd as i32, &s.state))
+    }
+}
+
+/// Descriptors this process may have open (the table's size).
+fn descriptor_limit() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into `limit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 65_536;
+    }
+    limit.rlim_cur.min(1 << 20) as usize
+}
+
+impl<S: Store, F: FileIo> Conns<S, F> {
+    /// Forgets a connection; a panic in one request cost that connection,
+    /// not the shard.
+    fn closed(&self, fd: i32, panicked: bool) {
+        if panicked {
+            tracing::error!(shard = self.stats.shard, "a request handler panicked; connection closed");
+        }
+        self.table.closed(fd);
         self.stats.connection_closed();
     }
 }
 
-async fn serve_plain<S: Store, F: FileIo>(conns: Rc<Conns<S, F>>, mut stream: TcpStream, state: Rc<ConnState>) {
-    conns.serve(&mut stream, &state).await;
-    conns.closed(stream.as_raw_fd());
+async fn serve_plain<S: Store, F: FileIo>(conns: Rc<Conns<S, F>>, mut stream: TcpStream) {
+    let (c, fd) = (&*conns, stream.as_raw_fd());
+    let served = AssertUnwindSafe(serve_connection(&mut stream, &c.serving, c.table.state(fd))).catch_unwind().await;
+    c.closed(fd, served.is_err());
 }
 
-async fn serve_tls<S: Store, F: FileIo>(
-    conns: Rc<Conns<S, F>>,
-    mut stream: TcpStream,
-    state: Rc<ConnState>,
-    acceptor: TlsAcceptor,
-) {
-    let fd = stream.as_raw_fd();
+async fn serve_tls<S: Store, F: FileIo>(conns: Rc<Conns<S, F>>, mut stream: TcpStream, acceptor: TlsAcceptor) {
+    let (c, fd) = (&*conns, stream.as_raw_fd());
     // The handshake is bounded like a request.
-    let timeout = conns.limits.request_timeout;
+    let timeout = c.serving.limits.request_timeout;
     stream.set_wait_limit(timeout);
     // Plain HTTP on the TLS port gets nothing back, not even an alert.
     // glommio's peek ignores read timeouts: bound it here.
@@ -227,12 +306,14 @@ async fn serve_tls<S: Store, F: FileIo>(
         None
     })
     .await;
+    let mut panicked = false;
     if peeked == Some(1) && first[0] == TLS_HANDSHAKE {
         if let Ok(mut tls) = acceptor.accept(stream).await {
-            conns.serve(&mut tls, &state).await;
+            let serve = serve_connection(&mut tls, &c.serving, c.table.state(fd));
+            panicked = AssertUnwindSafe(serve).catch_unwind().await.is_err();
         }
     }
-    conns.closed(fd);
+    c.closed(fd, panicked);
 }
 
 #[cfg(test)]
@@ -240,7 +321,7 @@ mod tests {
     use crate::fileio::LocalFileIo;
     use crate::store::SledStore;
 
-    fn returned_size<A, B, C, R>(_: fn(A, B, C) -> R) -> usize {
+    fn returned_size<A, B, R>(_: fn(A, B) -> R) -> usize {
         std::mem::size_of::<R>()
     }
 
@@ -250,12 +331,8 @@ mod tests {
     #[test]
     fn an_idle_connection_task_stays_small() {
         let plain = returned_size(super::serve_plain::<SledStore, LocalFileIo>);
-        eprintln!(
-            "plain connection future: {plain} bytes; TcpStream {}; ConnState {}",
-            std::mem::size_of::<super::TcpStream>(),
-            std::mem::size_of::<super::ConnState>()
-        );
-        assert!(plain <= 600, "plain connection future is {plain} bytes");
+        eprintln!("plain connection future: {plain} bytes");
+        assert!(plain <= 448, "plain connection future is {plain} bytes");
     }
 
     #[test]
