@@ -17,7 +17,14 @@
 //! bench --target http://127.0.0.1:8181 --cpus 1 --scenario load-table -c 100 -d 30s
 //! bench --cpus 1 --mix load-table=90,commit=10 --rate 5000 -c 200 -d 60s --json
 //! bench --cpus 1 --soak -d 10m --sample-interval 10s --server-pid "$(pidof bingsan)"
+//! bench --cpus 1 --scenario idle -c 10000 --warmup 10s --server-pid "$(pidof bingsan)"
 //! ```
+//!
+//! Every connection stays open from the start of the warm-up to the end of
+//! the run, whatever its schedule; the report counts those open (on both
+//! sides) at the start and the end of the measured window, and `run` fails
+//! when that is fewer than asked. With `--server-pid` it reports the
+//! server's RSS before, during and after, and per connection.
 
 mod args;
 mod blocking;
