@@ -42,28 +42,50 @@ pub struct Serving<S> {
 }
 
 /// What the shard and a connection tell each other about idleness and
-/// shutdown.
+/// shutdown. All zeroes is the default state, so a table of them can come
+/// from zeroed memory that is only touched where it is used.
 #[derive(Default, Debug)]
 pub struct ConnState {
-    /// Since when the connection waits for a new request (nothing
-    /// half-received); `None` while a request is in hand. The wait has no
-    /// timer of its own (a timer per idle connection is memory): the owner
-    /// of the state ends waits past `ConnLimits::idle_timeout` (see
-    /// [`ConnState::idle_expired`]) by shutting the socket's read side.
-    pub idle_since: Cell<Option<Instant>>,
+    /// Since when (ns after [`epoch`], plus one) the connection waits for a
+    /// new request (nothing half-received); 0 while a request is in hand.
+    /// The wait has no timer of its own (a timer per idle connection is
+    /// memory): the owner of the state ends waits past
+    /// `ConnLimits::idle_timeout` (see [`ConnState::idle_expired`]) by
+    /// shutting the socket's read side.
+    idle_since: Cell<u64>,
     /// The shard is shutting down: finish the request in hand, then close.
     pub closing: Cell<bool>,
+    /// For the owner's bookkeeping: a live connection uses this state (the
+    /// shard keeps its states in a table by descriptor).
+    pub open: Cell<bool>,
+}
+
+/// The reference point of idle times.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl ConnState {
+    /// The connection waits for a new request from `now` on.
+    pub fn set_idle(&self, now: Instant) {
+        self.idle_since.set(now.saturating_duration_since(epoch()).as_nanos() as u64 + 1);
+    }
+
+    /// The connection has a request in hand (or its idle wait was ended).
+    pub fn set_busy(&self) {
+        self.idle_since.set(0);
+    }
+
     /// The connection waits for a new request.
     pub fn is_idle(&self) -> bool {
-        self.idle_since.get().is_some()
+        self.idle_since.get() != 0
     }
 
     /// It has waited longer than `limits.idle_timeout` at `now`.
     pub fn idle_expired(&self, limits: &ConnLimits, now: Instant) -> bool {
-        self.idle_since.get().is_some_and(|t| now.saturating_duration_since(t) >= limits.idle_timeout)
+        let waited = now.saturating_duration_since(epoch()).as_nanos() as u64 + 1;
+        self.is_idle() && waited.saturating_sub(self.idle_since.get()) >= limits.idle_timeout.as_nanos() as u64
     }
 }
 
@@ -99,11 +121,11 @@ where
             return;
         }
         stream.clear_read_limit();
-        state.idle_since.set(Some(Instant::now()));
+        state.set_idle(Instant::now());
         // A plain read, not `read_some`: its future is smaller, and a one-byte
         // read completes "full", so glommio arms no extra readiness poll.
         let read = stream.read(&mut first).await;
-        state.idle_since.set(None);
+        state.set_busy();
         if !matches!(read, Ok(1)) {
             return;
         }

@@ -90,7 +90,7 @@ async fn close_idle_connections<S: Store, F: FileIo>(conns: Rc<Conns<S, F>>, sha
         let now = Instant::now();
         for (fd, state) in conns.table.each_open() {
             if state.idle_expired(&conns.serving.limits, now) {
-                state.idle_since.set(None);
+                state.set_busy();
                 // SAFETY: fd belongs to a live connection task on this
                 // thread; its wait then reads end-of-stream and closes.
                 unsafe { libc::shutdown(fd, libc::SHUT_RD) };
@@ -215,22 +215,28 @@ struct Conns<S: Store, F: FileIo> {
 /// map entry here. Pages of the table are touched only up to the highest
 /// descriptor used.
 struct ConnTable {
-    slots: Box<[ConnSlot]>,
+    slots: Box<[ConnState]>,
     /// Connections open now.
     open: Cell<usize>,
     /// One past the highest descriptor ever opened (bounds the drain's scan).
     high: Cell<usize>,
 }
 
-#[derive(Default)]
-struct ConnSlot {
-    open: Cell<bool>,
-    state: ConnState,
-}
-
 impl ConnTable {
     fn new(descriptors: usize) -> ConnTable {
-        let slots = std::iter::repeat_with(ConnSlot::default).take(descriptors).collect();
+        let descriptors = descriptors.max(1);
+        let layout = std::alloc::Layout::array::<ConnState>(descriptors).expect("table size fits");
+        // Zeroed memory from the allocator: large, so mapped and touched
+        // only where descriptors are used, not all at start.
+        // SAFETY: all zeroes is a valid `ConnState` (false flags, not idle), the layout is that of `descriptors` slots, and
+        // the box frees it with the same layout.
+        let slots = unsafe {
+            let ptr = std::alloc::alloc_zeroed(layout).cast::<ConnState>();
+            if ptr.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, descriptors))
+        };
         ConnTable { slots, open: Cell::new(0), high: Cell::new(0) }
     }
 
@@ -240,15 +246,15 @@ impl ConnTable {
             return false;
         };
         slot.open.set(true);
-        slot.state.idle_since.set(None);
-        slot.state.closing.set(false);
+        slot.set_busy();
+        slot.closing.set(false);
         self.open.set(self.open.get() + 1);
         self.high.set(self.high.get().max(fd as usize + 1));
         true
     }
 
     fn state(&self, fd: i32) -> &ConnState {
-        &self.slots[fd as usize].state
+        &self.slots[fd as usize]
     }
 
     fn closed(&self, fd: i32) {
@@ -257,11 +263,7 @@ impl ConnTable {
     }
 
     fn each_open(&self) -> impl Iterator<Item = (i32, &ConnState)> {
-        self.slots[..self.high.get()]
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.open.get())
-            .map(|(fd, s)| (fd as i32, &s.state))
+        self.slots[..self.high.get()].iter().enumerate().filter(|(_, s)| s.open.get()).map(|(fd, s)| (fd as i32, s))
     }
 }
 
@@ -328,6 +330,27 @@ mod tests {
     /// An idle plain connection's task holds only its socket, a few
     /// pointers and the readiness wait; the request state runs in a pooled
     /// slot (it was ~3 KB in the task, most of an idle connection's cost).
+    #[test]
+    fn the_connection_table_starts_zeroed_and_tracks_connections() {
+        let t = super::ConnTable::new(4);
+        assert_eq!(t.each_open().count(), 0);
+        assert!(t.opened(3) && !t.opened(4), "descriptors beyond the table are refused");
+        let limits = crate::http::ConnLimits {
+            max_head: 1,
+            max_body: 1,
+            request_timeout: std::time::Duration::from_secs(1),
+            idle_timeout: std::time::Duration::from_millis(50),
+        };
+        t.state(3).set_idle(std::time::Instant::now()); // starts the idle clock's epoch
+        let now = std::time::Instant::now();
+        t.state(3).set_idle(now);
+        assert!(t.state(3).is_idle() && !t.state(3).idle_expired(&limits, now));
+        assert!(t.state(3).idle_expired(&limits, now + std::time::Duration::from_millis(50)));
+        assert_eq!(t.each_open().map(|(fd, _)| fd).collect::<Vec<_>>(), vec![3]);
+        t.closed(3);
+        assert_eq!((t.open.get(), t.each_open().count()), (0, 0));
+    }
+
     #[test]
     fn an_idle_connection_task_stays_small() {
         let plain = returned_size(super::serve_plain::<SledStore, LocalFileIo>);
