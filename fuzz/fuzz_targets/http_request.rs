@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bingsan::http::{serve_connection, ConnLimits, ConnState, Request, Response, Service, Transport};
-use bingsan::pool::BufPool;
+use bingsan::http::{serve_connection, ConnLimits, ConnState, Request, Response, Service, Serving, Transport};
+use bingsan::pool::{BufPool, FutureSlots};
 use libfuzzer_sys::fuzz_target;
 
 /// The fuzz input as the peer's bytes, in small reads; writes are kept.
@@ -45,6 +45,8 @@ impl Transport for Wire<'_> {
         futures_lite::AsyncReadExt::read(self, buf).await
     }
     fn set_wait_limit(&mut self, _: Duration) {}
+
+    fn clear_read_limit(&mut self) {}
 }
 
 /// Echoes the body length; enough to exercise framing and responses.
@@ -66,7 +68,8 @@ fuzz_target!(|data: &[u8]| {
         idle_timeout: Duration::from_secs(1),
     };
     let mut wire = Wire { input: data, written: Vec::new() };
-    futures_lite::future::block_on(serve_connection(&mut wire, &Echo, &bufs, &limits, &ConnState::default()));
+    let with = Serving { svc: Echo, bufs, slots: FutureSlots::new(4), limits };
+    futures_lite::future::block_on(serve_connection(&mut wire, &with, &ConnState::default()));
     // Every response starts with a status line.
     assert!(wire.written.is_empty() || wire.written.starts_with(b"HTTP/1.1 "));
 });

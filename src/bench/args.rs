@@ -87,7 +87,8 @@ pub struct BenchArgs {
     /// Soak sampling period.
     #[arg(long, env = "BINGSAN_BENCH_SAMPLE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub sample_interval: Duration,
-    /// Server process whose VmRSS the soak samples.
+    /// Server process whose VmRSS is reported before, during and after the
+    /// run (and sampled by the soak).
     #[arg(long, env = "BINGSAN_BENCH_SERVER_PID")]
     pub server_pid: Option<u32>,
     /// Soak fails if post-warm-up RSS ends this fraction above where it began
@@ -96,7 +97,27 @@ pub struct BenchArgs {
     pub rss_tolerance: f64,
 }
 
+/// The idle scenario's default: each connection sends once per this long.
+const IDLE_PERIOD: Duration = Duration::from_secs(10);
+
 impl BenchArgs {
+    /// Requests per second in open-loop mode: --rate, or for the idle
+    /// scenario one request per connection per max(warm-up, 10 s), so each
+    /// connection has sent one by the end of the warm-up.
+    pub fn rate(&self) -> Option<f64> {
+        match self.rate {
+            Some(r) => Some(r),
+            None if self.idle() => Some(self.connections as f64 / self.warmup.max(IDLE_PERIOD).as_secs_f64()),
+            None => None,
+        }
+    }
+
+    /// Whether this run is the idle scenario (it also waits for the server
+    /// to give memory back after the connections close).
+    pub fn idle(&self) -> bool {
+        self.workload() == Mix::single(OpKind::Idle)
+    }
+
     /// The workload: --mix, else --scenario, else the mode's default.
     pub fn workload(&self) -> Mix {
         match (&self.mix, self.scenario) {

@@ -2,8 +2,11 @@
 //! shard. It owns a reusable request buffer, a scratch buffer for request
 //! bodies and a response buffer, so a steady-state request allocates nothing.
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -52,6 +55,9 @@ pub struct Conn {
     addr: SocketAddr,
     timeout: Duration,
     stream: Option<TcpStream>,
+    /// The open socket's descriptor (-1 when closed), shared with the shard
+    /// so it can count the connections it holds (see `held`).
+    fd: Rc<Cell<RawFd>>,
     /// The next request, written by the caller.
     pub req: Vec<u8>,
     /// Room to build a request body before framing it into `req`.
@@ -69,6 +75,7 @@ impl Conn {
             addr,
             timeout,
             stream: None,
+            fd: Rc::new(Cell::new(-1)),
             req: Vec::with_capacity(1024),
             scratch: Vec::new(),
             buf: vec![0; INITIAL_RESPONSE_BUF],
@@ -81,8 +88,18 @@ impl Conn {
         self.stream.is_some()
     }
 
-    pub async fn connect(&mut self) -> Result<(), ClientError> {
+    /// Tracks this connection's descriptor (-1 while it is closed).
+    pub fn fd(&self) -> Rc<Cell<RawFd>> {
+        self.fd.clone()
+    }
+
+    fn disconnect(&mut self) {
         self.stream = None;
+        self.fd.set(-1);
+    }
+
+    pub async fn connect(&mut self) -> Result<(), ClientError> {
+        self.disconnect();
         self.filled = 0;
         self.consumed = 0;
         let stream =
@@ -94,6 +111,7 @@ impl Conn {
             Ok(())
         };
         setup().map_err(ClientError::Connect)?;
+        self.fd.set(stream.as_raw_fd());
         self.stream = Some(stream);
         Ok(())
     }
@@ -114,7 +132,7 @@ impl Conn {
             Ok(r) if !r.close => {}
             // After an error or `Connection: close` the stream is unusable.
             _ => {
-                self.stream = None;
+                self.disconnect();
                 if result.is_err() {
                     self.filled = 0;
                     self.consumed = 0;

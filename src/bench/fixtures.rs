@@ -161,7 +161,7 @@ pub fn setup(
         fixtures.prefix =
             sonic_rs::get_from_slice(&body, &["overrides", "prefix"]).ok().and_then(|v| v.as_str().map(str::to_string));
     }
-    if mix.kinds().all(|k| k == OpKind::Health || k == OpKind::Config) {
+    if mix.kinds().all(|k| matches!(k, OpKind::Health | OpKind::Config | OpKind::Idle)) {
         return Ok(fixtures);
     }
     let root = api_root(base, fixtures.prefix.as_deref());

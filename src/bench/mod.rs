@@ -17,13 +17,21 @@
 //! bench --target http://127.0.0.1:8181 --cpus 1 --scenario load-table -c 100 -d 30s
 //! bench --cpus 1 --mix load-table=90,commit=10 --rate 5000 -c 200 -d 60s --json
 //! bench --cpus 1 --soak -d 10m --sample-interval 10s --server-pid "$(pidof bingsan)"
+//! bench --cpus 1 --scenario idle -c 10000 --warmup 10s --server-pid "$(pidof bingsan)"
 //! ```
+//!
+//! Every connection stays open from the start of the warm-up to the end of
+//! the run, whatever its schedule; the report counts those open (on both
+//! sides) at the start and the end of the measured window, and `run` fails
+//! when that is fewer than asked. With `--server-pid` it reports the
+//! server's RSS before, during and after, and per connection.
 
 mod args;
 mod blocking;
 mod client;
 mod commit;
 mod fixtures;
+mod held;
 mod histogram;
 mod http1;
 mod metrics_scrape;
@@ -53,7 +61,7 @@ use args::Target;
 use blocking::BlockingClient;
 use metrics_scrape::{Scraper, ServerMetrics};
 use plan::Plan;
-use report::{RunInfo, ServerReport};
+use report::{RssReport, RunInfo, ServerReport};
 use schedule::Phases;
 use shard::Shared;
 use soak::Sample;
@@ -73,6 +81,10 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_table());
+    }
+    if let Some(why) = held::shortfall(args.connections, report.open_at_start, report.open_at_end) {
+        eprintln!("bench: FAILED: {why}");
+        return Err(io::Error::other(why));
     }
     match &report.soak {
         Some(soak) if !soak.passed => Err(io::Error::other(format!("soak {}", soak.verdict))),
@@ -132,6 +144,7 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
         args.metrics_url.clone().unwrap_or_else(|| format!("{}/metrics", args.target.trim_end_matches('/')));
     let scraper = Scraper::new(&metrics_url, args.token.clone())?;
 
+    let rss_before = args.server_pid.and_then(soak::read_rss);
     let shared = Arc::new(Shared::new(seed));
     let mut handles = Vec::with_capacity(cpus.len());
     for (i, &cpu) in cpus.iter().enumerate() {
@@ -164,6 +177,10 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
 
     let observed = observe(&handles, &phases, args, &scraper);
     let stats = join_all(handles)?;
+    let rss = rss_before.zip(observed.rss_during).map(|(before, during)| {
+        let (after, after_s) = rss_after_close(args, before);
+        RssReport::new(before, during, after, after_s, stats.open_at_start)
+    });
     let after = scraper.scrape();
     let mut samples = observed.samples;
     if args.soak {
@@ -185,13 +202,14 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
     let info = RunInfo {
         target: args.target.clone(),
         workload: mix.to_string(),
-        rate: args.rate,
+        rate: args.rate(),
         shards: cpus.len(),
         connections: args.connections,
         warmup_s: args.warmup.as_secs_f64(),
         duration_s: args.duration.as_secs_f64(),
     };
     let mut report = Report::new(info, &stats, server);
+    report.rss = rss;
     if args.soak {
         report.soak = Some(soak::judge(samples, stats.errors.total(), args.rss_tolerance));
     }
@@ -202,6 +220,26 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
 struct Observed {
     before: Option<ServerMetrics>,
     samples: Vec<Sample>,
+    /// The server's RSS halfway through the measured window.
+    rss_during: Option<u64>,
+}
+
+/// How long the idle scenario waits for the server to give memory back.
+const GIVE_BACK_WITHIN: Duration = Duration::from_secs(60);
+
+/// The server's RSS after the connections closed and when it was taken: at
+/// once, or for the idle scenario once it is within 20% of `before` (at
+/// most 60 s later).
+fn rss_after_close(args: &BenchArgs, before: u64) -> (u64, f64) {
+    let closed = Instant::now();
+    loop {
+        let now = args.server_pid.and_then(soak::read_rss).unwrap_or(0);
+        let waited = closed.elapsed();
+        if !args.idle() || now as f64 <= before as f64 * 1.2 || waited >= GIVE_BACK_WITHIN {
+            return (now, waited.as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// Waits for the shards, scraping /metrics at the end of warm-up and, in
@@ -211,8 +249,13 @@ fn observe<T>(handles: &[JoinHandle<T>], phases: &Phases, args: &BenchArgs, scra
     let mut scraped = false;
     let mut samples = Vec::new();
     let mut next_sample = phases.start;
+    let mut rss_during = None;
+    let midway = phases.warmup_end + (phases.end - phases.warmup_end) / 2;
     loop {
         let now = Instant::now();
+        if rss_during.is_none() && now >= midway {
+            rss_during = Some(args.server_pid.and_then(soak::read_rss));
+        }
         if !scraped && now >= phases.warmup_end {
             before = scraper.scrape();
             scraped = true;
@@ -226,7 +269,7 @@ fn observe<T>(handles: &[JoinHandle<T>], phases: &Phases, args: &BenchArgs, scra
         }
         std::thread::sleep(POLL);
     }
-    Observed { before, samples }
+    Observed { before, samples, rss_during: rss_during.flatten() }
 }
 
 fn sample(phases: &Phases, args: &BenchArgs, scraper: &Scraper) -> Sample {

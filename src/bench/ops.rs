@@ -50,7 +50,7 @@ pub async fn run_op(
     let p = &plan.paths;
     let path = match kind {
         OpKind::Health => &p.health,
-        OpKind::Config => &p.config,
+        OpKind::Config | OpKind::Idle => &p.config,
         OpKind::GetNamespace => &p.namespace,
         OpKind::ListNamespaces => &p.namespaces,
         OpKind::LoadTable => &p.table,

@@ -62,7 +62,7 @@ impl Plan {
             connections: args.connections,
             warmup: args.warmup,
             duration: args.duration,
-            rate: args.rate,
+            rate: args.rate(),
             timeout: args.timeout,
             connect_concurrency: args.connect_concurrency.max(1),
             commit_retries: args.commit_retries,

@@ -27,6 +27,28 @@ pub struct ServerReport {
     pub pool_retained_bytes: Option<f64>,
 }
 
+/// The server's resident memory around the run (`--server-pid`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RssReport {
+    /// Before the generator connected.
+    pub before: u64,
+    /// Halfway through the measured window, every connection held.
+    pub during: u64,
+    /// The last sample after the connections closed...
+    pub after: u64,
+    /// ...taken this long after they closed.
+    pub after_s: f64,
+    /// (during - before) / connections held at the start of the window.
+    pub per_connection: f64,
+}
+
+impl RssReport {
+    pub fn new(before: u64, during: u64, after: u64, after_s: f64, held: u64) -> RssReport {
+        let per_connection = during.saturating_sub(before) as f64 / held.max(1) as f64;
+        RssReport { before, during, after, after_s, per_connection }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub target: String,
@@ -36,6 +58,10 @@ pub struct Report {
     pub shards: usize,
     pub connections: usize,
     pub connected: u64,
+    /// Connections open on both sides at the start and at the end of the
+    /// measured window; fewer than `connections` fails the run.
+    pub open_at_start: u64,
+    pub open_at_end: u64,
     pub warmup_s: f64,
     pub duration_s: f64,
     /// Successful operations in the measured window (a commit may be
@@ -53,6 +79,7 @@ pub struct Report {
     /// Commits that still conflicted after every retry.
     pub commit_gave_up: u64,
     pub server: ServerReport,
+    pub rss: Option<RssReport>,
     pub soak: Option<SoakReport>,
 }
 
@@ -89,6 +116,8 @@ impl Report {
             shards: info.shards,
             connections: info.connections,
             connected: stats.connected,
+            open_at_start: stats.open_at_start,
+            open_at_end: stats.open_at_end,
             warmup_s: info.warmup_s,
             duration_s: info.duration_s,
             ops: latency.count,
@@ -103,6 +132,7 @@ impl Report {
             commit_retries: stats.commit_retries,
             commit_gave_up: stats.commit_gave_up,
             server,
+            rss: None,
             soak: None,
         }
     }
@@ -119,6 +149,11 @@ impl Report {
             s,
             "  {}{rate}, {} shards, {}/{} connections, {}s warm-up + {}s measured",
             self.mode, self.shards, self.connected, self.connections, self.warmup_s, self.duration_s
+        );
+        let _ = writeln!(
+            s,
+            "  held         {} connections open at the start of the measured window, {} at its end",
+            self.open_at_start, self.open_at_end
         );
         let _ = writeln!(
             s,
@@ -169,6 +204,18 @@ impl Report {
             );
         } else {
             let _ = writeln!(s, "  server       /metrics not available");
+        }
+        if let Some(m) = &self.rss {
+            let mib = |b: u64| b as f64 / 1048576.0;
+            let _ = writeln!(
+                s,
+                "  server rss   {:.1} MiB before, {:.1} MiB with the connections ({:.0} B each), {:.1} MiB {:.0}s after they closed",
+                mib(m.before),
+                mib(m.during),
+                m.per_connection,
+                mib(m.after),
+                m.after_s
+            );
         }
         if let Some(soak) = &self.soak {
             let _ = writeln!(s, "\n  soak samples (t, rss MiB, pool retained KiB):");

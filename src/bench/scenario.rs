@@ -15,10 +15,14 @@ pub enum OpKind {
     LoadTableWide,
     CreateNamespace,
     Commit,
+    /// Every connection held open, sending `config` at a low rate (by
+    /// default one request per connection per max(warm-up, 10 s)): the
+    /// server's memory per idle connection, with `--server-pid`.
+    Idle,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 8] = [
+    pub const ALL: [OpKind; 9] = [
         OpKind::Health,
         OpKind::Config,
         OpKind::GetNamespace,
@@ -27,6 +31,7 @@ impl OpKind {
         OpKind::LoadTableWide,
         OpKind::CreateNamespace,
         OpKind::Commit,
+        OpKind::Idle,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +44,7 @@ impl OpKind {
             OpKind::LoadTableWide => "load-table-wide",
             OpKind::CreateNamespace => "create-namespace",
             OpKind::Commit => "commit",
+            OpKind::Idle => "idle",
         }
     }
 

@@ -13,6 +13,7 @@ use glommio::sync::Semaphore;
 use glommio::timer::sleep;
 
 use super::client::Conn;
+use super::held::count_open;
 use super::ops::{run_op, Worker};
 use super::plan::Plan;
 use super::schedule::{latency_since, OpenLoop, Phases};
@@ -112,6 +113,14 @@ pub async fn run_shard(plan: Arc<Plan>, shared: Arc<Shared>, conns: Range<usize>
     };
     sleep(start.saturating_duration_since(Instant::now())).await;
     let phases = Phases::new(start, plan.warmup, plan.duration);
+    let fds: Rc<Vec<_>> = Rc::new(workers.iter().map(|w| w.conn.fd()).collect());
+    let at_start = {
+        let (fds, stats) = (fds.clone(), stats.clone());
+        glommio::spawn_local(async move {
+            sleep(phases.warmup_end.saturating_duration_since(Instant::now())).await;
+            stats.borrow_mut().open_at_start = count_open(&fds);
+        })
+    };
     let running: Vec<_> = workers
         .into_iter()
         .map(|w| {
@@ -119,9 +128,15 @@ pub async fn run_shard(plan: Arc<Plan>, shared: Arc<Shared>, conns: Range<usize>
             glommio::spawn_local(drive(w, plan.clone(), phases, schedule, stats.clone()))
         })
         .collect();
+    // Every worker is held until all are done, so the count at the end
+    // sees each connection as its loop left it.
+    let mut done = Vec::with_capacity(running.len());
     for task in running {
-        task.await;
+        done.push(task.await);
     }
+    at_start.await;
+    stats.borrow_mut().open_at_end = count_open(&fds);
+    drop(done);
     take(stats)
 }
 
@@ -131,14 +146,15 @@ fn take(stats: Rc<RefCell<ShardStats>>) -> ShardStats {
 
 /// One connection's loop. Closed-loop: the next operation starts when the
 /// previous one ends. Open-loop: operation k starts at its due time (or at
-/// once if late), and its latency counts from the due time.
+/// once if late), and its latency counts from the due time. Either way the
+/// connection stays open until the end of the run, and is returned.
 async fn drive(
     mut w: Worker,
     plan: Arc<Plan>,
     phases: Phases,
     schedule: Option<OpenLoop>,
     stats: Rc<RefCell<ShardStats>>,
-) {
+) -> Worker {
     let mut k = 0;
     loop {
         let now = Instant::now();
@@ -147,6 +163,8 @@ async fn drive(
                 let due = phases.start + s.due(k);
                 k += 1;
                 if due >= phases.end {
+                    // Nothing more to send: hold the connection to the end.
+                    sleep(phases.end.saturating_duration_since(now)).await;
                     break;
                 }
                 if due > now {
@@ -177,6 +195,7 @@ async fn drive(
             }
         }
     }
+    w
 }
 
 #[cfg(test)]

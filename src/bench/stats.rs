@@ -70,6 +70,10 @@ impl ErrorCounts {
 pub struct ShardStats {
     /// Connections that were open when the load started.
     pub connected: u64,
+    /// Connections open on both sides when the measured window began...
+    pub open_at_start: u64,
+    /// ...and when it ended (after the last operation of every connection).
+    pub open_at_end: u64,
     pub http_requests: u64,
     /// (status, count), in order of first sight; a run sees few statuses.
     pub statuses: Vec<(u16, u64)>,
@@ -123,6 +127,8 @@ impl ShardStats {
 
     pub fn merge(&mut self, o: &ShardStats) {
         self.connected += o.connected;
+        self.open_at_start += o.open_at_start;
+        self.open_at_end += o.open_at_end;
         self.http_requests += o.http_requests;
         for &(status, n) in &o.statuses {
             match self.statuses.iter_mut().find(|(s, _)| *s == status) {

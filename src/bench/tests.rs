@@ -1,11 +1,14 @@
 //! End-to-end: the generator against the static server, on loopback.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
 use sonic_rs::JsonValueTrait;
 
+use super::report::RssReport;
 use super::static_server::{self, StaticArgs};
 use super::*;
 
@@ -400,4 +403,75 @@ fn depends_on_no_server_module() {
             assert!(matches!(used, Some("bench" | "uring")), "{} uses module {used:?}", path.display());
         }
     }
+}
+
+#[test]
+fn open_loop_holds_connections_whose_schedule_ends_early() {
+    // 20 connections at 5 req/s: each is due once per 4 s, so most have no
+    // request left in a 1 s run; they must stay open to its end anyway.
+    with_static_server(|url| {
+        let pid = std::process::id().to_string();
+        let args = bench_args(&[
+            "--target",
+            &url,
+            "--scenario",
+            "health",
+            "--connections",
+            "20",
+            "--shards",
+            "1",
+            "--rate",
+            "5",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--server-pid",
+            &pid,
+        ]);
+        let r = execute(&args).expect("bench runs");
+        assert_eq!((r.open_at_start, r.open_at_end), (20, 20), "{}", r.to_table());
+        assert!(r.to_table().contains("20 connections open at the start"), "{}", r.to_table());
+        let rss = r.rss.as_ref().expect("--server-pid reports the server's RSS");
+        assert!(rss.before > 0 && rss.during > 0 && rss.after > 0, "{rss:?}");
+        assert!(held::shortfall(20, r.open_at_start, r.open_at_end).is_none());
+    });
+}
+
+#[test]
+fn open_connections_are_counted_on_both_sides() {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (theirs, _) = listener.accept().unwrap();
+    let tracked = vec![Rc::new(Cell::new(ours.as_raw_fd())), Rc::new(Cell::new(-1))];
+    assert_eq!(held::count_open(&tracked), 1, "closed on our side (-1) does not count");
+    drop(theirs);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(held::count_open(&tracked), 0, "closed by the server does not count");
+}
+
+#[test]
+fn fewer_connections_than_asked_is_a_failure() {
+    assert!(held::shortfall(100, 100, 100).is_none());
+    let why = held::shortfall(10_000, 10_000, 81).expect("a shortfall");
+    assert!(why.contains("81") && why.contains("10000"), "{why}");
+    assert!(held::shortfall(10, 9, 10).is_some());
+}
+
+#[test]
+fn rss_per_connection_divides_the_growth_by_what_was_held() {
+    let r = RssReport::new(10 << 20, 20 << 20, 11 << 20, 3.0, 10_240);
+    assert_eq!(r.per_connection, 1024.0);
+    assert_eq!(RssReport::new(10, 5, 5, 0.0, 0).per_connection, 0.0, "no growth, no connections: 0");
+}
+
+#[test]
+fn idle_scenario_sends_once_per_connection_per_period() {
+    let a = bench_args(&["--scenario", "idle", "-c", "10000", "--warmup", "2s"]);
+    assert!(a.idle());
+    assert_eq!(a.rate(), Some(1000.0), "one request per connection per 10 s");
+    let a = bench_args(&["--scenario", "idle", "-c", "100", "--warmup", "20s", "--rate", "7"]);
+    assert_eq!(a.rate(), Some(7.0));
+    assert_eq!(bench_args(&["--scenario", "config"]).rate(), None);
 }

@@ -4,22 +4,19 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::framing::{decode_chunked, framing, BodyFraming, FramingError};
 use super::transport::Transport;
 use super::{reason, Method, Request, Response, Service};
 use crate::error::{ApiError, ErrorKind};
 use crate::json::write_u64;
-use crate::pool::{BufPool, PooledBuf};
+use crate::pool::{BufPool, FutureSlots, PooledBuf};
 
 /// Most headers a request may carry; more is a 431.
 const MAX_HEADERS: usize = 64;
 /// Pipelined responses are flushed once this many bytes are waiting.
 const FLUSH_AT: usize = 64 * 1024;
-/// What an idle connection reads its next request's first bytes into (on
-/// its task's stack, not a pooled buffer): most catalog GETs fit.
-const IDLE_READ: usize = 1024;
 
 /// Per-connection limits.
 #[derive(Clone, Copy, Debug)]
@@ -34,13 +31,62 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
 }
 
-/// What the shard and a connection tell each other about shutdown.
+/// What a shard's connections are served with (one reference per idle
+/// connection's task, rather than one per field).
+pub struct Serving<S> {
+    pub svc: S,
+    pub bufs: Rc<BufPool>,
+    /// Where requests in progress keep their state.
+    pub slots: FutureSlots,
+    pub limits: ConnLimits,
+}
+
+/// What the shard and a connection tell each other about idleness and
+/// shutdown. All zeroes is the default state, so a table of them can come
+/// from zeroed memory that is only touched where it is used.
 #[derive(Default, Debug)]
 pub struct ConnState {
-    /// The connection waits for a new request (nothing half-received).
-    pub idle: Cell<bool>,
+    /// Since when (ns after [`epoch`], plus one) the connection waits for a
+    /// new request (nothing half-received); 0 while a request is in hand.
+    /// The wait has no timer of its own (a timer per idle connection is
+    /// memory): the owner of the state ends waits past
+    /// `ConnLimits::idle_timeout` (see [`ConnState::idle_expired`]) by
+    /// shutting the socket's read side.
+    idle_since: Cell<u64>,
     /// The shard is shutting down: finish the request in hand, then close.
     pub closing: Cell<bool>,
+    /// For the owner's bookkeeping: a live connection uses this state (the
+    /// shard keeps its states in a table by descriptor).
+    pub open: Cell<bool>,
+}
+
+/// The reference point of idle times.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl ConnState {
+    /// The connection waits for a new request from `now` on.
+    pub fn set_idle(&self, now: Instant) {
+        self.idle_since.set(now.saturating_duration_since(epoch()).as_nanos() as u64 + 1);
+    }
+
+    /// The connection has a request in hand (or its idle wait was ended).
+    pub fn set_busy(&self) {
+        self.idle_since.set(0);
+    }
+
+    /// The connection waits for a new request.
+    pub fn is_idle(&self) -> bool {
+        self.idle_since.get() != 0
+    }
+
+    /// It has waited longer than `limits.idle_timeout` at `now`.
+    pub fn idle_expired(&self, limits: &ConnLimits, now: Instant) -> bool {
+        let waited = now.saturating_duration_since(epoch()).as_nanos() as u64 + 1;
+        self.is_idle() && waited.saturating_sub(self.idle_since.get()) >= limits.idle_timeout.as_nanos() as u64
+    }
 }
 
 /// What one parse of the read buffer found.
@@ -57,33 +103,70 @@ enum Step {
 /// Serves requests on `stream` until the client closes, an I/O error occurs,
 /// or a response requires closing.
 ///
-/// The connection holds pooled buffers only while a request is in hand: an
-/// idle connection gives them back (see `wait_for_request`), so 10,000 idle
-/// connections keep no buffer memory and one large response does not stay
-/// with its connection.
-pub async fn serve_connection<T, S>(stream: &mut T, svc: &S, bufs: &Rc<BufPool>, limits: &ConnLimits, state: &ConnState)
+/// An idle connection holds no buffer and no request state: it waits for
+/// readability (glommio polls the socket, `POLL_ADD`, with no receive buffer
+/// in flight) and reads one byte onto this future; only then does it take a
+/// slot from `slots` for the request state and pooled buffers for the bytes.
+/// So 10,000 idle connections cost little more than their tasks, and one
+/// large response does not stay with its connection.
+pub async fn serve_connection<T, S>(stream: &mut T, with: &Serving<S>, state: &ConnState)
 where
     T: Transport,
     S: Service,
 {
+    let Serving { svc, bufs, slots, limits } = with;
+    let mut first = [0u8; 1];
+    loop {
+        if state.closing.get() {
+            return;
+        }
+        stream.clear_read_limit();
+        state.set_idle(Instant::now());
+        // A plain read, not `read_some`: its future is smaller, and a one-byte
+        // read completes "full", so glommio arms no extra readiness poll.
+        let read = stream.read(&mut first).await;
+        state.set_busy();
+        if !matches!(read, Ok(1)) {
+            return;
+        }
+        if !slots.run(serve_requests(stream, svc, bufs, limits, first[0])).await {
+            return;
+        }
+    }
+}
+
+/// Serves the requests that begin with byte `first` (and any pipelined
+/// after them) until the connection is idle again (true) or must close
+/// (false). Its buffers go back to the pool when it returns: measured,
+/// keeping them through a short pause raised no hit rate and cost a timer
+/// per idle spell.
+async fn serve_requests<T, S>(stream: &mut T, svc: &S, bufs: &Rc<BufPool>, limits: &ConnLimits, first: u8) -> bool
+where
+    T: Transport,
+    S: Service,
+{
+    // Writes before the first wait for more of a request are bounded too.
+    stream.set_wait_limit(limits.idle_timeout);
     // Bytes [start, filled) of `input` are received and not yet answered.
-    let mut input: Option<PooledBuf> = None;
-    let mut filled = 0;
+    let mut input = bufs.get();
+    let capacity = input.capacity();
+    input.resize(capacity.max(1), 0);
+    input[0] = first;
+    let mut filled = 1;
     let mut start = 0;
     let mut out: Option<PooledBuf> = None;
     let mut chunked_body: Option<PooledBuf> = None;
     let mut continue_sent = false;
     // When the first byte of the request being received arrived.
-    let mut request_started: Option<Instant> = None;
+    let mut request_started = Some(Instant::now());
 
     loop {
-        let step = match &input {
-            Some(received) if start < filled => {
-                let _scope = crate::alloc::RequestScope::begin();
-                let out = out.get_or_insert_with(|| bufs.get());
-                parse_and_answer(&received[start..filled], svc, bufs, limits, out, &mut chunked_body).await
-            }
-            _ => Step::NeedMore { send_continue: false },
+        let step = if start < filled {
+            let _scope = crate::alloc::RequestScope::begin();
+            let out = out.get_or_insert_with(|| bufs.get());
+            parse_and_answer(&input[start..filled], svc, bufs, limits, out, &mut chunked_body).await
+        } else {
+            Step::NeedMore { send_continue: false }
         };
         match step {
             Step::Answered { consumed, close } => {
@@ -93,17 +176,18 @@ where
                 request_started = (start < filled).then(Instant::now);
                 if close {
                     let _ = stream.write_all(out).await;
-                    return;
+                    return false;
                 }
                 if out.len() >= FLUSH_AT {
                     if stream.write_all(out).await.is_err() {
-                        return;
+                        return false;
                     }
                     out.clear();
                 }
             }
             Step::Fail(err) => {
-                return send_error(stream, &mut out, bufs, &err).await;
+                send_error(stream, &mut out, bufs, &err).await;
+                return false;
             }
             Step::NeedMore { send_continue } => {
                 // Everything parsed so far is answered: send it before waiting.
@@ -113,79 +197,39 @@ where
                 }
                 if let Some(out) = out.as_mut().filter(|o| !o.is_empty()) {
                     if stream.write_all(out).await.is_err() {
-                        return;
+                        return false;
                     }
                     out.clear();
                 }
-                let idle = request_started.is_none();
-                if idle && state.closing.get() {
-                    return;
-                }
-                let wait = match request_started {
-                    None => limits.idle_timeout,
-                    Some(t) => match limits.request_timeout.checked_sub(t.elapsed()) {
-                        Some(left) if !left.is_zero() => left,
-                        _ => {
-                            return send_error(stream, &mut out, bufs, &too_slow()).await;
-                        }
-                    },
+                let Some(started) = request_started else {
+                    // Idle: the caller waits for the next request without buffers.
+                    return true;
+                };
+                let wait = match limits.request_timeout.checked_sub(started.elapsed()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => {
+                        send_error(stream, &mut out, bufs, &too_slow()).await;
+                        return false;
+                    }
                 };
                 stream.set_wait_limit(wait);
-                let read = if idle {
-                    (start, filled) = (0, 0);
-                    state.idle.set(true);
-                    wait_for_request(stream, bufs, &mut input, &mut out).await
-                } else {
-                    let buf = input.as_mut().expect("a request is being received");
-                    if !make_room(buf, &mut start, &mut filled, limits) {
-                        return send_error(
-                            stream,
-                            &mut out,
-                            bufs,
-                            &ApiError::new(ErrorKind::PayloadTooLarge, "request too large"),
-                        )
-                        .await;
+                if !make_room(&mut input, &mut start, &mut filled, limits) {
+                    let too_large = ApiError::new(ErrorKind::PayloadTooLarge, "request too large");
+                    send_error(stream, &mut out, bufs, &too_large).await;
+                    return false;
+                }
+                match stream.read_some(&mut input[filled..]).await {
+                    Ok(0) => return false,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        send_error(stream, &mut out, bufs, &too_slow()).await;
+                        return false;
                     }
-                    stream.read_some(&mut buf[filled..]).await
-                };
-                state.idle.set(false);
-                match read {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        filled += n;
-                        request_started.get_or_insert_with(Instant::now);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut && request_started.is_some() => {
-                        return send_error(stream, &mut out, bufs, &too_slow()).await;
-                    }
-                    Err(_) => return,
+                    Err(_) => return false,
                 }
             }
         }
     }
-}
-
-/// Waits for the first bytes of the next request on an idle connection and
-/// returns how many arrived, at the start of `input`. The buffers go back
-/// to the pool first and the wait uses a small stack buffer: measured, keeping
-/// them through a short pause raised no hit rate and cost a timer per idle
-/// spell.
-async fn wait_for_request<T: Transport>(
-    stream: &mut T,
-    bufs: &Rc<BufPool>,
-    input: &mut Option<PooledBuf>,
-    out: &mut Option<PooledBuf>,
-) -> std::io::Result<usize> {
-    (*input, *out) = (None, None);
-    let mut first = [0u8; IDLE_READ];
-    let n = stream.read_some(&mut first).await?;
-    if n > 0 {
-        let buf = input.insert(bufs.get());
-        let capacity = buf.capacity();
-        buf.resize(capacity.max(n), 0);
-        buf[..n].copy_from_slice(&first[..n]);
-    }
-    Ok(n)
 }
 
 /// Makes room after `filled` in `buf` for more of the request being

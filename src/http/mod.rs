@@ -11,7 +11,7 @@ mod request;
 mod response;
 mod transport;
 
-pub use conn::{serve_connection, ConnLimits, ConnState};
+pub use conn::{serve_connection, ConnLimits, ConnState, Serving};
 pub use request::{Method, Request};
 pub use response::{reason, Response};
 pub use transport::Transport;

@@ -21,6 +21,10 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin {
     /// Bounds how long one wait for data, or for room to write, may take;
     /// past it the operation fails with `TimedOut`.
     fn set_wait_limit(&mut self, limit: Duration);
+
+    /// Lets the next read wait without a timer (an idle connection, whose
+    /// wait the shard bounds).
+    fn clear_read_limit(&mut self);
 }
 
 impl Transport for glommio::net::TcpStream {
@@ -42,6 +46,11 @@ impl Transport for glommio::net::TcpStream {
         let _ = self.set_read_timeout(limit);
         let _ = self.set_write_timeout(limit);
     }
+
+    fn clear_read_limit(&mut self) {
+        // `None` is always accepted.
+        let _ = self.set_read_timeout(None);
+    }
 }
 
 impl Transport for futures_rustls::server::TlsStream<glommio::net::TcpStream> {
@@ -51,6 +60,10 @@ impl Transport for futures_rustls::server::TlsStream<glommio::net::TcpStream> {
 
     fn set_wait_limit(&mut self, limit: Duration) {
         self.get_mut().0.set_wait_limit(limit);
+    }
+
+    fn clear_read_limit(&mut self) {
+        self.get_mut().0.clear_read_limit();
     }
 }
 

@@ -6,10 +6,12 @@
 
 mod arena;
 mod buf;
+mod slots;
 mod stats;
 
 pub use arena::{ArenaGuard, ArenaPool};
 pub use buf::{BufPool, PooledBuf};
+pub use slots::{FutureSlots, InSlot};
 pub use stats::PoolStats;
 
 /// Sizing for one shard's pools.

@@ -9,6 +9,7 @@ mod service;
 mod shard;
 mod state;
 mod tls;
+mod trim;
 mod verify;
 
 use std::sync::atomic::AtomicUsize;
@@ -163,6 +164,7 @@ fn serve<S: Store + Send + Sync>(args: ServeArgs, store: S, reserve: Reserve, st
     let stats: Vec<Arc<ShardStats>> = (0..shards).map(|i| Arc::new(ShardStats::new(i))).collect();
     let metrics = MetricsThread::start(stats.clone(), args.metrics_listen)
         .map_err(|e| format!("cannot start metrics on {:?}: {e}", args.metrics_listen))?;
+    let _trimmer = trim::Trimmer::start(stats.clone()).map_err(|e| format!("cannot start the heap trimmer: {e}"))?;
     let settings = Settings {
         prefix: prefix.clone(),
         separator_encoded: encode_separator(&args.namespace_separator),
