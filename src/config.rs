@@ -40,9 +40,14 @@ pub struct ServeArgs {
     #[arg(long, env = "BINGSAN_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Warehouse root where table and view metadata files are written (path or file:// URI).
+    /// Warehouse root where table and view metadata files are written (path,
+    /// file:// or s3:// URI): the one-warehouse shortcut of --warehouses-file.
     #[arg(long, env = "BINGSAN_WAREHOUSE", default_value = "./warehouse")]
     pub warehouse: String,
+
+    /// Named warehouses (TOML, see docs/storage.md); replaces --warehouse.
+    #[arg(long, env = "BINGSAN_WAREHOUSES_FILE")]
+    pub warehouses_file: Option<PathBuf>,
 
     /// Catalog prefix advertised in /v1/config; clients then use /v1/{prefix}/... (empty: none).
     #[arg(long, env = "BINGSAN_PREFIX", default_value = "")]
@@ -206,6 +211,14 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The warehouses served: the file's, or the `--warehouse` shortcut.
+    pub fn warehouses(&self) -> Result<Vec<crate::warehouse::Warehouse>, String> {
+        match &self.warehouses_file {
+            Some(path) => crate::warehouse::Warehouse::load_file(path),
+            None => crate::warehouse::Warehouse::shortcut(&self.warehouse).map(|w| vec![w]),
+        }
+    }
+
     /// Checks values that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
         if self.pool_buffer_initial == 0 || self.pool_buffer_initial > self.pool_buffer_max {
