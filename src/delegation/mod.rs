@@ -23,6 +23,7 @@ pub mod sts;
 use std::time::{Duration, SystemTime};
 
 use crate::json::write_str;
+use crate::warehouse::{Delegation as WarehouseDelegation, Warehouse};
 use signer::Grants;
 use sts::{AssumeRole, ServerKey, StsError, Vended};
 
@@ -130,11 +131,51 @@ impl Target {
 pub struct Delegation {
     targets: Vec<Target>,
     pub grants: Grants,
+    /// The catalog serves HTTPS (the scheme of `s3.signer.uri`).
+    pub https: bool,
 }
 
 impl Delegation {
     pub fn new(targets: Vec<Target>) -> Delegation {
-        Delegation { targets, grants: Grants::random() }
+        Delegation { targets, grants: Grants::random(), https: false }
+    }
+
+    /// The delegating S3 warehouses of `warehouses`. The server's keys must
+    /// be static (environment or file) for now: signing with the AWS chain
+    /// needs its refreshing provider, which the S3 file I/O owns.
+    pub fn from_warehouses(warehouses: &[Warehouse], https: bool) -> Result<Delegation, String> {
+        let mut targets = Vec::new();
+        for w in warehouses {
+            let Some(s3) = &w.s3 else { continue };
+            let mode = match s3.delegation {
+                WarehouseDelegation::None => continue,
+                WarehouseDelegation::Vended => Mode::Vended,
+                WarehouseDelegation::RemoteSigning => Mode::RemoteSigning,
+            };
+            let keys =
+                s3.credentials.static_keys().map_err(|e| format!("warehouse {:?}: {e}", w.name))?.ok_or_else(|| {
+                    format!(
+                        "warehouse {:?}: delegation needs static server credentials (source = \"env\" or \"file\")",
+                        w.name
+                    )
+                })?;
+            let key = ServerKey {
+                access_key_id: keys.access_key_id,
+                secret_access_key: keys.secret_access_key,
+                session_token: keys.session_token,
+            };
+            let props = w.client_properties();
+            targets.push(Target::new(
+                &w.root,
+                mode,
+                &s3.region,
+                &props,
+                key,
+                s3.sts_role_arn.clone(),
+                s3.sts_endpoint.as_deref(),
+            ));
+        }
+        Ok(Delegation { https, ..Delegation::new(targets) })
     }
 
     /// Whether any warehouse delegates (else the header is ignored at once).

@@ -1,6 +1,7 @@
 //! `bingsan serve`: start the store, the metrics thread and one shard per
 //! core; wait for SIGINT/SIGTERM; drain; make the store durable; exit.
 
+mod delegate;
 mod idempotency;
 mod os;
 mod service;
@@ -41,6 +42,7 @@ const MIN_CONNECTIONS: usize = 64;
 pub fn run(args: ServeArgs) -> Result<(), String> {
     args.validate()?;
     let auth = crate::auth::Authenticator::from_args(&args)?;
+    let delegation = crate::delegation::Delegation::from_warehouses(&args.warehouses()?, args.tls_cert.is_some())?;
     let cpus = os::allowed_cpus()?;
     os::ensure_port_free(args.listen)?;
     let shards = if args.shards == 0 { cpus.len() } else { args.shards };
@@ -110,6 +112,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         shutdown: Default::default(),
         config_body,
         auth,
+        delegation: Arc::new(delegation),
     });
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),

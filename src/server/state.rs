@@ -22,6 +22,8 @@ pub struct Shared<S: Store, F: FileIo> {
     pub config_body: Vec<u8>,
     /// Bearer check and token endpoint (`--auth*`).
     pub auth: crate::auth::Authenticator,
+    /// Vended credentials and remote signing for S3 warehouses.
+    pub delegation: Arc<crate::delegation::Delegation>,
 }
 
 impl<S: Store, F: FileIo> Shared<S, F> {
