@@ -24,7 +24,9 @@ const PROBE_EVERY: u32 = 10;
 /// What to watch.
 pub struct WatchConfig {
     pub data_dir: PathBuf,
-    pub warehouse: PathBuf,
+    /// The local warehouse directory; `None` for an object-store warehouse
+    /// (no filesystem here to fill; its failures come from its requests).
+    pub warehouse: Option<PathBuf>,
     /// Writes are refused while a filesystem has less free space than this.
     pub min_free: u64,
 }
@@ -113,7 +115,9 @@ impl Watcher {
             fs
         };
         let store = read(Target::Store, &self.config.data_dir);
-        let warehouse = read(Target::Warehouse, &self.config.warehouse);
+        // Without a local warehouse the store's filesystem stands in: the
+        // store is checked first against the same floor, so it adds nothing.
+        let warehouse = self.config.warehouse.as_deref().map_or(store, |p| read(Target::Warehouse, p));
         if !self.reserve.present()
             && store.is_some_and(|fs| !fs.read_only && fs.avail >= self.reserve.size() + self.config.min_free)
         {
@@ -137,8 +141,9 @@ impl Watcher {
             }
         }
         self.checks = self.checks.wrapping_add(1);
-        if gate.is_none() && s.last_failure(Target::Warehouse).is_some() && self.checks % PROBE_EVERY == 0 {
-            match probe(&self.config.warehouse) {
+        let probe_due = gate.is_none() && s.last_failure(Target::Warehouse).is_some() && self.checks % PROBE_EVERY == 0;
+        if let Some(dir) = self.config.warehouse.as_deref().filter(|_| probe_due) {
+            match probe(dir) {
                 Ok(()) => {
                     tracing::info!("the warehouse takes writes again");
                     s.succeeded(Target::Warehouse);

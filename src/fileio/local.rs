@@ -29,6 +29,11 @@ impl LocalFileIo {
         Ok(LocalFileIo { root_uri: uri(&root), root })
     }
 
+    /// The warehouse directory (canonical).
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
     /// The real path of a location: lexically cleaned, links of its
     /// existing part resolved.
     fn real_path(location: &str) -> Result<PathBuf, LocationError> {

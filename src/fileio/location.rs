@@ -18,6 +18,8 @@ pub enum LocationError {
     Unsupported,
     /// Not an absolute path.
     Relative,
+    /// Not an `s3://` URI, in an S3 warehouse.
+    NotS3,
     /// Contains a control character.
     Invalid,
     /// Outside the warehouse once normalised.
@@ -31,6 +33,7 @@ impl fmt::Display for LocationError {
         f.write_str(match self {
             LocationError::Unsupported => "only file:// locations (or absolute paths) are supported",
             LocationError::Relative => "location is not absolute",
+            LocationError::NotS3 => "only s3:// locations are supported in this warehouse",
             LocationError::Invalid => "location contains control characters",
             LocationError::Outside => "location is outside the warehouse",
             LocationError::Root => "location is the warehouse root",

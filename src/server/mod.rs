@@ -20,12 +20,13 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::catalog::{Catalog, Settings};
 use crate::config::ServeArgs;
 use crate::disk::{self, DiskWatch, Reserve, WatchConfig};
-use crate::fileio::LocalFileIo;
+use crate::fileio::WarehouseIo;
 use crate::http::ConnLimits;
 use crate::metrics::{MetricsThread, ShardStats};
 use crate::pool::PoolConfig;
 use crate::routes::{Operation, RouteConfig};
 use crate::store::Store;
+use crate::warehouse::Warehouse;
 use service::JsonLimits;
 
 pub use state::Shared;
@@ -73,24 +74,30 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create data dir {:?}: {e}", args.data_dir))?;
     let reserve = Reserve::new(&args.data_dir, args.store_reserve_bytes);
     let store = disk::open_store(&args.data_dir, &reserve)?;
-    let files =
-        LocalFileIo::new(&args.warehouse).map_err(|e| format!("cannot open warehouse {}: {e}", args.warehouse))?;
-    let watch = WatchConfig {
-        data_dir: args.data_dir.clone(),
-        warehouse: args.warehouse.strip_prefix("file://").unwrap_or(&args.warehouse).into(),
-        min_free: args.min_free_bytes,
+    let warehouse = match <[_; 1]>::try_from(args.warehouses()?) {
+        Ok([w]) => w,
+        Err(_) => return Err("the warehouses file must list exactly one warehouse: one process serves one".into()),
     };
+    // A named warehouse is served under its name unless --prefix says otherwise.
+    let prefix = if args.prefix.is_empty() && args.warehouses_file.is_some() {
+        warehouse.name.clone()
+    } else {
+        args.prefix.clone()
+    };
+    let files = WarehouseIo::open(&warehouse)?;
+    let watch =
+        WatchConfig { data_dir: args.data_dir.clone(), warehouse: files.local_dir(), min_free: args.min_free_bytes };
     let _disk_watch = DiskWatch::start(watch, reserve).map_err(|e| format!("cannot start the disk watcher: {e}"))?;
     let stats: Vec<Arc<ShardStats>> = (0..shards).map(|i| Arc::new(ShardStats::new(i))).collect();
     let metrics = MetricsThread::start(stats.clone(), args.metrics_listen)
         .map_err(|e| format!("cannot start metrics on {:?}: {e}", args.metrics_listen))?;
     let settings = Settings {
-        prefix: args.prefix.clone(),
+        prefix: prefix.clone(),
         separator_encoded: encode_separator(&args.namespace_separator),
         default_page_size: args.default_page_size,
         max_page_size: args.max_page_size,
     };
-    let config_body = config_body(&settings);
+    let config_body = config_body(&settings, &warehouse);
     let catalog = Catalog::new(store, files, settings);
     // Before any shard serves: tables from before the location index get their claims.
     let claimed = futures_lite::future::block_on(catalog.index_locations())
@@ -111,6 +118,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         metrics: metrics.handle(),
         shutdown: Default::default(),
         config_body,
+        warehouse,
         auth,
         delegation: Arc::new(delegation),
     });
@@ -118,7 +126,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
-    log_effective_config(&args, shards, max_connections);
+    log_effective_config(&args, &shared.warehouse, &prefix, shards, max_connections);
 
     let (ready_tx, ready_rx) = channel();
     let mut handles = Vec::with_capacity(shards);
@@ -143,7 +151,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             max_writes: args.max_writes_per_shard,
             json: JsonLimits { max_depth: args.max_json_depth, max_string: args.max_json_string_bytes },
             tls: tls.clone(),
-            routes: RouteConfig { prefix: args.prefix.clone(), separator: args.namespace_separator.clone() },
+            routes: RouteConfig { prefix: prefix.clone(), separator: args.namespace_separator.clone() },
             drain: Duration::from_millis(args.drain_timeout_ms),
         };
         let (shared, ready) = (shared.clone(), ready_tx.clone());
@@ -186,11 +194,22 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     failure.map_or(Ok(()), Err)
 }
 
-/// `/v1/config`: the same bytes for every request, built once.
-fn config_body(settings: &Settings) -> Vec<u8> {
+/// `/v1/config`: the same bytes for every request, built once. The
+/// warehouse's client properties (S3 endpoint, region, path style) are
+/// defaults, so a client that reaches the store another way can override them.
+fn config_body(settings: &Settings, warehouse: &Warehouse) -> Vec<u8> {
     use crate::json::{write_str, write_str_array};
     let mut out = Vec::new();
-    out.extend_from_slice(b"{\"defaults\":{},\"overrides\":{");
+    out.extend_from_slice(b"{\"defaults\":{");
+    for (i, (key, value)) in warehouse.client_properties().iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(&mut out, key);
+        out.push(b':');
+        write_str(&mut out, value);
+    }
+    out.extend_from_slice(b"},\"overrides\":{");
     if !settings.prefix.is_empty() {
         out.extend_from_slice(b"\"prefix\":");
         write_str(&mut out, &settings.prefix);
@@ -220,13 +239,20 @@ fn encode_separator(sep: &str) -> String {
     sep.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
-fn log_effective_config(args: &ServeArgs, shards: usize, max_connections_per_shard: usize) {
+fn log_effective_config(
+    args: &ServeArgs,
+    warehouse: &Warehouse,
+    prefix: &str,
+    shards: usize,
+    max_connections_per_shard: usize,
+) {
     tracing::info!(
         listen = %args.listen,
         shards,
         data_dir = ?args.data_dir,
-        warehouse = %args.warehouse,
-        prefix = %args.prefix,
+        warehouse = %warehouse.name,
+        warehouse_root = %warehouse.root,
+        prefix = %prefix,
         max_header_bytes = args.max_header_bytes,
         max_body_bytes = args.max_body_bytes,
         pool_buffer_initial = args.pool_buffer_initial,

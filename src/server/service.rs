@@ -159,7 +159,12 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         let catalog = &self.shared.catalog;
         let out = &mut *resp.body;
         match m.op {
-            Operation::GetConfig => out.extend_from_slice(&self.shared.config_body),
+            Operation::GetConfig => {
+                if !asks_for(req.query, &self.shared.warehouse.name) {
+                    return Err(ApiError::new(ErrorKind::NotFound, "no such warehouse"));
+                }
+                out.extend_from_slice(&self.shared.config_body)
+            }
             Operation::GetToken => self.shared.auth.token_endpoint(req, a, &self.tokens, resp).await,
             Operation::HealthLive => out.extend_from_slice(b"{\"status\":\"ok\"}"),
             Operation::HealthReady => {
@@ -263,4 +268,10 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         }
         Ok(())
     }
+}
+
+/// Whether a `/v1/config` query names this warehouse or none: every
+/// `warehouse=` parameter must be `name` (names need no percent-encoding).
+fn asks_for(query: &str, name: &str) -> bool {
+    query.split('&').filter_map(|p| p.strip_prefix("warehouse=")).all(|w| w == name)
 }

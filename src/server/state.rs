@@ -20,6 +20,8 @@ pub struct Shared<S: Store, F: FileIo> {
     pub shutdown: Shutdown,
     /// The `/v1/config` response body, built once at start-up.
     pub config_body: Vec<u8>,
+    /// The warehouse served (its S3 settings, what clients are given).
+    pub warehouse: crate::warehouse::Warehouse,
     /// Bearer check and token endpoint (`--auth*`).
     pub auth: crate::auth::Authenticator,
     /// Vended credentials and remote signing for S3 warehouses.

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use super::Shared;
-use crate::fileio::LocalFileIo;
+use crate::fileio::WarehouseIo;
 use crate::store::SledStore;
 
 /// Starts the pass at `per_sec` files a second; it ends when done or when
 /// shutdown is requested.
-pub fn start(shared: Arc<Shared<SledStore, LocalFileIo>>, per_sec: u32) -> Result<ExecutorJoinHandle<()>, String> {
+pub fn start(shared: Arc<Shared<SledStore, WarehouseIo>>, per_sec: u32) -> Result<ExecutorJoinHandle<()>, String> {
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("bingsan-verify")
         .io_memory(super::IO_MEMORY)
