@@ -19,15 +19,11 @@ use super::location::{segment, LocationError};
 use super::{FileIo, ReadError, MAX_METADATA_FILE};
 use crate::warehouse::{bucket_of, is_s3, S3Settings};
 
-/// One HTTP request's limit; the client retries a failed one (5xx,
-/// connection errors) at most [`RETRIES`] times within [`RETRY_WINDOW`],
-/// and a whole operation is abandoned after [`OPERATION_LIMIT`].
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The client retries a failed request (5xx, connection errors, timeouts)
+/// at most this many times, within three request timeouts; an operation
+/// is abandoned after four (`S3Settings::request_timeout_ms`).
 const RETRIES: usize = 2;
-const RETRY_WINDOW: Duration = Duration::from_secs(12);
-const OPERATION_LIMIT: Duration = Duration::from_secs(20);
-/// A purge's listing and deletes may take longer than one write.
+/// A purge lists and deletes many objects: it gets at least this long.
 const PURGE_LIMIT: Duration = Duration::from_secs(120);
 
 /// A warehouse under `s3://bucket[/prefix]`.
@@ -37,6 +33,8 @@ pub struct S3FileIo {
     /// `s3://bucket` or `s3://bucket/prefix`, normalised.
     root: String,
     bucket: String,
+    /// How long one operation may take, retries included.
+    limit: Duration,
 }
 
 impl S3FileIo {
@@ -60,15 +58,16 @@ impl S3FileIo {
             // credentials, then instance metadata.
             None => AmazonS3Builder::from_env(),
         };
+        let request = Duration::from_millis(settings.request_timeout_ms);
         builder = builder
             .with_bucket_name(bucket)
             .with_region(&settings.region)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
-            .with_retry(RetryConfig { max_retries: RETRIES, retry_timeout: RETRY_WINDOW, ..RetryConfig::default() })
+            .with_retry(RetryConfig { max_retries: RETRIES, retry_timeout: request * 3, ..RetryConfig::default() })
             .with_client_options(
                 ClientOptions::new()
-                    .with_timeout(REQUEST_TIMEOUT)
-                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_timeout(request)
+                    .with_connect_timeout(request)
                     .with_allow_http(settings.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
             );
         builder = match (&settings.endpoint, settings.path_style) {
@@ -81,7 +80,7 @@ impl S3FileIo {
             (None, path_style) => builder.with_virtual_hosted_style_request(!path_style),
         };
         let store = builder.build().map_err(|e| format!("S3 warehouse {root}: {e}"))?;
-        Ok(S3FileIo { store: Arc::new(store), io, bucket: bucket.to_string(), root })
+        Ok(S3FileIo { store: Arc::new(store), io, bucket: bucket.to_string(), root, limit: request * 4 })
     }
 
     /// The object path of a normalised location inside the warehouse.
@@ -140,13 +139,13 @@ fn key_of(location: &str, bucket: &str) -> Result<Path, LocationError> {
 
 /// An object store error as an `io::Error` that names no bucket, key or
 /// credential: the kinds the catalog maps (`NotFound`, `AlreadyExists`,
-/// `TimedOut`, `PermissionDenied`) and a generic one.
+/// `TimedOut`) and a generic one, which counts as a storage fault (S3
+/// refusing the server's own credentials is one too, not the client's).
 fn io_error(e: object_store::Error) -> io::Error {
     use object_store::Error::*;
     let kind = match &e {
         NotFound { .. } => io::ErrorKind::NotFound,
         AlreadyExists { .. } | Precondition { .. } => io::ErrorKind::AlreadyExists,
-        PermissionDenied { .. } | Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
         _ if timed_out(&e) => io::ErrorKind::TimedOut,
         _ => io::ErrorKind::Other,
     };
@@ -180,7 +179,7 @@ impl FileIo for S3FileIo {
         let payload = PutPayload::from(bytes.to_vec());
         let store = self.store.clone();
         self.io
-            .run(OPERATION_LIMIT, async move {
+            .run(self.limit, async move {
                 let create = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
                 match store.put_opts(&path, payload.clone(), create).await {
                     Ok(_) => Ok(()),
@@ -195,6 +194,11 @@ impl FileIo for S3FileIo {
                             Err(io::Error::new(io::ErrorKind::AlreadyExists, "metadata file exists"))
                         }
                     }
+                    // A PUT finds no object to miss: the bucket is gone.
+                    Err(e @ object_store::Error::NotFound { .. }) => {
+                        tracing::error!(error = %e, "the warehouse bucket does not exist");
+                        Err(io::Error::other("the warehouse bucket does not exist"))
+                    }
                     Err(e) => Err(io_error(e)),
                 }
             })
@@ -206,7 +210,7 @@ impl FileIo for S3FileIo {
         let store = self.store.clone();
         let got = self
             .io
-            .run(OPERATION_LIMIT, async move {
+            .run(self.limit, async move {
                 let head = match store.head(&path).await {
                     Ok(h) => h,
                     Err(object_store::Error::NotFound { .. }) => return Ok(Err(ReadError::Missing)),
@@ -247,7 +251,7 @@ impl FileIo for S3FileIo {
         let path = self.key(location).map_err(refused)?;
         let store = self.store.clone();
         self.io
-            .run(OPERATION_LIMIT, async move {
+            .run(self.limit, async move {
                 match store.head(&path).await {
                     Ok(h) => Ok(Some(h.size)),
                     Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -262,14 +266,14 @@ impl FileIo for S3FileIo {
         let path = self.key(location).map_err(refused)?;
         let payload = PutPayload::from(bytes.to_vec());
         let store = self.store.clone();
-        self.io.run(OPERATION_LIMIT, async move { store.put(&path, payload).await.map(drop).map_err(io_error) }).await
+        self.io.run(self.limit, async move { store.put(&path, payload).await.map(drop).map_err(io_error) }).await
     }
 
     async fn delete(&self, location: &str) -> io::Result<()> {
         let path = self.key(location).map_err(refused)?;
         let store = self.store.clone();
         self.io
-            .run(OPERATION_LIMIT, async move {
+            .run(self.limit, async move {
                 match store.delete(&path).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                     Err(e) => Err(io_error(e)),
@@ -285,7 +289,7 @@ impl FileIo for S3FileIo {
             keep.iter().filter_map(|k| normalise(k).ok()).filter_map(|k| key_of(&k, &self.bucket).ok()).collect();
         let store = self.store.clone();
         self.io
-            .run(PURGE_LIMIT, async move {
+            .run(PURGE_LIMIT.max(self.limit), async move {
                 // `list` matches whole segments: `t` lists `t/...`, never `t2/...`.
                 let mut listed = store.list(Some(&prefix));
                 let mut doomed = Vec::new();
@@ -328,8 +332,6 @@ mod tests {
     fn files() -> S3FileIo {
         let settings =
             S3Settings { endpoint: Some("http://127.0.0.1:1".into()), path_style: true, ..S3Settings::default() };
-        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
         S3FileIo::new("s3://bkt/wh/", &settings, IoThread::start("bingsan-test-s3").unwrap()).unwrap()
     }
 

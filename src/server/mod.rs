@@ -119,6 +119,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         shutdown: Default::default(),
         config_body,
         warehouse,
+        named_warehouse: args.warehouses_file.is_some(),
         auth,
         delegation: Arc::new(delegation),
     });

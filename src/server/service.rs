@@ -160,7 +160,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         let out = &mut *resp.body;
         match m.op {
             Operation::GetConfig => {
-                if !asks_for(req.query, &self.shared.warehouse.name) {
+                if self.shared.named_warehouse && !asks_for(req.query, &self.shared.warehouse.name) {
                     return Err(ApiError::new(ErrorKind::NotFound, "no such warehouse"));
                 }
                 out.extend_from_slice(&self.shared.config_body)
@@ -274,4 +274,22 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
 /// `warehouse=` parameter must be `name` (names need no percent-encoding).
 fn asks_for(query: &str, name: &str) -> bool {
     query.split('&').filter_map(|p| p.strip_prefix("warehouse=")).all(|w| w == name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn config_answers_its_warehouse_or_none() {
+        for (query, ok) in [
+            ("", true),
+            ("warehouse=lake", true),
+            ("x=1&warehouse=lake", true),
+            ("warehouse=other", false),
+            ("warehouse=", false),
+            ("warehouse=lake&warehouse=other", false),
+            ("warehouse=lake2", false),
+        ] {
+            assert_eq!(super::asks_for(query, "lake"), ok, "{query}");
+        }
+    }
 }

@@ -22,6 +22,10 @@ pub struct Shared<S: Store, F: FileIo> {
     pub config_body: Vec<u8>,
     /// The warehouse served (its S3 settings, what clients are given).
     pub warehouse: crate::warehouse::Warehouse,
+    /// Whether it comes from a warehouses file: then `/v1/config` answers
+    /// only its name; the `--warehouse` shortcut answers any (clients send
+    /// their own idea of a warehouse, often a path).
+    pub named_warehouse: bool,
     /// Bearer check and token endpoint (`--auth*`).
     pub auth: crate::auth::Authenticator,
     /// Vended credentials and remote signing for S3 warehouses.

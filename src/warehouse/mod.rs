@@ -51,6 +51,14 @@ pub struct S3Settings {
     /// STS endpoint URL; `None`: AWS's regional STS endpoint.
     #[serde(default)]
     pub sts_endpoint: Option<String>,
+    /// One S3 request's time limit, in milliseconds; an operation (with its
+    /// retries) is abandoned after four times this.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    5_000
 }
 
 impl Default for S3Settings {
@@ -63,6 +71,7 @@ impl Default for S3Settings {
             delegation: Delegation::None,
             sts_role_arn: None,
             sts_endpoint: None,
+            request_timeout_ms: default_request_timeout_ms(),
         }
     }
 }
@@ -188,12 +197,17 @@ const RESERVED: [&str; 7] = ["namespaces", "tables", "views", "transactions", "c
 impl Warehouse {
     /// The one-warehouse shortcut `--warehouse PATH|URI`: named `default`;
     /// an `s3://` root takes endpoint and region from `AWS_ENDPOINT_URL` and
-    /// `AWS_REGION` and the server's credentials from the AWS chain.
+    /// `AWS_REGION` and the server's credentials from the AWS chain. With an
+    /// endpoint (an S3-compatible store, as a rule) requests are path-style.
     pub fn shortcut(root: &str) -> Result<Warehouse, String> {
-        let s3 = is_s3(root).then(|| S3Settings {
-            endpoint: std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty()),
-            region: std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()).unwrap_or_else(default_region),
-            ..S3Settings::default()
+        let s3 = is_s3(root).then(|| {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty());
+            S3Settings {
+                path_style: endpoint.is_some(),
+                endpoint,
+                region: std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()).unwrap_or_else(default_region),
+                ..S3Settings::default()
+            }
         });
         let w = Warehouse { name: "default".to_string(), root: root.to_string(), s3 };
         w.validate()?;
@@ -249,6 +263,9 @@ impl Warehouse {
                     return Err(format!("warehouse {:?}: endpoint {url:?} is not an http(s) URL", self.name));
                 }
             }
+            if !(100..=600_000).contains(&s3.request_timeout_ms) {
+                return Err(format!("warehouse {:?}: request-timeout-ms must be 100 to 600000", self.name));
+            }
             if s3.delegation == Delegation::Vended && s3.sts_role_arn.is_none() {
                 return Err(format!("warehouse {:?}: delegation = \"vended\" needs sts-role-arn", self.name));
             }
@@ -302,6 +319,7 @@ root = "s3://my-bucket/warehouse"
 endpoint = "http://127.0.0.1:9000"
 region = "eu-west-1"
 path-style = true
+request-timeout-ms = 800
 delegation = "vended"
 sts-role-arn = "arn:aws:iam::123456789012:role/bingsan-vend"
 credentials = { source = "env", access-key-id-var = "LAKE_KEY", secret-access-key-var = "LAKE_SECRET" }
@@ -319,6 +337,7 @@ root = "s3://other-bucket"
         let lake = ws[1].s3.as_ref().unwrap();
         assert_eq!(lake.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert_eq!((lake.region.as_str(), lake.path_style, lake.delegation), ("eu-west-1", true, Delegation::Vended));
+        assert_eq!((lake.request_timeout_ms, ws[2].s3.as_ref().unwrap().request_timeout_ms), (800, 5_000));
         assert!(matches!(&lake.credentials, ServerCredentials::Env { access_key_id_var, session_token_var, .. }
             if access_key_id_var == "LAKE_KEY" && session_token_var == "AWS_SESSION_TOKEN"));
         let aws = ws[2].s3.as_ref().unwrap();
@@ -353,6 +372,7 @@ root = "s3://other-bucket"
         assert!(one(&s3("endpoint = \"localhost:9000\"")).contains("http"));
         assert!(one(&s3("delegation = \"everything\"")).contains("unknown variant"));
         assert!(one(&s3("typo = 1")).contains("typo"));
+        assert!(one(&s3("request-timeout-ms = 0")).contains("request-timeout-ms"));
     }
 
     #[test]

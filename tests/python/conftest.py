@@ -161,6 +161,18 @@ def http():
         yield s
 
 
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory):
+    """A moto S3 server on loopback for the whole session (see s3.py);
+    the servers under test find their S3 keys in the environment."""
+    from s3 import MotoServer, server_env
+
+    os.environ.update(server_env())
+    m = MotoServer(tmp_path_factory.mktemp("moto")).start()
+    yield m
+    m.stop()
+
+
 @pytest.fixture
 def lazy_mount(tmp_path):
     """A mounted lazyfs, or a loud skip where FUSE cannot be mounted."""

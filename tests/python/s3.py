@@ -1,0 +1,169 @@
+"""S3 for the tests: a moto server on loopback, buckets made with boto3,
+and a TCP proxy that can stop or slow S3 for the server under test.
+
+moto keeps objects in memory, so "S3 is down" is the proxy refusing and
+cutting connections while moto keeps its state; the test client can go to
+moto directly and see what the catalog really stored.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from harness import _die_with_parent, free_port
+
+#: moto accepts any keys; these are the static client credentials.
+KEY, SECRET, REGION = "testing", "testing", "us-east-1"
+START_TIMEOUT = 30.0
+
+
+class MotoServer:
+    """`moto_server` (moto[server]) on 127.0.0.1, its log in `workdir`."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(workdir) / "moto.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "MotoServer":
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        )
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                requests.get(self.endpoint + "/moto-api/", timeout=1)
+                return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError(f"moto did not answer within {START_TIMEOUT}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def client(self, endpoint: str | None = None):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=endpoint or self.endpoint, region_name=REGION,
+            aws_access_key_id=KEY, aws_secret_access_key=SECRET,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+
+    def keys(self, bucket: str, prefix: str = "") -> set[str]:
+        """Every object key under `prefix`."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+class FaultProxy:
+    """A TCP proxy to `target_port` on loopback: `up`, `down` (new
+    connections are cut at once, open ones are cut), or `slow` (each
+    chunk from S3 waits `delay` seconds)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.mode = "up"
+        self.delay = 0.0
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def set(self, mode: str, delay: float = 0.0) -> None:
+        self.mode, self.delay = mode, delay
+        if mode == "down":
+            with self._lock:
+                for s in list(self._open):
+                    _close(s)
+                self._open.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.set("down")
+        _close(self.listener)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.mode == "down":
+                _close(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_s3: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data or self.mode == "down":
+                    break
+                if from_s3 and self.mode == "slow":
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                _close(s)
+                with self._lock:
+                    self._open.discard(s)
+
+
+def _close(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    s.close()
+
+
+def warehouses_file(path: Path, name: str, root: str, endpoint: str, timeout_ms: int = 1000) -> Path:
+    """A warehouses file for one S3 warehouse on `endpoint` (path style,
+    static server keys from the environment)."""
+    path.write_text(
+        f'[[warehouse]]\nname = "{name}"\nroot = "{root}"\n[warehouse.s3]\n'
+        f'endpoint = "{endpoint}"\nregion = "{REGION}"\npath-style = true\n'
+        f"request-timeout-ms = {timeout_ms}\n"
+        'credentials = { source = "env", access-key-id-var = "BINGSAN_TEST_S3_KEY", '
+        'secret-access-key-var = "BINGSAN_TEST_S3_SECRET" }\n'
+    )
+    return path
+
+
+def server_env() -> dict[str, str]:
+    """The variables `warehouses_file` points the server's keys at."""
+    return {"BINGSAN_TEST_S3_KEY": KEY, "BINGSAN_TEST_S3_SECRET": SECRET}
