@@ -287,10 +287,78 @@ pub fn write_storage_credentials(out: &mut Vec<u8>, prefix: &str, members: impl 
     out.extend_from_slice(b"}}]");
 }
 
-/// The table location (`metadata.location`) of a `LoadTableResult` body.
-pub fn result_location(body: &[u8]) -> Option<String> {
-    let v = sonic_rs::get(body, ["metadata", "location"]).ok()?;
-    sonic_rs::from_str::<String>(v.as_raw_str()).ok()
+/// The table location (`metadata.location`) of a `LoadTableResult` body
+/// as `write_load_result` lays it out, copied into the request's arena: a
+/// byte walk, because a JSON parser's scratch buffer would be a heap
+/// allocation on every hot load. A location with escapes is read by the
+/// parser instead.
+pub fn result_location<'a>(body: &[u8], a: &'a bumpalo::Bump) -> Option<&'a str> {
+    // The metadata follows the metadata location, a string whose quotes are escaped.
+    const MARK: &[u8] = b",\"metadata\":";
+    let start = body.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
+    match member_str(&body[start..], b"location") {
+        Some(Ok(s)) => Some(a.alloc_str(s)),
+        Some(Err(())) => {
+            let v = sonic_rs::get(body, ["metadata", "location"]).ok()?;
+            Some(a.alloc_str(&sonic_rs::from_str::<String>(v.as_raw_str()).ok()?))
+        }
+        None => None,
+    }
+}
+
+/// The string member `key` of the JSON object `json` starts with: `Ok`
+/// when it has no escapes, `Err` when it has (or is not valid UTF-8).
+fn member_str<'a>(json: &'a [u8], key: &[u8]) -> Option<Result<&'a str, ()>> {
+    // The index of the quote closing the string whose content starts at `i`.
+    let close = |mut i: usize| -> Option<usize> {
+        while i < json.len() {
+            match json[i] {
+                b'\\' => i += 2,
+                b'"' => return Some(i),
+                _ => i += 1,
+            }
+        }
+        None
+    };
+    let skip_ws = |mut i: usize| {
+        while json.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                let end = close(i + 1)?;
+                let after = skip_ws(end + 1);
+                if depth == 1 && json.get(after) == Some(&b':') && &json[i + 1..end] == key {
+                    let v = skip_ws(after + 1);
+                    if json.get(v) != Some(&b'"') {
+                        return None;
+                    }
+                    let value = &json[v + 1..close(v + 1)?];
+                    return Some(if value.contains(&b'\\') {
+                        Err(())
+                    } else {
+                        std::str::from_utf8(value).map_err(drop)
+                    });
+                }
+                i = end + 1;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -301,6 +369,20 @@ mod tests {
         let key = ServerKey { access_key_id: "AKID".into(), secret_access_key: "s".into(), session_token: None };
         let props = [("s3.endpoint", "http://127.0.0.1:1".to_owned()), ("s3.region", "us-east-1".to_owned())];
         Target::new("s3://bkt/wh/", mode, "us-east-1", &props, key, Some("arn:aws:iam::1:role/r".into()), None)
+    }
+
+    #[test]
+    fn finds_the_top_level_location() {
+        let a = bumpalo::Bump::new();
+        let body =
+            |md: &str| format!(r#"{{"metadata-location":"s3://b/x,\"metadata\":","metadata":{md},"config":{{}}}}"#);
+        let nested = r#"{"properties":{"location":"no"},"schemas":[{"location":"no"}],"location" : "s3://b/t","x":1}"#;
+        assert_eq!(result_location(body(nested).as_bytes(), &a), Some("s3://b/t"));
+        let escaped = r#"{"location":"s3://b/a\"b"}"#;
+        assert_eq!(result_location(body(escaped).as_bytes(), &a), Some("s3://b/a\"b"));
+        assert_eq!(result_location(body(r#"{"location":3}"#).as_bytes(), &a), None);
+        assert_eq!(result_location(body(r#"{"other":"s3://b/t"}"#).as_bytes(), &a), None);
+        assert_eq!(result_location(b"{}", &a), None);
     }
 
     #[test]
@@ -331,7 +413,7 @@ mod tests {
             expires_at_ms: 42,
         };
         let mut out = br#"{"metadata-location":"s3://bkt/wh/t/metadata/1.json","metadata":{"location":"s3://bkt/wh/t"},"config":{}}"#.to_vec();
-        assert_eq!(result_location(&out).as_deref(), Some("s3://bkt/wh/t"));
+        assert_eq!(result_location(&out, &bumpalo::Bump::new()), Some("s3://bkt/wh/t"));
         fill_load_result(&mut out, "s3://bkt/wh/t", true, |o| write_vended(o, &t, &v));
         let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(j["config"]["s3.access-key-id"], "ASIA");

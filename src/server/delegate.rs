@@ -45,11 +45,11 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         if !requested.any() {
             return;
         }
-        let Some(location) = result_location(&resp.body) else { return };
-        let Some(target) = d.target(&location, requested) else { return };
+        let Some(location) = result_location(&resp.body, a) else { return };
+        let Some(target) = d.target(location, requested) else { return };
         match target.mode {
-            Mode::Vended => match self.vended(target, &location).await {
-                Ok(v) => fill_load_result(&mut resp.body, &location, true, |o| write_vended(o, target, &v)),
+            Mode::Vended => match self.vended(target, location).await {
+                Ok(v) => fill_load_result(&mut resp.body, location, true, |o| write_vended(o, target, &v)),
                 Err(e) if op == Operation::LoadTable => {
                     resp.body.clear();
                     resp.error(&e);
