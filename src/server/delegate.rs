@@ -58,8 +58,8 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             },
             Mode::RemoteSigning => {
                 let uri = self.signer_uri(req, a);
-                fill_load_result(&mut resp.body, &location, false, |o| {
-                    write_signing(o, target, &d.grants, uri, &location)
+                fill_load_result(&mut resp.body, location, false, |o| {
+                    write_signing(o, target, &d.grants, uri, location)
                 });
             }
         }
