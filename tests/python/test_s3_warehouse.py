@@ -188,7 +188,9 @@ def test_s3_down_in_the_middle_of_commits_loses_no_acknowledged_commit(s3_server
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         jobs = [pool.submit(writer, u) for u in urls]
-        while sum(map(len, acked.values())) < 5:
+        deadline = time.monotonic() + 30
+        while sum(map(len, acked.values())) < 5 and not any(j.done() for j in jobs):
+            assert time.monotonic() < deadline, "no commit went through before the fault"
             time.sleep(0.01)
         proxy.set("down")
         time.sleep(2)
@@ -248,3 +250,33 @@ def test_a_named_local_warehouse_and_a_file_listing_two_refused(server_factory, 
     with pytest.raises(ServerError, match="exactly one warehouse"):
         refused.start(ready_timeout=10)
     refused.stop()
+
+
+def test_metadata_files_that_fall_off_the_log_are_deleted_from_s3(s3_server, moto, http):
+    server, bucket, _ = s3_server()
+    ns = unique()
+    assert http.post(server.api("namespaces"), json={"namespace": [ns]}).status_code == 200
+    created = create_table_raw(http, server, ns, "t", properties={
+        "write.metadata.delete-after-commit.enabled": "true", "write.metadata.previous-versions-max": "1"})
+    prefix = created["metadata"]["location"][len(f"s3://{bucket}/"):] + "/metadata/"
+    url = table_url(server, ns, "t")
+    for i in range(4):
+        assert _commit(http, url, f"k{i}").status_code == 200
+    loaded = http.get(url).json()
+    kept = {loaded["metadata-location"]} | {e["metadata-file"] for e in loaded["metadata"]["metadata-log"]}
+    assert len(kept) == 2
+    assert {f"s3://{bucket}/{k}" for k in moto.keys(bucket, prefix)} == kept
+
+
+def test_register_refuses_what_is_not_a_metadata_file_without_quoting_it(s3_server, moto, http):
+    server, bucket, _ = s3_server()
+    ns = unique()
+    assert http.post(server.api("namespaces"), json={"namespace": [ns]}).status_code == 200
+    s3 = moto.client()
+    for key, body in (("empty.json", b""), ("secret.json", b"TOPSECRET not json")):
+        s3.put_object(Bucket=bucket, Key=f"wh/{ns}/{key}", Body=body)
+    for key in ("empty.json", "secret.json", "missing.json"):
+        r = http.post(server.api(f"namespaces/{ns}/register"),
+                      json={"name": unique("r"), "metadata-location": f"s3://{bucket}/wh/{ns}/{key}"})
+        err = assert_error(r, 400)
+        assert "TOPSECRET" not in err["message"], err
