@@ -10,6 +10,7 @@ pub mod bench;
 pub mod catalog;
 pub mod check;
 pub mod config;
+pub mod delegation;
 pub mod disk;
 pub mod error;
 pub mod fileio;

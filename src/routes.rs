@@ -41,6 +41,8 @@ pub enum Operation {
     HealthReady,
     Metrics,
     HealthWritable,
+    /// `POST /v1/aws/s3/sign`: remote signing of a client's S3 request.
+    SignS3Request,
     /// Requests that matched no route (404, 405, malformed parameters).
     Unmatched,
 }
@@ -49,7 +51,7 @@ impl Operation {
     /// Every operation, in metrics order. A stored `Idempotency-Key` answer
     /// records its operation's position here: add new operations just before
     /// `Unmatched`, never in between.
-    pub const ALL: [Operation; 32] = [
+    pub const ALL: [Operation; 33] = [
         Operation::GetConfig,
         Operation::GetToken,
         Operation::ListNamespaces,
@@ -81,6 +83,7 @@ impl Operation {
         Operation::HealthReady,
         Operation::Metrics,
         Operation::HealthWritable,
+        Operation::SignS3Request,
         Operation::Unmatched,
     ];
 
@@ -144,6 +147,8 @@ impl Operation {
             HealthReady => Spec::new("health_ready", "GET", "/health/ready").open(),
             Metrics => Spec::new("metrics", "GET", "/metrics").open(),
             HealthWritable => Spec::new("health_writable", "GET", "/health/writable").open(),
+            // The Iceberg AWS S3 signer API (outside the REST catalog spec).
+            SignS3Request => Spec::new("sign_s3_request", "POST", "/v1/aws/s3/sign"),
             Unmatched => Spec::new("unmatched", "ANY", ""),
         }
     }
@@ -252,6 +257,7 @@ pub fn route<'a>(method: Method, path: &'a str, cfg: &RouteConfig, arena: &'a Bu
         ["metrics"] => return allow(method, &[Method::Get], m(Operation::Metrics)),
         ["v1", "config"] => return allow(method, &[Method::Get], m(Operation::GetConfig)),
         ["v1", "oauth", "tokens"] => return allow(method, &[Method::Post], m(Operation::GetToken)),
+        ["v1", "aws", "s3", "sign"] => return allow(method, &[Method::Post], m(Operation::SignS3Request)),
         ["v1", first, rest @ ..] if is_collection(first) => {
             let _ = rest;
             &segs[1..]

@@ -1,5 +1,5 @@
 //! Table operations other than create and commit: load, list, exists,
-//! drop, rename, register, metrics reports, credentials.
+//! drop, rename, register, metrics reports.
 
 use bumpalo::Bump;
 use serde::Deserialize;
@@ -167,6 +167,12 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             }
         }
         Ok(Loaded::Body(tag, encoding))
+    }
+
+    /// The location of a table (`GET .../credentials` vends for it).
+    pub async fn table_location(&self, a: &Bump, ns: &[&str], name: &str) -> ApiResult<String> {
+        let rec = self.table_record(a, ns, name).await?;
+        Ok(Placement::of(Record::decode(rec.value.as_ref())?.metadata)?.location)
     }
 
     /// `HEAD .../tables/{t}`.
@@ -387,13 +393,6 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     pub async fn report_metrics(&self, a: &Bump, ns: &[&str], name: &str, body: &[u8]) -> ApiResult<()> {
         parse_json::<serde::de::IgnoredAny>(body, "ReportMetricsRequest")?;
         self.table_exists(a, ns, name).await
-    }
-
-    /// `GET .../tables/{t}/credentials`: a local warehouse vends none.
-    pub async fn load_credentials(&self, a: &Bump, ns: &[&str], name: &str, out: &mut Vec<u8>) -> ApiResult<()> {
-        self.table_exists(a, ns, name).await?;
-        out.extend_from_slice(b"{\"storage-credentials\":[]}");
-        Ok(())
     }
 }
 

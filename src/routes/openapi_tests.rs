@@ -109,6 +109,7 @@ fn operations_outside_the_spec() {
             Operation::HealthReady,
             Operation::Metrics,
             Operation::HealthWritable,
+            Operation::SignS3Request,
             Operation::Unmatched
         ]
     );

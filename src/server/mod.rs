@@ -3,6 +3,7 @@
 
 mod admin;
 mod cpus;
+mod delegate;
 mod idempotency;
 mod os;
 mod service;
@@ -46,6 +47,7 @@ const MIN_CONNECTIONS: usize = 64;
 pub fn run(args: ServeArgs) -> Result<(), String> {
     args.validate()?;
     let auth = crate::auth::Authenticator::from_args(&args)?;
+    let delegation = crate::delegation::Delegation::from_warehouses(&args.warehouses()?, args.tls_cert.is_some())?;
     let cpus = os::allowed_cpus()?;
     os::check_io_uring()?;
     os::ensure_port_free(args.listen)?;
@@ -84,7 +86,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let signals = os::block_signals();
 
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("cannot create data dir {:?}: {e}", args.data_dir))?;
-    let start = Start { auth, cpus, shards, max_connections, signals };
+    let start = Start { auth, delegation, cpus, shards, max_connections, signals };
     if is_postgres(&args.store) {
         let store = open_postgres(&args)?;
         // No embedded store on this disk: nothing to reserve room for.
@@ -100,6 +102,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
 /// What `run` worked out before the store opened.
 struct Start {
     auth: crate::auth::Authenticator,
+    delegation: crate::delegation::Delegation,
     cpus: Vec<usize>,
     shards: usize,
     max_connections: usize,
@@ -146,7 +149,7 @@ where
 
 /// Serves the catalog in `store` until a signal.
 fn serve<S: Store + Send + Sync>(args: ServeArgs, store: S, reserve: Reserve, start: Start) -> Result<(), String> {
-    let Start { auth, cpus, shards, max_connections, signals } = start;
+    let Start { auth, delegation, cpus, shards, max_connections, signals } = start;
     let warehouse = match <[_; 1]>::try_from(args.warehouses()?) {
         Ok([w]) => w,
         Err(_) => return Err("the warehouses file must list exactly one warehouse: one process serves one".into()),
@@ -185,6 +188,7 @@ fn serve<S: Store + Send + Sync>(args: ServeArgs, store: S, reserve: Reserve, st
         warehouse,
         named_warehouse: args.warehouses_file.is_some(),
         auth,
+        delegation: Arc::new(delegation),
     });
     // Before any shard serves: tables from before the location index get
     // their claims; purges a stop cut short release their locations.

@@ -34,6 +34,8 @@ pub struct ShardService<S: Store, F: FileIo> {
     /// Permits for requests that open warehouse files: a burst of writers
     /// queues here instead of running the process out of descriptors.
     pub writes: Semaphore,
+    /// Credentials vended on this shard, by table location.
+    pub vend_cache: crate::delegation::cache::Cache,
 }
 
 /// Bounds on JSON request bodies, checked before any parser sees them.
@@ -63,7 +65,10 @@ impl<S: Store, F: FileIo> Service for ShardService<S, F> {
                         // The semaphore is never closed, so acquiring cannot fail.
                         let _permit =
                             if m.op.spec().warehouse { self.writes.acquire_permit(1).await.ok() } else { None };
-                        self.idempotent(&m, req, &arena, resp).await
+                        let done = self.idempotent(&m, req, &arena, resp).await;
+                        // After the idempotency record is sealed: no credential is stored.
+                        self.delegate(m.op, req, &arena, resp).await;
+                        done
                     }
                 };
                 if let Err(e) = outcome {
@@ -246,7 +251,8 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 catalog.commit_transaction(a, req.body, seal).await?;
                 resp.empty(204);
             }
-            Operation::LoadCredentials => catalog.load_credentials(a, m.namespace, m.name, out).await?,
+            Operation::LoadCredentials => self.load_credentials(m, req, a, out).await?,
+            Operation::SignS3Request => self.sign_s3(req, a, out)?,
             Operation::ListViews => catalog.list_objects(a, ObjectKind::View, m.namespace, req.query, out).await?,
             Operation::CreateView => catalog.create_view(a, m.namespace, req.body, out, seal).await?,
             Operation::LoadView => {

@@ -133,6 +133,7 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
         json: setup.json,
         tokens: BufPool::new(TOKEN_BUFFER, TOKEN_BUFFER, TOKEN_BUFFERS_PER_SHARD, stats.token_pool.clone()),
         writes: Semaphore::new(setup.max_writes as u64),
+        vend_cache: Default::default(),
     };
     let conns = Rc::new(Conns {
         serving: Serving { svc, bufs, slots: FutureSlots::new(p.buffers_per_shard), limits: setup.limits },

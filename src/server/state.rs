@@ -28,6 +28,8 @@ pub struct Shared<S: Store, F: FileIo> {
     pub named_warehouse: bool,
     /// Bearer check and token endpoint (`--auth*`).
     pub auth: crate::auth::Authenticator,
+    /// Vended credentials and remote signing for S3 warehouses.
+    pub delegation: Arc<crate::delegation::Delegation>,
 }
 
 impl<S: Store, F: FileIo> Shared<S, F> {

@@ -1,0 +1,140 @@
+//! The shard's side of access delegation: fills the credentials (or the
+//! signer) into a table's answer, serves `/credentials` and the S3 signer.
+
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use bumpalo::Bump;
+
+use super::service::ShardService;
+use crate::catalog::now_ms;
+use crate::delegation::signer::{check_target, sign, SignRequest};
+use crate::delegation::sts::Vended;
+use crate::delegation::{
+    fill_load_result, result_location, vend_blocking, write_signing, write_storage_credentials, write_vended, Mode,
+    Requested, Target,
+};
+use crate::error::{ApiError, ApiResult, ErrorKind};
+use crate::fileio::FileIo;
+use crate::http::percent::query_pairs;
+use crate::http::{Request, Response};
+use crate::routes::{Matched, Operation};
+use crate::store::Store;
+
+/// The request header naming the modes a client accepts.
+const HEADER: &str = "x-iceberg-access-delegation";
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorKind::ServiceUnavailable, format!("cannot vend credentials for this table now: {e}"))
+}
+
+impl<S: Store, F: FileIo> ShardService<S, F> {
+    /// After a load, create or register answered 200: fills its `config`
+    /// with what the client asked for and the table's warehouse gives. A
+    /// create or register is done by then: a failed vend is logged and the
+    /// answer goes out without credentials rather than as a failure.
+    pub(super) async fn delegate(&self, op: Operation, req: &Request<'_>, a: &Bump, resp: &mut Response) {
+        let d = &self.shared.delegation;
+        if !d.enabled()
+            || resp.status != 200
+            || !matches!(op, Operation::LoadTable | Operation::CreateTable | Operation::RegisterTable)
+        {
+            return;
+        }
+        let requested = Requested::from_header(req.header(HEADER));
+        if !requested.any() {
+            return;
+        }
+        let Some(location) = result_location(&resp.body, a) else { return };
+        let Some(target) = d.target(location, requested) else { return };
+        match target.mode {
+            Mode::Vended => match self.vended(target, location).await {
+                Ok(v) => fill_load_result(&mut resp.body, location, true, |o| write_vended(o, target, &v)),
+                Err(e) if op == Operation::LoadTable => {
+                    resp.body.clear();
+                    resp.error(&e);
+                }
+                Err(e) => tracing::warn!(error = %e.message, location, "answering without vended credentials"),
+            },
+            Mode::RemoteSigning => {
+                let uri = self.signer_uri(req, a);
+                fill_load_result(&mut resp.body, location, false, |o| {
+                    write_signing(o, target, &d.grants, uri, location)
+                });
+            }
+        }
+    }
+
+    /// Credentials for `location`: the shard's cached ones while fresh,
+    /// else a new `AssumeRole` on the blocking pool (never on the shard).
+    async fn vended(&self, target: &Target, location: &str) -> ApiResult<Rc<Vended>> {
+        let now = now_ms().max(0) as u64;
+        if let Some(v) = self.vend_cache.get(location, now) {
+            return Ok(v);
+        }
+        if target.mode != Mode::Vended {
+            return Err(unavailable("the warehouse does not vend credentials"));
+        }
+        let d = self.shared.delegation.clone();
+        let loc = location.to_owned();
+        let result = glommio::executor()
+            .spawn_blocking(move || {
+                let target = d.holding(&loc).ok_or_else(|| unavailable("no warehouse holds the table"))?;
+                vend_blocking(target, &loc).map_err(unavailable)
+            })
+            .await;
+        let v = Rc::new(result.inspect_err(|e| tracing::warn!(error = %e.message, location, "vending failed"))?);
+        self.vend_cache.put(location, v.clone(), now);
+        Ok(v)
+    }
+
+    /// `GET .../tables/{t}/credentials`.
+    pub(super) async fn load_credentials(
+        &self,
+        m: &Matched<'_>,
+        req: &Request<'_>,
+        a: &Bump,
+        out: &mut Vec<u8>,
+    ) -> ApiResult<()> {
+        let location = self.shared.catalog.table_location(a, m.namespace, m.name).await?;
+        let requested = Requested { vended: true, ..Requested::from_header(req.header(HEADER)) };
+        out.extend_from_slice(b"{\"storage-credentials\":");
+        match self.shared.delegation.target(&location, requested) {
+            Some(t) => {
+                let v = self.vended(t, &location).await?;
+                write_storage_credentials(out, &location, |o| write_vended(o, t, &v));
+            }
+            None => out.extend_from_slice(b"[]"),
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// The catalog as this client reached it, for `s3.signer.uri`.
+    fn signer_uri<'a>(&self, req: &Request<'_>, a: &'a Bump) -> Option<&'a str> {
+        let host = req.header_str("host")?;
+        let scheme = if self.shared.delegation.https { "https" } else { "http" };
+        Some(bumpalo::format!(in a, "{}://{}", scheme, host).into_bump_str())
+    }
+
+    /// `POST /v1/aws/s3/sign?grant=...`: signs the request in the body if
+    /// the grant is valid and the request's object lies under its location.
+    pub(super) fn sign_s3(&self, req: &Request<'_>, a: &Bump, out: &mut Vec<u8>) -> ApiResult<()> {
+        let refused = |why: &str| ApiError::new(ErrorKind::Forbidden, format!("not signed: {why}"));
+        let d = &self.shared.delegation;
+        let grant = query_pairs(req.query).find(|(k, _)| *k == "grant").map(|(_, v)| v);
+        let now = SystemTime::now();
+        let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |t| t.as_secs());
+        let location = grant
+            .and_then(|g| d.grants.check(g, secs))
+            .ok_or_else(|| refused("no valid grant; load the table with remote-signing first"))?;
+        let body: SignRequest =
+            sonic_rs::from_slice(req.body).map_err(|_| ApiError::bad_request("invalid S3SignRequest"))?;
+        let target = d
+            .holding(&location)
+            .filter(|t| t.mode == Mode::RemoteSigning)
+            .ok_or_else(|| refused("the table's warehouse does not sign requests"))?;
+        check_target(&body.uri, &body.method, &location, a)?;
+        sign(&body, &target.key, now, out)
+    }
+}
