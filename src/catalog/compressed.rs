@@ -25,9 +25,11 @@ use crate::error::{ApiError, ApiResult};
 /// than the blocking thread's round trip costs every commit of a small table.
 pub const GZIP_MIN_BODY: usize = 4096;
 
-/// gzip level of the stored forms. They are made once per version, off the
-/// shards, so the default level (smaller than level 1 by ~15%) is affordable.
-const LEVEL: u32 = 6;
+/// gzip level of the stored forms (`docs/performance.md`): with zlib-rs,
+/// level 2 is within 5% of level 6's size at a third of its CPU, which the
+/// blocking thread takes from its core on every commit; level 1 (zlib-ng's
+/// "quick" strategy) is 45% larger.
+const LEVEL: u32 = 2;
 
 /// The table (and view) property naming the codec of metadata files.
 pub const CODEC_PROPERTY: &str = "write.metadata.compression-codec";
