@@ -65,6 +65,13 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         }
     }
 
+    /// Whether this request asks a delegating catalog to fill its answer's
+    /// `config`: then the answer must be plain JSON, not a stored gzip form
+    /// (stored without credentials, and not editable in place).
+    pub(super) fn wants_delegation(&self, req: &Request<'_>) -> bool {
+        self.shared.delegation.enabled() && Requested::from_header(req.header(HEADER)).any()
+    }
+
     /// Credentials for `location`: the shard's cached ones while fresh,
     /// else a new `AssumeRole` on the blocking pool (never on the shard).
     async fn vended(&self, target: &Target, location: &str) -> ApiResult<Rc<Vended>> {

@@ -214,7 +214,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             Operation::CreateTable => catalog.create_table(a, m.namespace, req.body, out, seal).await?,
             Operation::LoadTable => {
                 let inm = req.header("if-none-match");
-                let gzip = accepts_gzip(req);
+                let gzip = accepts_gzip(req) && !self.wants_delegation(req);
                 let loaded = catalog.load_table(a, m.namespace, m.name, req.query, inm, gzip, out).await?;
                 // Either answer depends on Accept-Encoding, 304s and plain ones too.
                 resp.header("Vary", b"Accept-Encoding");

@@ -439,3 +439,22 @@ def test_hot_vended_loads_allocate_nothing_and_call_sts_once(vending, moto):
         f"hot loads on one keep-alive connection: {rate['plain']:.0f}/s plain, {rate['vended']:.0f}/s with "
         f"vended credentials from cache (ratio {rate['vended'] / rate['plain']:.2f}); 0 request-path allocations"
     )
+
+
+def test_big_tables_get_their_delegation_through_gzip_clients(vending, signing):
+    """A load answer over the compression threshold is stored gzip; a client
+    that accepts gzip and asks for delegation must still get its config."""
+    fields = [{"id": i, "name": f"c{i}", "required": False, "type": "string"} for i in range(1, 121)]
+    for server, mode, key in ((vending, "vended-credentials", "s3.access-key-id"),
+                              (signing, "remote-signing", "s3.signer.endpoint")):
+        ns = unique("ns")
+        requests.post(server.api("namespaces"), json={"namespace": [ns]}, timeout=10).raise_for_status()
+        created = requests.post(server.api(f"namespaces/{ns}/tables"), timeout=10,
+                                json={"name": "big", "schema": {"type": "struct", "fields": fields}})
+        created.raise_for_status()
+        path = server.api(f"namespaces/{ns}/tables/big")
+        plain = requests.get(path, headers={"Accept-Encoding": "gzip"}, timeout=10)
+        assert plain.headers.get("Content-Encoding") == "gzip", "big enough to be served compressed"
+        r = requests.get(path, headers={HEADER: mode, "Accept-Encoding": "gzip"}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert key in r.json()["config"], (mode, r.headers)
