@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use glommio::io::{Directory, OpenOptions};
 
-use super::location::{lexical, local_path, resolve_links, segment, uri, LocationError};
+use super::location::{self, lexical, local_path, resolve_links, uri, LocationError};
 use super::{FileIo, ReadError, MAX_METADATA_FILE};
 
 /// A warehouse in a local directory, given as a path or a `file://` URI;
@@ -244,17 +244,7 @@ impl FileIo for LocalFileIo {
     }
 
     fn default_location(&self, namespace: &[&str], name: &str, uuid: &str) -> String {
-        let mut out = self.root_uri.clone();
-        for part in namespace {
-            out.push('/');
-            out.push_str(&segment(part));
-        }
-        out.push('/');
-        out.push_str(&segment(name));
-        out.push('-');
-        // A staged create may bring its own UUID: it is a name like any other.
-        out.push_str(&segment(uuid));
-        out
+        location::default_location(&self.root_uri, namespace, name, uuid)
     }
 }
 

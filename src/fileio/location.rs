@@ -122,6 +122,22 @@ pub fn with_scheme(location: &str) -> Option<String> {
 /// The longest readable part kept of a name in a default location.
 const MAX_SEGMENT: usize = 64;
 
+/// `<root>/<ns...>/<name>-<uuid>`, every part made a safe segment: the
+/// default location of a new table or view in any warehouse. A staged
+/// create may bring its own UUID: it is a name like any other.
+pub fn default_location(root: &str, namespace: &[&str], name: &str, uuid: &str) -> String {
+    let mut out = root.to_string();
+    for part in namespace {
+        out.push('/');
+        out.push_str(&segment(part));
+    }
+    out.push('/');
+    out.push_str(&segment(name));
+    out.push('-');
+    out.push_str(&segment(uuid));
+    out
+}
+
 /// `name` as one safe path segment: ASCII letters, digits, `-`, `_` and
 /// non-leading `.` are kept, anything else becomes `_`, so no name can
 /// climb (`..`), hide (`.x`), nest (`a/b`) or need escaping in a URI. Two

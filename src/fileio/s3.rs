@@ -15,7 +15,7 @@ use object_store::path::Path;
 use object_store::{ClientOptions, GetOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
 
 use super::io_thread::IoThread;
-use super::location::{segment, LocationError};
+use super::location::{self, LocationError};
 use super::{FileIo, ReadError, MAX_METADATA_FILE};
 use crate::warehouse::{bucket_of, is_s3, S3Settings};
 
@@ -316,16 +316,7 @@ impl FileIo for S3FileIo {
     }
 
     fn default_location(&self, namespace: &[&str], name: &str, uuid: &str) -> String {
-        let mut out = self.root.clone();
-        for part in namespace {
-            out.push('/');
-            out.push_str(&segment(part));
-        }
-        out.push('/');
-        out.push_str(&segment(name));
-        out.push('-');
-        out.push_str(&segment(uuid));
-        out
+        location::default_location(&self.root, namespace, name, uuid)
     }
 }
 

@@ -42,21 +42,25 @@ pub struct ShardSetup {
     pub tls: Option<TlsAcceptor>,
 }
 
+/// Sleeps for `period`; true if shutdown began meanwhile.
+async fn sleep_or_shutdown<S: Store, F: FileIo>(shared: &Shared<S, F>, period: Duration) -> bool {
+    or(
+        async {
+            glommio::timer::sleep(period).await;
+            false
+        },
+        async {
+            shared.shutdown.wait().await;
+            true
+        },
+    )
+    .await
+}
+
 /// Expires idempotency records now and then (one shard does it for all).
 async fn sweep_idempotency_keys<S: Store, F: FileIo>(shared: Arc<Shared<S, F>>) {
     loop {
-        let stop = or(
-            async {
-                glommio::timer::sleep(SWEEP_EVERY).await;
-                false
-            },
-            async {
-                shared.shutdown.wait().await;
-                true
-            },
-        )
-        .await;
-        if stop {
+        if sleep_or_shutdown(&shared, SWEEP_EVERY).await {
             return;
         }
         let n = super::idempotency::sweep(&shared.catalog.store, crate::catalog::now_ms()).await;
@@ -73,18 +77,7 @@ async fn sweep_idempotency_keys<S: Store, F: FileIo>(shared: Arc<Shared<S, F>>) 
 async fn close_idle_connections<S: Store, F: FileIo>(conns: Rc<Conns<S, F>>, shared: Arc<Shared<S, F>>) {
     let every = (conns.serving.limits.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     loop {
-        let stop = or(
-            async {
-                glommio::timer::sleep(every).await;
-                false
-            },
-            async {
-                shared.shutdown.wait().await;
-                true
-            },
-        )
-        .await;
-        if stop {
+        if sleep_or_shutdown(&shared, every).await {
             return;
         }
         let now = Instant::now();
