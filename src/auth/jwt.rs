@@ -324,6 +324,22 @@ fn parse_jwk(jwk: Jwk) -> Result<Key, Skip> {
 }
 
 /// Strict base64url (no padding) into `buf`; `Malformed` if it does not fit.
+/// The raw `sub` claim of a JWT (escapes unresolved), copied into `a`;
+/// `None` when it has none. Reads the payload only: verify the token first.
+pub fn subject<'a>(token: &[u8], a: &'a bumpalo::Bump) -> Option<&'a [u8]> {
+    let payload_b64 = token.split(|&b| b == b'.').nth(1)?;
+    let mut buf = [0u8; MAX_PAYLOAD + 3];
+    let payload = decode(payload_b64, &mut buf).ok()?;
+    let mut sub = None;
+    for member in members(payload) {
+        let (name, value) = member.ok()?;
+        if str_eq(name, b"sub") {
+            sub = Some(as_str(value)?);
+        }
+    }
+    sub.map(|s| &*a.alloc_slice_copy(s))
+}
+
 fn decode<'b>(segment: &[u8], buf: &'b mut [u8]) -> Result<&'b [u8], Rejected> {
     if segment.is_empty() || segment.len() > (buf.len() - 3) * 4 / 3 + 3 {
         return Err(Rejected::Malformed);

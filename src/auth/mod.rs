@@ -239,6 +239,26 @@ impl Authenticator {
         }
     }
 
+    /// Who sent a request under `--auth`: `token:<client id>` for a token
+    /// of this server, `jwt:<sub>` for a JWT (copied into `a`). `None`
+    /// when auth is off, or the bearer token is missing or invalid (or a
+    /// JWT has no `sub`): nothing to tell callers apart by.
+    pub fn principal<'a>(&self, req: &Request<'_>, a: &'a Bump) -> Option<&'a str> {
+        if !self.required {
+            return None;
+        }
+        let token = req.header("authorization").and_then(form::bearer)?;
+        self.verify_bearer(token, now_secs()).ok()?;
+        if token.iter().filter(|&&b| b == b'.').count() == 1 {
+            let mut buf = token::payload_buf();
+            let claims = self.tokens.as_ref()?.open(token, &mut buf).ok()?;
+            Some(bumpalo::format!(in a, "token:{}", claims.subject).into_bump_str())
+        } else {
+            let sub = std::str::from_utf8(jwt::subject(token, a)?).ok()?;
+            Some(bumpalo::format!(in a, "jwt:{}", sub).into_bump_str())
+        }
+    }
+
     /// `POST /v1/oauth/tokens`: answers with an OAuthTokenResponse or an
     /// OAuthError. Checking a secret (PBKDF2) runs on the shard's blocking
     /// pool so the shard keeps serving meanwhile.

@@ -16,14 +16,20 @@
 //! record was sealed, so no secret is ever stored).
 
 pub mod cache;
+pub mod keys;
 pub mod policy;
 pub mod signer;
 pub mod sts;
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::fileio::IoThread;
 use crate::json::write_str;
-use crate::warehouse::{Delegation as WarehouseDelegation, Warehouse};
+use crate::metrics::DELEGATION;
+use crate::warehouse::{Delegation as WarehouseDelegation, ServerCredentials, Warehouse};
+use keys::ServerKeys;
 use signer::Grants;
 use sts::{AssumeRole, ServerKey, StsError, Vended};
 
@@ -82,7 +88,7 @@ pub struct Target {
     /// JSON members, each followed by a comma.
     props: Vec<u8>,
     /// The server's own keys (signing the STS call and remote signing).
-    pub key: ServerKey,
+    pub keys: ServerKeys,
     pub sts_role_arn: Option<String>,
     /// `http(s)://host[:port]/`.
     pub sts_endpoint: String,
@@ -95,7 +101,7 @@ impl Target {
         mode: Mode,
         region: &str,
         props: &[(&str, String)],
-        key: ServerKey,
+        keys: ServerKeys,
         sts_role_arn: Option<String>,
         sts_endpoint: Option<&str>,
     ) -> Target {
@@ -116,7 +122,7 @@ impl Target {
             mode,
             region: region.to_owned(),
             props: p,
-            key,
+            keys,
             sts_role_arn,
             sts_endpoint,
         }
@@ -140,11 +146,12 @@ impl Delegation {
         Delegation { targets, grants: Grants::random(), https: false }
     }
 
-    /// The delegating S3 warehouses of `warehouses`. The server's keys must
-    /// be static (environment or file) for now: signing with the AWS chain
-    /// needs its refreshing provider, which the S3 file I/O owns.
+    /// The delegating S3 warehouses of `warehouses`. Server keys from the
+    /// AWS chain are resolved by `object_store`'s provider on a
+    /// `bingsan-s3-keys` thread, started when a warehouse needs it.
     pub fn from_warehouses(warehouses: &[Warehouse], https: bool) -> Result<Delegation, String> {
         let mut targets = Vec::new();
+        let mut io: Option<IoThread> = None;
         for w in warehouses {
             let Some(s3) = &w.s3 else { continue };
             let mode = match s3.delegation {
@@ -152,17 +159,25 @@ impl Delegation {
                 WarehouseDelegation::Vended => Mode::Vended,
                 WarehouseDelegation::RemoteSigning => Mode::RemoteSigning,
             };
-            let keys =
-                s3.credentials.static_keys().map_err(|e| format!("warehouse {:?}: {e}", w.name))?.ok_or_else(|| {
-                    format!(
-                        "warehouse {:?}: delegation needs static server credentials (source = \"env\" or \"file\")",
-                        w.name
-                    )
-                })?;
-            let key = ServerKey {
-                access_key_id: keys.access_key_id,
-                secret_access_key: keys.secret_access_key,
-                session_token: keys.session_token,
+            let keys = match s3.credentials.static_keys().map_err(|e| format!("warehouse {:?}: {e}", w.name))? {
+                Some(k) => ServerKeys::Static(Arc::new(ServerKey {
+                    access_key_id: k.access_key_id,
+                    secret_access_key: k.secret_access_key,
+                    session_token: k.session_token,
+                })),
+                None => {
+                    debug_assert_eq!(s3.credentials, ServerCredentials::Chain);
+                    let io = match &io {
+                        Some(io) => io.clone(),
+                        None => io
+                            .insert(
+                                IoThread::start("bingsan-s3-keys")
+                                    .map_err(|e| format!("cannot start the credentials thread: {e}"))?,
+                            )
+                            .clone(),
+                    };
+                    ServerKeys::Chain { provider: crate::fileio::chain_provider(&w.root, s3)?, io }
+                }
             };
             let props = w.client_properties();
             targets.push(Target::new(
@@ -170,7 +185,7 @@ impl Delegation {
                 mode,
                 &s3.region,
                 &props,
-                key,
+                keys,
                 s3.sts_role_arn.clone(),
                 s3.sts_endpoint.as_deref(),
             ));
@@ -194,9 +209,10 @@ impl Delegation {
     }
 }
 
-/// Calls STS for credentials scoped to `location`. Blocking, with a bounded
-/// timeout: run it off the shard (glommio's blocking pool).
-pub fn vend_blocking(target: &Target, location: &str) -> Result<Vended, StsError> {
+/// Calls STS for credentials scoped to `location`, signed with `key`.
+/// Blocking, with a bounded timeout: run it off the shard (glommio's
+/// blocking pool).
+pub fn vend_blocking(target: &Target, key: &ServerKey, location: &str) -> Result<Vended, StsError> {
     let (bucket, prefix) = policy::split_s3(location).ok_or_else(|| StsError::Refused("NotAnS3Location".into()))?;
     let policy =
         policy::session_policy(bucket, prefix).ok_or_else(|| StsError::Refused("WildcardInLocation".into()))?;
@@ -209,10 +225,23 @@ pub fn vend_blocking(target: &Target, location: &str) -> Result<Vended, StsError
         duration_secs: VEND_SECS,
     };
     let signed = call
-        .sign(&target.sts_endpoint, &target.region, &target.key, SystemTime::now())
+        .sign(&target.sts_endpoint, &target.region, key, SystemTime::now())
         .map_err(|_| StsError::Refused("SigningFailed".into()))?;
+    let result = send(&target.sts_endpoint, &signed);
+    let counter = match &result {
+        Ok(_) => &DELEGATION.sts_ok,
+        Err(StsError::Refused(_)) => &DELEGATION.sts_refused,
+        Err(StsError::Unreachable(_)) => &DELEGATION.sts_unreachable,
+        Err(StsError::Malformed) => &DELEGATION.sts_malformed,
+    };
+    counter.fetch_add(1, Relaxed);
+    result
+}
+
+/// Sends a signed STS call and reads its answer, within [`STS_TIMEOUT`].
+fn send(endpoint: &str, signed: &sts::Signed) -> Result<Vended, StsError> {
     let agent = ureq::AgentBuilder::new().timeout(STS_TIMEOUT).redirects(0).build();
-    let mut request = agent.post(&target.sts_endpoint);
+    let mut request = agent.post(endpoint);
     for (k, v) in &signed.headers {
         request = request.set(k, v);
     }
@@ -240,8 +269,16 @@ pub fn write_vended(out: &mut Vec<u8>, target: &Target, v: &Vended) {
 }
 
 /// Writes the `config` members of remote signing: the signer (`signer_uri`,
-/// the server as the client reached it) and an endpoint carrying the grant.
-pub fn write_signing(out: &mut Vec<u8>, target: &Target, grants: &Grants, signer_uri: Option<&str>, location: &str) {
+/// the server as the client reached it) and an endpoint carrying the grant
+/// of `location` to `principal`.
+pub fn write_signing(
+    out: &mut Vec<u8>,
+    target: &Target,
+    grants: &Grants,
+    signer_uri: Option<&str>,
+    location: &str,
+    principal: &str,
+) {
     out.extend_from_slice(&target.props);
     out.extend_from_slice(b"\"s3.remote-signing-enabled\":\"true\",\"s3.signer\":\"S3V4RestSigner\",");
     if let Some(uri) = signer_uri {
@@ -254,7 +291,7 @@ pub fn write_signing(out: &mut Vec<u8>, target: &Target, grants: &Grants, signer
     out.extend_from_slice(b"\"s3.signer.endpoint\":\"");
     out.extend_from_slice(signer::SIGN_PATH.as_bytes());
     out.extend_from_slice(b"?grant=");
-    grants.mint(location, expires, out);
+    grants.mint(location, principal, expires, out);
     out.push(b'"');
 }
 
@@ -366,7 +403,11 @@ mod tests {
     use super::*;
 
     fn target(mode: Mode) -> Target {
-        let key = ServerKey { access_key_id: "AKID".into(), secret_access_key: "s".into(), session_token: None };
+        let key = ServerKeys::Static(Arc::new(ServerKey {
+            access_key_id: "AKID".into(),
+            secret_access_key: "s".into(),
+            session_token: None,
+        }));
         let props = [("s3.endpoint", "http://127.0.0.1:1".to_owned()), ("s3.region", "us-east-1".to_owned())];
         Target::new("s3://bkt/wh/", mode, "us-east-1", &props, key, Some("arn:aws:iam::1:role/r".into()), None)
     }
@@ -429,14 +470,15 @@ mod tests {
         let d = Delegation::new(vec![]);
         let mut out = br#"{"metadata":{"location":"s3://bkt/wh/t"},"config":{}}"#.to_vec();
         fill_load_result(&mut out, "s3://bkt/wh/t", false, |o| {
-            write_signing(o, &t, &d.grants, Some("http://h:1"), "s3://bkt/wh/t")
+            write_signing(o, &t, &d.grants, Some("http://h:1"), "s3://bkt/wh/t", "token:a")
         });
         let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(j["config"]["s3.remote-signing-enabled"], "true");
         assert_eq!(j["config"]["s3.signer.uri"], "http://h:1");
         let endpoint = j["config"]["s3.signer.endpoint"].as_str().unwrap();
         let grant = endpoint.strip_prefix("v1/aws/s3/sign?grant=").unwrap();
-        assert_eq!(d.grants.check(grant, 0).as_deref(), Some("s3://bkt/wh/t"));
+        assert_eq!(d.grants.check(grant, "token:a", 0).as_deref(), Some("s3://bkt/wh/t"));
+        assert_eq!(d.grants.check(grant, "", 0), None);
         assert!(j.get("storage-credentials").is_none());
     }
 }

@@ -3,8 +3,10 @@
 //! for objects under the location of a table the client loaded.
 //!
 //! Proof of the load is a grant: a load with remote signing gives the
-//! client a signer endpoint whose query carries the table's location, an
-//! expiry and an HMAC of both under a key of this process. The signer
+//! client a signer endpoint whose query carries the table's location, the
+//! principal that loaded it (under `--auth`), an expiry and an HMAC of all
+//! three under a key of this process: a grant is worth nothing to another
+//! principal. The signer
 //! needs no state shared between shards, and a grant cannot be widened:
 //! any change breaks the HMAC. A restart makes new grants (clients reload).
 
@@ -44,11 +46,17 @@ impl Grants {
         Grants { key: hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system randomness") }
     }
 
-    /// The grant for `location` until `expires` (seconds since the epoch):
-    /// `base64url(expires ‖ location).base64url(hmac)`, URL-safe as it is.
-    pub fn mint(&self, location: &str, expires: u64, out: &mut Vec<u8>) {
-        let mut payload = Vec::with_capacity(8 + location.len());
+    /// The grant for `location` to `principal` (`""` without `--auth`)
+    /// until `expires` (seconds since the epoch): `base64url(expires ‖
+    /// principal length (u16) ‖ principal ‖ location).base64url(hmac)`,
+    /// URL-safe as it is. A principal is at most a JWT's 8 KiB payload; a
+    /// longer one would get a grant no check accepts.
+    pub fn mint(&self, location: &str, principal: &str, expires: u64, out: &mut Vec<u8>) {
+        let len = u16::try_from(principal.len()).unwrap_or(u16::MAX);
+        let mut payload = Vec::with_capacity(10 + principal.len() + location.len());
         payload.extend_from_slice(&expires.to_be_bytes());
+        payload.extend_from_slice(&len.to_be_bytes());
+        payload.extend_from_slice(principal.as_bytes());
         payload.extend_from_slice(location.as_bytes());
         let tag = hmac::sign(&self.key, &payload);
         let mut text = B64.encode(&payload);
@@ -57,14 +65,17 @@ impl Grants {
         out.extend_from_slice(text.as_bytes());
     }
 
-    /// The location a grant allows, if it is ours and not expired.
-    pub fn check(&self, grant: &str, now: u64) -> Option<String> {
+    /// The location a grant allows `principal`, if the grant is ours, for
+    /// that principal, and not expired.
+    pub fn check(&self, grant: &str, principal: &str, now: u64) -> Option<String> {
         let (payload, tag) = grant.split_once('.')?;
         let payload = B64.decode(payload).ok()?;
         hmac::verify(&self.key, &payload, &B64.decode(tag).ok()?).ok()?;
         let expires = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
         (now < expires).then_some(())?;
-        String::from_utf8(payload[8..].to_vec()).ok()
+        let len = usize::from(u16::from_be_bytes(payload.get(8..10)?.try_into().ok()?));
+        (payload.get(10..10 + len)? == principal.as_bytes()).then_some(())?;
+        String::from_utf8(payload[10 + len..].to_vec()).ok()
     }
 }
 
@@ -183,17 +194,23 @@ mod tests {
     fn grants_round_trip_and_resist_tampering() {
         let g = Grants::random();
         let mut out = Vec::new();
-        g.mint("s3://b/wh/t", 2000, &mut out);
+        g.mint("s3://b/wh/t", "token:a", 2000, &mut out);
         let grant = String::from_utf8(out).unwrap();
         assert!(grant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'));
-        assert_eq!(g.check(&grant, 1999).as_deref(), Some("s3://b/wh/t"));
-        assert_eq!(g.check(&grant, 2000), None, "expired");
-        assert_eq!(Grants::random().check(&grant, 1), None, "another process's key");
+        assert_eq!(g.check(&grant, "token:a", 1999).as_deref(), Some("s3://b/wh/t"));
+        assert_eq!(g.check(&grant, "token:a", 2000), None, "expired");
+        assert_eq!(g.check(&grant, "token:b", 1), None, "another principal");
+        assert_eq!(g.check(&grant, "", 1), None, "no principal");
+        assert_eq!(Grants::random().check(&grant, "token:a", 1), None, "another process's key");
         let (_, tag) = grant.split_once('.').unwrap();
         let mut wider = Vec::from(2000u64.to_be_bytes());
-        wider.extend_from_slice(b"s3://b/wh");
-        assert_eq!(g.check(&format!("{}.{tag}", B64.encode(&wider)), 1), None);
-        assert_eq!(g.check("junk", 1), None);
+        wider.extend_from_slice(&7u16.to_be_bytes());
+        wider.extend_from_slice(b"token:as3://b/wh");
+        assert_eq!(g.check(&format!("{}.{tag}", B64.encode(&wider)), "token:a", 1), None);
+        assert_eq!(g.check("junk", "", 1), None);
+        let mut anonymous = Vec::new();
+        g.mint("s3://b/wh/t", "", 2000, &mut anonymous);
+        assert_eq!(g.check(std::str::from_utf8(&anonymous).unwrap(), "", 1).as_deref(), Some("s3://b/wh/t"));
     }
 
     #[test]

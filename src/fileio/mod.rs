@@ -14,7 +14,7 @@ mod s3;
 pub use io_thread::IoThread;
 pub use local::LocalFileIo;
 pub use location::LocationError;
-pub use s3::S3FileIo;
+pub use s3::{chain_provider, S3FileIo};
 
 use std::io;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredentialProvider, S3ConditionalPut};
 use object_store::path::Path;
 use object_store::{ClientOptions, GetOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
 
@@ -43,44 +43,9 @@ impl S3FileIo {
     pub fn new(root: &str, settings: &S3Settings, io: IoThread) -> Result<S3FileIo, String> {
         let root = normalise(root).map_err(|e| format!("warehouse root {root:?}: {e}"))?;
         let bucket = bucket_of(&root).ok_or_else(|| format!("warehouse root {root:?} names no valid bucket"))?;
-        let mut builder = match settings.credentials.static_keys()? {
-            Some(keys) => {
-                let b = AmazonS3Builder::new()
-                    .with_access_key_id(keys.access_key_id)
-                    .with_secret_access_key(keys.secret_access_key);
-                match keys.session_token {
-                    Some(t) => b.with_token(t),
-                    None => b,
-                }
-            }
-            // The AWS chain: keys in the environment, web identity
-            // (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE), container
-            // credentials, then instance metadata.
-            None => AmazonS3Builder::from_env(),
-        };
-        let request = Duration::from_millis(settings.request_timeout_ms);
-        builder = builder
-            .with_bucket_name(bucket)
-            .with_region(&settings.region)
-            .with_conditional_put(S3ConditionalPut::ETagMatch)
-            .with_retry(RetryConfig { max_retries: RETRIES, retry_timeout: request * 3, ..RetryConfig::default() })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(request)
-                    .with_connect_timeout(request)
-                    .with_allow_http(settings.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
-            );
-        builder = match (&settings.endpoint, settings.path_style) {
-            (Some(endpoint), true) => builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false),
-            // Virtual-hosted on a custom endpoint: the bucket is the host's first label.
-            (Some(endpoint), false) => {
-                let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", endpoint));
-                builder.with_endpoint(format!("{scheme}://{bucket}.{host}")).with_virtual_hosted_style_request(true)
-            }
-            (None, path_style) => builder.with_virtual_hosted_style_request(!path_style),
-        };
-        let store = builder.build().map_err(|e| format!("S3 warehouse {root}: {e}"))?;
-        Ok(S3FileIo { store: Arc::new(store), io, bucket: bucket.to_string(), root, limit: request * 4 })
+        let store = client(&root, bucket, settings)?;
+        let limit = Duration::from_millis(settings.request_timeout_ms) * 4;
+        Ok(S3FileIo { store: Arc::new(store), io, bucket: bucket.to_string(), root, limit })
     }
 
     /// The object path of a normalised location inside the warehouse.
@@ -135,6 +100,56 @@ fn normalise(location: &str) -> Result<String, LocationError> {
 fn key_of(location: &str, bucket: &str) -> Result<Path, LocationError> {
     let key = location.strip_prefix("s3://").and_then(|r| r.strip_prefix(bucket)).ok_or(LocationError::Outside)?;
     Path::parse(key.trim_start_matches('/')).map_err(|_| LocationError::Invalid)
+}
+
+/// The `object_store` client of a warehouse (no request is made yet).
+fn client(root: &str, bucket: &str, settings: &S3Settings) -> Result<AmazonS3, String> {
+    let mut builder = match settings.credentials.static_keys()? {
+        Some(keys) => {
+            let b =
+                AmazonS3Builder::new().with_access_key_id(keys.access_key_id).with_secret_access_key(keys.secret_access_key);
+            match keys.session_token {
+                Some(t) => b.with_token(t),
+                None => b,
+            }
+        }
+        // The AWS chain: keys in the environment, web identity
+        // (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE, its STS at
+        // AWS_ENDPOINT_URL_STS), container credentials, then instance metadata.
+        None => AmazonS3Builder::from_env(),
+    };
+    let request = Duration::from_millis(settings.request_timeout_ms);
+    builder = builder
+        .with_bucket_name(bucket)
+        .with_region(&settings.region)
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        .with_retry(RetryConfig { max_retries: RETRIES, retry_timeout: request * 3, ..RetryConfig::default() })
+        .with_client_options(
+            ClientOptions::new()
+                .with_timeout(request)
+                .with_connect_timeout(request)
+                .with_allow_http(settings.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
+        );
+    builder = match (&settings.endpoint, settings.path_style) {
+        (Some(endpoint), true) => builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false),
+        // Virtual-hosted on a custom endpoint: the bucket is the host's first label.
+        (Some(endpoint), false) => {
+            let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+            builder.with_endpoint(format!("{scheme}://{bucket}.{host}")).with_virtual_hosted_style_request(true)
+        }
+        (None, path_style) => builder.with_virtual_hosted_style_request(!path_style),
+    };
+    builder.build().map_err(|e| format!("S3 warehouse {root}: {e}"))
+}
+
+/// The credential provider `object_store` builds for a warehouse from the
+/// AWS chain, for delegation to sign with the keys the file I/O uses. It
+/// caches temporary credentials and renews them before they expire; ask
+/// it on a tokio runtime (an `IoThread`).
+pub fn chain_provider(root: &str, settings: &S3Settings) -> Result<AwsCredentialProvider, String> {
+    let root = normalise(root).map_err(|e| format!("warehouse root {root:?}: {e}"))?;
+    let bucket = bucket_of(&root).ok_or_else(|| format!("warehouse root {root:?} names no valid bucket"))?;
+    Ok(client(&root, bucket, settings)?.credentials().clone())
 }
 
 /// An object store error as an `io::Error` that names no bucket, key or

@@ -241,6 +241,25 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
         out.push(family(name, help, MetricType::COUNTER, vec![counter(&[], n.load(Relaxed))]));
     }
 
+    let d = &super::DELEGATION;
+    let sts = [("ok", &d.sts_ok), ("refused", &d.sts_refused), ("unreachable", &d.sts_unreachable), ("malformed", &d.sts_malformed)]
+        .iter()
+        .map(|(result, n)| counter(&[("result", result)], n.load(Relaxed)))
+        .collect();
+    out.push(family(
+        "bingsan_sts_calls_total",
+        "STS AssumeRole calls made to vend credentials, by outcome (refused: STS answered an error; unreachable: \
+         no answer in time or no connection; malformed: an answer without credentials).",
+        MetricType::COUNTER,
+        sts,
+    ));
+    out.push(family(
+        "bingsan_server_credentials_failures_total",
+        "Times the AWS chain gave no server credentials to sign a delegation with.",
+        MetricType::COUNTER,
+        vec![counter(&[], d.server_credentials_failed.load(Relaxed))],
+    ));
+
     let mut failures = Vec::new();
     for target in Target::ALL {
         for cause in Cause::ALL {

@@ -9,7 +9,7 @@ use bumpalo::Bump;
 use super::service::ShardService;
 use crate::catalog::now_ms;
 use crate::delegation::signer::{check_target, sign, SignRequest};
-use crate::delegation::sts::Vended;
+use crate::delegation::sts::{StsError, Vended};
 use crate::delegation::{
     fill_load_result, result_location, vend_blocking, write_signing, write_storage_credentials, write_vended, Mode,
     Requested, Target,
@@ -24,8 +24,18 @@ use crate::store::Store;
 /// The request header naming the modes a client accepts.
 const HEADER: &str = "x-iceberg-access-delegation";
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorKind::ServiceUnavailable, format!("cannot vend credentials for this table now: {e}"))
+/// The 503 of a failed vend: what failed, never STS's endpoint, role or
+/// message (those go to the log).
+fn unavailable(why: &str) -> ApiError {
+    ApiError::new(ErrorKind::ServiceUnavailable, format!("cannot vend credentials for this table now: {why}"))
+}
+
+fn sts_unavailable(e: &StsError) -> ApiError {
+    unavailable(match e {
+        StsError::Refused(_) => "STS refused to issue them",
+        StsError::Unreachable(_) => "STS did not answer in time",
+        StsError::Malformed => "STS answered without credentials",
+    })
 }
 
 impl<S: Store, F: FileIo> ShardService<S, F> {
@@ -57,9 +67,19 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 Err(e) => tracing::warn!(error = %e.message, location, "answering without vended credentials"),
             },
             Mode::RemoteSigning => {
+                let auth = &self.shared.auth;
+                let principal = match auth.principal(req, a) {
+                    Some(p) => p,
+                    // Under --auth a grant names who may use it.
+                    None if auth.required() => {
+                        tracing::warn!(location, "no principal to grant remote signing to (a JWT without sub)");
+                        return;
+                    }
+                    None => "",
+                };
                 let uri = self.signer_uri(req, a);
                 fill_load_result(&mut resp.body, location, false, |o| {
-                    write_signing(o, target, &d.grants, uri, location)
+                    write_signing(o, target, &d.grants, uri, location, principal)
                 });
             }
         }
@@ -82,15 +102,19 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         if target.mode != Mode::Vended {
             return Err(unavailable("the warehouse does not vend credentials"));
         }
+        let key = target.keys.current().await.map_err(unavailable)?;
         let d = self.shared.delegation.clone();
         let loc = location.to_owned();
         let result = glommio::executor()
             .spawn_blocking(move || {
                 let target = d.holding(&loc).ok_or_else(|| unavailable("no warehouse holds the table"))?;
-                vend_blocking(target, &loc).map_err(unavailable)
+                vend_blocking(target, &key, &loc).map_err(|e| {
+                    tracing::warn!(error = %e, location = loc, "vending failed");
+                    sts_unavailable(&e)
+                })
             })
             .await;
-        let v = Rc::new(result.inspect_err(|e| tracing::warn!(error = %e.message, location, "vending failed"))?);
+        let v = Rc::new(result?);
         self.vend_cache.put(location, v.clone(), now);
         Ok(v)
     }
@@ -125,16 +149,19 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
     }
 
     /// `POST /v1/aws/s3/sign?grant=...`: signs the request in the body if
-    /// the grant is valid and the request's object lies under its location.
-    pub(super) fn sign_s3(&self, req: &Request<'_>, a: &Bump, out: &mut Vec<u8>) -> ApiResult<()> {
+    /// the grant is valid, was given to this caller (under `--auth`, the
+    /// bearer token's principal), and the request's object lies under its
+    /// location.
+    pub(super) async fn sign_s3(&self, req: &Request<'_>, a: &Bump, out: &mut Vec<u8>) -> ApiResult<()> {
         let refused = |why: &str| ApiError::new(ErrorKind::Forbidden, format!("not signed: {why}"));
         let d = &self.shared.delegation;
         let grant = query_pairs(req.query).find(|(k, _)| *k == "grant").map(|(_, v)| v);
         let now = SystemTime::now();
         let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |t| t.as_secs());
+        let principal = self.shared.auth.principal(req, a).unwrap_or_default();
         let location = grant
-            .and_then(|g| d.grants.check(g, secs))
-            .ok_or_else(|| refused("no valid grant; load the table with remote-signing first"))?;
+            .and_then(|g| d.grants.check(g, principal, secs))
+            .ok_or_else(|| refused("no valid grant for this caller; load the table with remote-signing first"))?;
         let body: SignRequest =
             sonic_rs::from_slice(req.body).map_err(|_| ApiError::bad_request("invalid S3SignRequest"))?;
         let target = d
@@ -142,6 +169,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             .filter(|t| t.mode == Mode::RemoteSigning)
             .ok_or_else(|| refused("the table's warehouse does not sign requests"))?;
         check_target(&body.uri, &body.method, &location, a)?;
-        sign(&body, &target.key, now, out)
+        let key = target.keys.current().await.map_err(|why| ApiError::new(ErrorKind::ServiceUnavailable, why))?;
+        sign(&body, &key, now, out)
     }
 }

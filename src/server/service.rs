@@ -252,7 +252,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 resp.empty(204);
             }
             Operation::LoadCredentials => self.load_credentials(m, req, a, out).await?,
-            Operation::SignS3Request => self.sign_s3(req, a, out)?,
+            Operation::SignS3Request => self.sign_s3(req, a, out).await?,
             Operation::ListViews => catalog.list_objects(a, ObjectKind::View, m.namespace, req.query, out).await?,
             Operation::CreateView => catalog.create_view(a, m.namespace, req.body, out, seal).await?,
             Operation::LoadView => {
