@@ -8,12 +8,15 @@ moto directly and see what the catalog really stored.
 
 from __future__ import annotations
 
+import http.server
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -167,3 +170,74 @@ def warehouses_file(path: Path, name: str, root: str, endpoint: str, timeout_ms:
 def server_env() -> dict[str, str]:
     """The variables `warehouses_file` points the server's keys at."""
     return {"BINGSAN_TEST_S3_KEY": KEY, "BINGSAN_TEST_S3_SECRET": SECRET}
+
+
+class StsGate:
+    """STS on loopback in front of moto's (HTTP, or HTTPS with `tls` =
+    (cert, key) files). Records each call (`calls`: its form, its
+    `Authorization` header, the answer) and, by `mode`, forwards it (`up`),
+    drops the connection unanswered (`down`), answers after `slow_secs`
+    (`slow`), or refuses it with AccessDenied (`deny`)."""
+
+    #: Words of the refusal's message: none may reach a catalog client.
+    DENIAL_WORDS = ("AccessDenied", "bingsan-server", "internal-sts-note-7731")
+    DENIAL = ("<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User "
+              "arn:aws:iam::123456789012:user/bingsan-server is not authorized to perform sts:AssumeRole "
+              "(internal-sts-note-7731)</Message></Error><RequestId>r-1</RequestId></ErrorResponse>")
+
+    def __init__(self, upstream: str, slow_secs: float = 0.0, tls: tuple[Path, Path] | None = None) -> None:
+        gate = self
+        self.mode = "up"
+        self.calls: list[dict] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                mode = gate.mode
+                if mode == "down":
+                    self.close_connection = True
+                    return
+                if mode == "deny":
+                    return self._answer(403, gate.DENIAL.encode())
+                if mode == "slow":
+                    time.sleep(slow_secs)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                # moto tells services apart by the signature's scope;
+                # AssumeRoleWithWebIdentity is unsigned: give it one naming STS.
+                headers.setdefault("Authorization", "AWS4-HMAC-SHA256 Credential=unsigned/20260101/us-east-1/sts/"
+                                   "aws4_request, SignedHeaders=host, Signature=00")
+                r = requests.post(upstream + self.path, data=body, headers=headers, timeout=30)
+                # The Query API's parameters: in the form body, or the URL (web identity).
+                query = urlsplit(self.path).query
+                gate.calls.append({
+                    "form": {k: v[0] for k, v in parse_qs(f"{query}&{body.decode()}").items()},
+                    "authorization": self.headers.get("Authorization"),
+                    "answer": r.text,
+                })
+                self._answer(r.status_code, r.content)
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        # A slow call answered after the catalog hung up is no test failure.
+        self.server.handle_error = lambda *args: None
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
