@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -82,7 +83,8 @@ class MotoServer:
 class FaultProxy:
     """A TCP proxy to `target_port` on loopback: `up`, `down` (new
     connections are cut at once, open ones are cut), or `slow` (each
-    chunk from S3 waits `delay` seconds)."""
+    chunk from S3 waits `delay` seconds). `on_request`, when set, sees each
+    chunk the server sends before it is forwarded."""
 
     def __init__(self, target_port: int) -> None:
         self.target = ("127.0.0.1", target_port)
@@ -91,6 +93,7 @@ class FaultProxy:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.mode = "up"
         self.delay = 0.0
+        self.on_request: Callable[[bytes], None] | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -136,6 +139,8 @@ class FaultProxy:
                     break
                 if from_s3 and self.mode == "slow":
                     time.sleep(self.delay)
+                if not from_s3 and self.on_request:
+                    self.on_request(data)
                 dst.sendall(data)
         except OSError:
             pass

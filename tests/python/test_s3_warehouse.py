@@ -11,7 +11,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from harness import SIMPLE_SCHEMA_JSON, assert_error, create_table_raw, table_url, unique
+from harness import PG_URL, SIMPLE_SCHEMA_JSON, TEST_STORE, assert_error, create_table_raw, pg_store, table_url, unique
 from s3 import KEY, REGION, SECRET, FaultProxy, warehouses_file
 
 NAME = "lake"
@@ -226,6 +226,53 @@ def test_a_slow_s3_times_out_with_a_clear_error_within_bounds(s3_server, moto, h
     assert _commit(http, url, "again").status_code == 200
     _assert_every_acknowledged_commit_is_there(http, moto, bucket, url, ["fast", "again"])
     assert "slow" not in http.get(url).json()["metadata"]["properties"]
+
+
+@pytest.mark.skipif(TEST_STORE != "postgres", reason="the store is cut mid-commit through a TCP proxy: PostgreSQL only")
+def test_a_store_lost_after_the_metadata_file_is_written_is_an_unknown_outcome(moto, server_factory, tmp_path, http):
+    """S3 acknowledged the new metadata file, then the store's swap fails:
+    whether the pointer moved is unknown, so the answer is a 5xx
+    CommitStateUnknownException (never 409, never a retryable 503), the
+    file stays, and the table afterwards points at a file that exists."""
+    bucket = unique("bkt").replace("_", "-")
+    moto.client().create_bucket(Bucket=bucket)
+    s3_proxy, pg_proxy = FaultProxy(moto.port), FaultProxy(int(PG_URL.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        path = warehouses_file(tmp_path / "wh.toml", NAME, f"s3://{bucket}/wh", s3_proxy.endpoint, 1000)
+        store = pg_store().replace(PG_URL.split("@", 1)[1].split("/")[0], f"127.0.0.1:{pg_proxy.port}")
+        server = server_factory(name="s3", store=store, extra_args=["--warehouses-file", str(path)])
+        server.prefix = NAME
+        ns = unique()
+        assert http.post(server.api("namespaces"), json={"namespace": [ns]}).status_code == 200
+        create_table_raw(http, server, ns, "t")
+        url = table_url(server, ns, "t")
+        assert _commit(http, url, "before").status_code == 200
+        files_before = {k for k in moto.keys(bucket) if k.endswith(".metadata.json")}
+
+        def cut_the_store(data: bytes) -> None:
+            if data.startswith(b"PUT ") and b".metadata.json" in data.split(b"\r\n", 1)[0]:
+                s3_proxy.on_request = None
+                pg_proxy.set("down")
+
+        s3_proxy.on_request = cut_the_store
+        r = _commit(http, url, "unknown")
+        assert pg_proxy.mode == "down", "the commit wrote its metadata file: the fault was exercised"
+        err = assert_error(r, r.status_code, "CommitStateUnknownException")
+        assert r.status_code >= 500 and r.status_code != 503, r.text
+        assert "s3://" not in err["message"] and "127.0.0.1" not in err["message"], err
+        written = {k for k in moto.keys(bucket) if k.endswith(".metadata.json")} - files_before
+        assert len(written) == 1, "S3 holds the file the commit wrote (the pointer may name it)"
+
+        pg_proxy.set("up")
+        deadline = time.monotonic() + 30
+        while (loaded := http.get(url)).status_code != 200:
+            assert time.monotonic() < deadline, f"no load after the store came back: {loaded.text}"
+            time.sleep(0.2)
+        _assert_every_acknowledged_commit_is_there(http, moto, bucket, url, ["before"])
+        assert _commit(http, url, "after").status_code == 200
+    finally:
+        s3_proxy.close()
+        pg_proxy.close()
 
 
 def test_a_named_local_warehouse_and_a_file_listing_two_refused(server_factory, tmp_path, http):
