@@ -440,6 +440,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn subject_reads_the_sub_claim() {
+        let s = Signers::new();
+        let a = bumpalo::Bump::new();
+        let alice = s.sign(r#"{"alg":"ES256","kid":"ec-1"}"#, &claims(""));
+        assert_eq!(subject(alice.as_bytes(), &a), Some(&b"alice"[..]));
+        let none = claims("").replace(r#""sub":"alice","#, "");
+        assert_eq!(subject(s.sign(r#"{"alg":"ES256","kid":"ec-1"}"#, &none).as_bytes(), &a), None);
+        assert_eq!(subject(b"not-a-jwt", &a), None);
+    }
+
+    #[test]
     fn rs256_and_es256_verify() {
         let s = Signers::new();
         let v = verifier(&s);

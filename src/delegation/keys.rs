@@ -34,9 +34,8 @@ impl ServerKeys {
             ServerKeys::Static(key) => return Ok(key.clone()),
             ServerKeys::Chain { provider, io } => (provider.clone(), io),
         };
-        let got = io
-            .run(CHAIN_TIMEOUT, async move { provider.get_credential().await.map_err(std::io::Error::other) })
-            .await;
+        let got =
+            io.run(CHAIN_TIMEOUT, async move { provider.get_credential().await.map_err(std::io::Error::other) }).await;
         match got {
             Ok(c) => Ok(Arc::new(ServerKey {
                 access_key_id: c.key_id.clone(),
@@ -49,5 +48,58 @@ impl ServerKeys {
                 Err("the server's own storage credentials are unavailable")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use object_store::aws::AwsCredential;
+    use object_store::{CredentialProvider, StaticCredentialProvider};
+
+    use super::*;
+
+    /// A chain that finds nothing, naming a secret in its error.
+    #[derive(Debug)]
+    struct Failing;
+
+    impl CredentialProvider for Failing {
+        type Credential = AwsCredential;
+        // `#[async_trait]`'s desugared form: the crate is object_store's dependency, not ours.
+        fn get_credential<'a, 'b>(
+            &'a self,
+        ) -> Pin<Box<dyn Future<Output = object_store::Result<Arc<AwsCredential>>> + Send + 'b>>
+        where
+            'a: 'b,
+            Self: 'b,
+        {
+            Box::pin(async {
+                Err(object_store::Error::Generic { store: "S3", source: "role arn:aws:iam::1:role/secret".into() })
+            })
+        }
+    }
+
+    #[test]
+    fn the_chain_is_asked_on_the_io_thread_and_its_errors_stay_in_the_log() {
+        let io = IoThread::start("bingsan-test-keys").unwrap();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let found = AwsCredential { key_id: "ASIA1".into(), secret_key: "s".into(), token: Some("t".into()) };
+                let chain =
+                    ServerKeys::Chain { provider: Arc::new(StaticCredentialProvider::new(found)), io: io.clone() };
+                let key = chain.current().await.unwrap();
+                assert_eq!((key.access_key_id.as_str(), key.session_token.as_deref()), ("ASIA1", Some("t")));
+
+                let before = DELEGATION.server_credentials_failed.load(Relaxed);
+                let failing = ServerKeys::Chain { provider: Arc::new(Failing), io };
+                let why = failing.current().await.unwrap_err();
+                assert!(!why.contains("secret") && !why.contains("arn:"), "{why}");
+                assert!(DELEGATION.server_credentials_failed.load(Relaxed) > before);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

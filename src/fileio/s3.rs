@@ -106,8 +106,9 @@ fn key_of(location: &str, bucket: &str) -> Result<Path, LocationError> {
 fn client(root: &str, bucket: &str, settings: &S3Settings) -> Result<AmazonS3, String> {
     let mut builder = match settings.credentials.static_keys()? {
         Some(keys) => {
-            let b =
-                AmazonS3Builder::new().with_access_key_id(keys.access_key_id).with_secret_access_key(keys.secret_access_key);
+            let b = AmazonS3Builder::new()
+                .with_access_key_id(keys.access_key_id)
+                .with_secret_access_key(keys.secret_access_key);
             match keys.session_token {
                 Some(t) => b.with_token(t),
                 None => b,

@@ -242,10 +242,15 @@ pub fn shard_families(shards: &[Arc<ShardStats>]) -> Vec<MetricFamily> {
     }
 
     let d = &super::DELEGATION;
-    let sts = [("ok", &d.sts_ok), ("refused", &d.sts_refused), ("unreachable", &d.sts_unreachable), ("malformed", &d.sts_malformed)]
-        .iter()
-        .map(|(result, n)| counter(&[("result", result)], n.load(Relaxed)))
-        .collect();
+    let sts = [
+        ("ok", &d.sts_ok),
+        ("refused", &d.sts_refused),
+        ("unreachable", &d.sts_unreachable),
+        ("malformed", &d.sts_malformed),
+    ]
+    .iter()
+    .map(|(result, n)| counter(&[("result", result)], n.load(Relaxed)))
+    .collect();
     out.push(family(
         "bingsan_sts_calls_total",
         "STS AssumeRole calls made to vend credentials, by outcome (refused: STS answered an error; unreachable: \
