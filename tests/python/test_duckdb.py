@@ -1,0 +1,149 @@
+"""DuckDB's iceberg extension against Bingsan: it attaches the catalog by its
+URI alone (and, under `--auth`, a client credential), reads tables PyIceberg
+wrote and writes tables PyIceberg reads, on an `s3://` warehouse (moto)
+with vended credentials and on a local one.
+
+DuckDB and its extensions come from PyPI wheels (requirements.txt); the
+extensions are loaded from the packages' files, never downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from harness import BingsanServer, unique
+from test_auth import CLIENT_ID, SECRET, Keys
+# `moto` and the autouse `no_client_credentials` are fixtures: DuckDB gets
+# no S3 keys from the environment either.
+from test_s3_delegation import SERVER_KEY, _credential_of, _server, _table_requests, moto, no_client_credentials  # noqa: F401
+
+try:
+    import duckdb
+    import duckdb_extension_avro
+    import duckdb_extension_httpfs
+    import duckdb_extension_iceberg
+except ImportError as e:
+    if os.environ.get("CI"):
+        raise
+    pytest.skip(f"{e.name} is not installed (pip install -r tests/python/requirements.txt)", allow_module_level=True)
+
+SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("v", pa.string())])
+
+
+def _rows(ids) -> pa.Table:
+    return pa.Table.from_pylist([{"id": i, "v": f"v{i}"} for i in ids], schema=SCHEMA)
+
+
+def _duckdb() -> duckdb.DuckDBPyConnection:
+    """A DuckDB with httpfs (S3), avro (manifests) and iceberg loaded from
+    the wheels; nothing is fetched from the network."""
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    for package in (duckdb_extension_httpfs, duckdb_extension_avro, duckdb_extension_iceberg):
+        [path] = (Path(package.__file__).parent / "extensions" / f"v{duckdb.__version__}").glob("*.duckdb_extension")
+        con.execute(f"LOAD '{path}'")
+    return con
+
+
+def _attach(con, server: BingsanServer, secret: str | None = None) -> None:
+    """ATTACH as docs/storage.md shows it: the catalog URI, and a client
+    credential (an iceberg secret) when the server runs `--auth`."""
+    if secret:
+        con.execute(f"ATTACH 'lake' AS lake (TYPE iceberg, ENDPOINT '{server.base_url}', SECRET {secret})")
+    else:
+        con.execute(f"ATTACH 'lake' AS lake (TYPE iceberg, ENDPOINT '{server.base_url}', AUTHORIZATION_TYPE 'none')")
+
+
+def _pyiceberg(server: BingsanServer, **props):
+    from pyiceberg.catalog.rest import RestCatalog
+
+    return RestCatalog(unique("c"), uri=server.base_url, warehouse="lake",
+                       **{"py-io-impl": "pyiceberg.io.fsspec.FsspecFileIO"}, **props)
+
+
+def _round_trip(con, catalog) -> list[str]:
+    """PyIceberg writes, DuckDB reads; DuckDB creates, inserts into both
+    tables, deletes and lists, PyIceberg reads. Returns the tables' locations."""
+    ns = unique("ns")
+    catalog.create_namespace(ns)
+    table = catalog.create_table(f"{ns}.t", schema=SCHEMA)
+    table.append(_rows(range(1, 6)))
+    assert con.execute(f"SELECT id, v FROM lake.{ns}.t ORDER BY id").fetchall() == [(i, f"v{i}") for i in range(1, 6)]
+
+    con.execute(f"CREATE TABLE lake.{ns}.d (id BIGINT, v VARCHAR)")
+    con.execute(f"INSERT INTO lake.{ns}.d VALUES (7, 'seven'), (8, 'eight'), (9, NULL)")
+    con.execute(f"INSERT INTO lake.{ns}.t VALUES (6, 'v6')")
+    con.execute(f"DELETE FROM lake.{ns}.t WHERE id = 2")
+    listed = con.execute("SELECT database, schema, name FROM (SHOW ALL TABLES) WHERE schema = ?", [ns]).fetchall()
+    assert sorted(listed) == [("lake", ns, "d"), ("lake", ns, "t")]
+
+    written = catalog.load_table(f"{ns}.d")
+    assert sorted(written.scan().to_arrow().to_pylist(), key=lambda r: r["id"]) == [
+        {"id": 7, "v": "seven"}, {"id": 8, "v": "eight"}, {"id": 9, "v": None}]
+    appended = catalog.load_table(f"{ns}.t")
+    assert sorted(appended.scan().to_arrow()["id"].to_pylist()) == [1, 3, 4, 5, 6]
+    assert len(appended.history()) == 3, "PyIceberg's append, DuckDB's insert and delete"
+    return [appended.location(), written.location()]
+
+
+def _duckdb_credentials(moto, locations: list[str]) -> set[str | None]:
+    """The access keys DuckDB's own S3 requests under `locations` were signed with."""
+    requests_ = [r for loc in locations for r in _table_requests(moto, loc)]
+    duck = [r for r in requests_ if "duckdb" in r["headers"].get("User-Agent", "").lower()]
+    assert duck, "DuckDB's S3 requests were recorded"
+    assert any(r["method"] in ("PUT", "POST") for r in duck), "DuckDB wrote to S3"
+    return {_credential_of(r) for r in duck}
+
+
+@pytest.fixture(scope="module")
+def vending(tmp_path_factory, moto):
+    s = _server(tmp_path_factory, moto, "vended", "duck").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def vending_auth(tmp_path_factory, moto):
+    keys = Keys(tmp_path_factory.mktemp("duck-keys"))
+    s = _server(tmp_path_factory, moto, "vended", "duck-auth")
+    s.extra_args += keys.args(jwks=False)
+    yield s.start()
+    s.stop()
+
+
+def test_duckdb_reads_and_writes_s3_tables_with_vended_credentials(vending, moto):
+    con = _duckdb()
+    _attach(con, vending)
+    locations = _round_trip(con, _pyiceberg(vending))
+    used = _duckdb_credentials(moto, locations)
+    assert None not in used and SERVER_KEY not in used, f"DuckDB signed with vended keys only: {used}"
+
+
+def test_duckdb_under_auth_needs_a_client_credential(vending_auth, moto):
+    anonymous = _duckdb()
+    with pytest.raises(duckdb.Error, match=r"/v1/config\?warehouse=lake.*Unauthorized_401"):
+        _attach(anonymous, vending_auth)
+
+    con = _duckdb()
+    con.execute(f"CREATE SECRET bingsan (TYPE iceberg, CLIENT_ID '{CLIENT_ID}', CLIENT_SECRET '{SECRET}', "
+                f"OAUTH2_SERVER_URI '{vending_auth.base_url}/v1/oauth/tokens')")
+    _attach(con, vending_auth, secret="bingsan")
+    catalog = _pyiceberg(vending_auth, credential=f"{CLIENT_ID}:{SECRET}",
+                         **{"oauth2-server-uri": f"{vending_auth.base_url}/v1/oauth/tokens"})
+    locations = _round_trip(con, catalog)
+    used = _duckdb_credentials(moto, locations)
+    assert None not in used and SERVER_KEY not in used, f"DuckDB signed with vended keys only: {used}"
+
+
+def test_duckdb_reads_and_writes_a_local_warehouse(tmp_path):
+    server = BingsanServer(tmp_path, prefix="lake", shards=1).start()
+    try:
+        con = _duckdb()
+        _attach(con, server)
+        locations = _round_trip(con, _pyiceberg(server))
+        assert all(loc.startswith(f"file://{server.warehouse}/") for loc in locations), locations
+    finally:
+        server.stop()
