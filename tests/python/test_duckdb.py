@@ -117,9 +117,25 @@ def vending_auth(tmp_path_factory, moto):
 def test_duckdb_reads_and_writes_s3_tables_with_vended_credentials(vending, moto):
     con = _duckdb()
     _attach(con, vending)
-    locations = _round_trip(con, _pyiceberg(vending))
+    catalog = _pyiceberg(vending)
+    locations = _round_trip(con, catalog)
+
+    # CREATE TABLE AS: a staged create, then one commit with its first snapshot.
+    ns = unique("ns")
+    con.execute(f"CREATE SCHEMA lake.{ns}")
+    con.execute(f"CREATE TABLE lake.{ns}.ctas AS SELECT range AS i FROM range(100)")
+    ctas = catalog.load_table(f"{ns}.ctas")
+    assert sorted(ctas.scan().to_arrow()["i"].to_pylist()) == list(range(100))
+    assert len(ctas.history()) == 1
+    locations.append(ctas.location())
     used = _duckdb_credentials(moto, locations)
     assert None not in used and SERVER_KEY not in used, f"DuckDB signed with vended keys only: {used}"
+
+    # DROP TABLE drops without purge: the catalog forgets it, the files stay.
+    con.execute(f"DROP TABLE lake.{ns}.ctas")
+    assert not catalog.table_exists(f"{ns}.ctas")
+    deletes = [r["url"] for r in _table_requests(moto, ctas.location()) if r["method"] == "DELETE"]
+    assert not deletes, f"nothing under the dropped table's location was deleted: {deletes}"
 
 
 def test_duckdb_under_auth_needs_a_client_credential(vending_auth, moto):
