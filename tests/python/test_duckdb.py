@@ -48,13 +48,12 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _attach(con, server: BingsanServer, secret: str | None = None) -> None:
-    """ATTACH as docs/storage.md shows it: the catalog URI, and a client
-    credential (an iceberg secret) when the server runs `--auth`."""
-    if secret:
-        con.execute(f"ATTACH 'lake' AS lake (TYPE iceberg, ENDPOINT '{server.base_url}', SECRET {secret})")
-    else:
-        con.execute(f"ATTACH 'lake' AS lake (TYPE iceberg, ENDPOINT '{server.base_url}', AUTHORIZATION_TYPE 'none')")
+def _attach(con, server: BingsanServer, *options: str) -> None:
+    """ATTACH as docs/storage.md shows it: the catalog URI, and under
+    `--auth` a client credential (`SECRET name`, an iceberg secret)."""
+    if not any(o.startswith("SECRET ") for o in options):
+        options += ("AUTHORIZATION_TYPE 'none'",)
+    con.execute(f"ATTACH 'lake' AS lake (TYPE iceberg, ENDPOINT '{server.base_url}', {', '.join(options)})")
 
 
 def _pyiceberg(server: BingsanServer, **props):
@@ -146,7 +145,7 @@ def test_duckdb_under_auth_needs_a_client_credential(vending_auth, moto):
     con = _duckdb()
     con.execute(f"CREATE SECRET bingsan (TYPE iceberg, CLIENT_ID '{CLIENT_ID}', CLIENT_SECRET '{SECRET}', "
                 f"OAUTH2_SERVER_URI '{vending_auth.base_url}/v1/oauth/tokens')")
-    _attach(con, vending_auth, secret="bingsan")
+    _attach(con, vending_auth, "SECRET bingsan")
     catalog = _pyiceberg(vending_auth, credential=f"{CLIENT_ID}:{SECRET}",
                          **{"oauth2-server-uri": f"{vending_auth.base_url}/v1/oauth/tokens"})
     locations = _round_trip(con, catalog)
@@ -154,12 +153,47 @@ def test_duckdb_under_auth_needs_a_client_credential(vending_auth, moto):
     assert None not in used and SERVER_KEY not in used, f"DuckDB signed with vended keys only: {used}"
 
 
+def test_duckdb_with_its_own_keys_where_nothing_is_vended(tmp_path_factory, moto):
+    """A warehouse without delegation answers loads without storage config,
+    so DuckDB (which asks for vended credentials by default) signs with its
+    own S3 secret, not an empty table-scoped one."""
+    server = _server(tmp_path_factory, moto, "none", "duck-none").start()
+    try:
+        catalog = _pyiceberg(server, **{"s3.access-key-id": "pyiceberg", "s3.secret-access-key": "x"})
+        ns = unique("ns")
+        catalog.create_namespace(ns)
+        table = catalog.create_table(f"{ns}.t", schema=SCHEMA)
+        table.append(_rows([1, 2]))
+        con = _duckdb()
+        con.execute(f"CREATE SECRET own (TYPE s3, KEY_ID 'duckdb-own', SECRET 'x', REGION 'us-east-1', "
+                    f"ENDPOINT '127.0.0.1:{moto.port}', URL_STYLE 'path', USE_SSL false)")
+        _attach(con, server)
+        con.execute(f"INSERT INTO lake.{ns}.t VALUES (3, 'v3')")
+        assert con.execute(f"SELECT id FROM lake.{ns}.t ORDER BY id").fetchall() == [(1,), (2,), (3,)]
+        assert _duckdb_credentials(moto, [table.location()]) == {"duckdb-own"}
+    finally:
+        server.stop()
+
+
 def test_duckdb_reads_and_writes_a_local_warehouse(tmp_path):
     server = BingsanServer(tmp_path, prefix="lake", shards=1).start()
     try:
         con = _duckdb()
-        _attach(con, server)
-        locations = _round_trip(con, _pyiceberg(server))
+        _attach(con, server, "SUPPORT_NESTED_NAMESPACES true")
+        catalog = _pyiceberg(server)
+        locations = _round_trip(con, catalog)
         assert all(loc.startswith(f"file://{server.warehouse}/") for loc in locations), locations
+
+        # Nested namespaces: DuckDB names them dotted and lists them with ?parent=.
+        parent = unique("ns")
+        catalog.create_namespace(parent)
+        catalog.create_namespace((parent, "child"))
+        catalog.create_table((parent, "child", "t"), schema=SCHEMA).append(_rows([1]))
+        con.execute(f'CREATE TABLE lake."{parent}.child".d (id BIGINT)')
+        con.execute(f'INSERT INTO lake."{parent}.child".d VALUES (5)')
+        assert con.execute(f'SELECT id, v FROM lake."{parent}.child".t').fetchall() == [(1, "v1")]
+        listed = con.execute("SELECT name FROM (SHOW ALL TABLES) WHERE schema = ?", [f"{parent}.child"]).fetchall()
+        assert sorted(listed) == [("d",), ("t",)]
+        assert catalog.load_table((parent, "child", "d")).scan().to_arrow()["id"].to_pylist() == [5]
     finally:
         server.stop()
