@@ -17,9 +17,12 @@ import pytest
 
 from harness import BingsanServer, unique
 from test_auth import CLIENT_ID, SECRET, Keys
-# `moto` and the autouse `no_client_credentials` are fixtures: DuckDB gets
-# no S3 keys from the environment either.
-from test_s3_delegation import SERVER_KEY, _credential_of, _server, _table_requests, moto, no_client_credentials  # noqa: F401
+# The delegation suite's moto (recording what it serves), server and request
+# helpers; `moto` and the autouse `no_client_credentials` are fixtures, so
+# DuckDB gets no S3 keys from the environment either.
+from test_s3_delegation import (  # noqa: F401
+    SERVER_KEY, _credential_of, _server, _table_requests, moto, no_client_credentials,
+)
 
 try:
     import duckdb
@@ -137,6 +140,29 @@ def test_duckdb_reads_and_writes_s3_tables_with_vended_credentials(vending, moto
     assert not catalog.table_exists(f"{ns}.ctas")
     deletes = [r["url"] for r in _table_requests(moto, ctas.location()) if r["method"] == "DELETE"]
     assert not deletes, f"nothing under the dropped table's location was deleted: {deletes}"
+
+
+def test_concurrent_duckdb_commits_lose_nothing(vending):
+    """Two DuckDB sessions write the same table in overlapping transactions:
+    the first commit wins, the second is a 409 CommitFailedException
+    (DuckDB's multi-table commit), and the table holds exactly the winner's rows."""
+    ns = unique("ns")
+    first, second = _duckdb(), _duckdb()
+    for con in (first, second):
+        _attach(con, vending)
+    first.execute(f"CREATE SCHEMA lake.{ns}")
+    first.execute(f"CREATE TABLE lake.{ns}.t (i INT)")
+    for con, value in ((first, 1), (second, 2)):
+        con.execute("BEGIN")
+        con.execute(f"INSERT INTO lake.{ns}.t VALUES ({value})")
+    first.execute("COMMIT")
+    conflict = r"Conflict_409.*\n message: Requirement failed.*\n type: CommitFailedException"
+    with pytest.raises(duckdb.Error, match=conflict):
+        second.execute("COMMIT")
+    table = _pyiceberg(vending).load_table(f"{ns}.t")
+    assert table.scan().to_arrow()["i"].to_pylist() == [1]
+    assert len(table.history()) == 1
+    assert second.execute(f"SELECT i FROM lake.{ns}.t").fetchall() == [(1,)]
 
 
 def test_duckdb_under_auth_needs_a_client_credential(vending_auth, moto):
