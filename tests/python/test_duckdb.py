@@ -68,7 +68,7 @@ def _pyiceberg(server: BingsanServer, **props):
 
 def _round_trip(con, catalog) -> list[str]:
     """PyIceberg writes, DuckDB reads; DuckDB creates, inserts into both
-    tables, deletes, updates and lists, PyIceberg reads. Returns the tables' locations."""
+    tables, deletes, updates and lists, PyIceberg reads. Returns the tables."""
     ns = unique("ns")
     catalog.create_namespace(ns)
     table = catalog.create_table(f"{ns}.t", schema=SCHEMA)
@@ -90,16 +90,26 @@ def _round_trip(con, catalog) -> list[str]:
     assert sorted(appended.scan().to_arrow().to_pylist(), key=lambda r: r["id"]) == [
         {"id": 1, "v": "v1"}, {"id": 3, "v": "three"}, {"id": 4, "v": "v4"}, {"id": 5, "v": "v5"}, {"id": 6, "v": "v6"}]
     assert len(appended.history()) == 4, "PyIceberg's append, DuckDB's insert, delete and update"
-    return [appended.location(), written.location()]
+    return [f"{ns}.t", f"{ns}.d"]
 
 
-def _duckdb_credentials(moto, locations: list[str]) -> set[str | None]:
-    """The access keys DuckDB's own S3 requests under `locations` were signed with."""
-    requests_ = [r for loc in locations for r in _table_requests(moto, loc)]
-    duck = [r for r in requests_ if "duckdb" in r["headers"].get("User-Agent", "").lower()]
-    assert duck, "DuckDB's S3 requests were recorded"
-    assert any(r["method"] in ("PUT", "POST") for r in duck), "DuckDB wrote to S3"
+def _duckdb_keys(moto, location: str) -> set[str | None]:
+    """The access keys of DuckDB's own S3 requests under `location`; it
+    wrote there."""
+    duck = [r for r in _table_requests(moto, location) if "duckdb" in r["headers"].get("User-Agent", "").lower()]
+    assert any(r["method"] in ("PUT", "POST") for r in duck), f"DuckDB wrote under {location}"
     return {_credential_of(r) for r in duck}
+
+
+def _assert_vended_keys_only(moto, catalog, tables: list[str]) -> None:
+    """DuckDB signed every S3 request under each table with the keys the
+    catalog vends for that table (cached per table on the one shard), never
+    with the server's own or none."""
+    for name in tables:
+        table = catalog.load_table(name)
+        vended = table.io.properties["s3.access-key-id"]
+        assert vended != SERVER_KEY
+        assert _duckdb_keys(moto, table.location()) == {vended}, name
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +132,7 @@ def test_duckdb_reads_and_writes_s3_tables_with_vended_credentials(vending, moto
     con = _duckdb()
     _attach(con, vending)
     catalog = _pyiceberg(vending)
-    locations = _round_trip(con, catalog)
+    tables = _round_trip(con, catalog)
 
     # CREATE TABLE AS: a staged create, then one commit with its first snapshot.
     ns = unique("ns")
@@ -131,9 +141,7 @@ def test_duckdb_reads_and_writes_s3_tables_with_vended_credentials(vending, moto
     ctas = catalog.load_table(f"{ns}.ctas")
     assert sorted(ctas.scan().to_arrow()["i"].to_pylist()) == list(range(100))
     assert len(ctas.history()) == 1
-    locations.append(ctas.location())
-    used = _duckdb_credentials(moto, locations)
-    assert None not in used and SERVER_KEY not in used, f"DuckDB signed with vended keys only: {used}"
+    _assert_vended_keys_only(moto, catalog, [*tables, f"{ns}.ctas"])
 
     # DROP TABLE drops without purge: the catalog forgets it, the files stay.
     con.execute(f"DROP TABLE lake.{ns}.ctas")
@@ -176,9 +184,7 @@ def test_duckdb_under_auth_needs_a_client_credential(vending_auth, moto):
     _attach(con, vending_auth, "SECRET bingsan")
     catalog = _pyiceberg(vending_auth, credential=f"{CLIENT_ID}:{SECRET}",
                          **{"oauth2-server-uri": f"{vending_auth.base_url}/v1/oauth/tokens"})
-    locations = _round_trip(con, catalog)
-    used = _duckdb_credentials(moto, locations)
-    assert None not in used and SERVER_KEY not in used, f"DuckDB signed with vended keys only: {used}"
+    _assert_vended_keys_only(moto, catalog, _round_trip(con, catalog))
 
 
 def test_duckdb_with_its_own_keys_where_nothing_is_vended(tmp_path_factory, moto):
@@ -198,7 +204,7 @@ def test_duckdb_with_its_own_keys_where_nothing_is_vended(tmp_path_factory, moto
         _attach(con, server)
         con.execute(f"INSERT INTO lake.{ns}.t VALUES (3, 'v3')")
         assert con.execute(f"SELECT id FROM lake.{ns}.t ORDER BY id").fetchall() == [(1,), (2,), (3,)]
-        assert _duckdb_credentials(moto, [table.location()]) == {"duckdb-own"}
+        assert _duckdb_keys(moto, table.location()) == {"duckdb-own"}
     finally:
         server.stop()
 
@@ -211,14 +217,13 @@ def test_duckdb_reads_and_writes_a_local_warehouse(tmp_path):
         # manifest on a local disk: CREATE TABLE AS needs plain creates there.
         _attach(con, server, "SUPPORT_NESTED_NAMESPACES true", "STAGE_CREATE_TABLES false")
         catalog = _pyiceberg(server)
-        locations = _round_trip(con, catalog)
+        tables = _round_trip(con, catalog)
         ns = unique("ns")
         con.execute(f"CREATE SCHEMA lake.{ns}")
         con.execute(f"CREATE TABLE lake.{ns}.ctas AS SELECT range AS i FROM range(10)")
-        ctas = catalog.load_table(f"{ns}.ctas")
-        assert sorted(ctas.scan().to_arrow()["i"].to_pylist()) == list(range(10))
-        locations.append(ctas.location())
-        assert all(loc.startswith(f"file://{server.warehouse}/") for loc in locations), locations
+        assert sorted(catalog.load_table(f"{ns}.ctas").scan().to_arrow()["i"].to_pylist()) == list(range(10))
+        for name in [*tables, f"{ns}.ctas"]:
+            assert catalog.load_table(name).location().startswith(f"file://{server.warehouse}/")
 
         # Nested namespaces: DuckDB names them dotted and lists them with ?parent=.
         parent = unique("ns")
