@@ -57,7 +57,7 @@ def test_config_answers_each_warehouse_and_404s_unknown_ones(two, http):
         assert r.json()["overrides"]["prefix"] == prefix, query
     for query in ("?warehouse=nope", "?warehouse=", "?warehouse=main&warehouse=other"):
         body = assert_error(http.get(server.url("/v1/config" + query)), 404, "NotFoundException")
-        message = body["error"]["message"]
+        message = body["message"]
         assert "main" not in message and "other" not in message, "no listing of the served names"
     assert http.get(server.url("/v1/other/namespaces")).status_code == 200
     assert_error(http.get(server.url("/v1/nope/namespaces")), 404)
