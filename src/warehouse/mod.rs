@@ -253,6 +253,15 @@ impl Warehouse {
         Ok(out)
     }
 
+    /// The warehouses a command works on: the file's when it names one,
+    /// else the `--warehouse` shortcut's.
+    pub fn from_args(file: Option<&Path>, shortcut: &str) -> Result<Vec<Warehouse>, String> {
+        match file {
+            Some(path) => Warehouse::load_file(path),
+            None => Warehouse::shortcut(shortcut).map(|w| vec![w]),
+        }
+    }
+
     /// Reads and parses a warehouses file.
     pub fn load_file(path: &Path) -> Result<Vec<Warehouse>, String> {
         let text = std::fs::read_to_string(path)

@@ -162,6 +162,27 @@ def test_the_default_warehouse_keeps_existing_records_and_restarts_keep_both(ser
     assert ids(catalog(server, "other").load_table(("old", "t"))) == [3]
 
 
+def test_check_finds_and_repairs_every_warehouse(two):
+    from test_metadata_integrity import check
+
+    server, _ = two
+    warehouses = ("--warehouses-file", server.extra_args[-1])
+    tables = []
+    for wh in ("main", "other"):
+        cat = catalog(server, wh)
+        cat.create_namespace("c")
+        tables.append(cat.create_table(("c", "t"), schema=IDS))
+    server.stop()
+    for t in tables:
+        local_path(t.metadata_location).unlink()
+    found = check(server, *warehouses)
+    assert found.returncode == 1 and found.stdout.count("damaged: ") == 2, found.stdout + found.stderr
+    fixed = check(server, *warehouses, "--repair")
+    assert fixed.returncode == 0 and fixed.stdout.count("repaired: ") == 2, fixed.stdout + fixed.stderr
+    assert all(local_path(t.metadata_location).is_file() for t in tables)
+    server.start()
+
+
 def test_nested_roots_and_two_defaults_are_refused(tmp_path):
     from harness import BingsanServer, ServerError
 
