@@ -472,7 +472,10 @@ mod tests {
         assert_eq!(warehouse("/v1/lake/namespaces/a/tables/t"), Ok(1));
         assert_eq!(warehouse("/v1/lake2/namespaces"), Err(RouteError::NotFound));
         let unprefixed = RouteConfig { prefixes: vec![String::new()], separator: String::new() };
-        assert_eq!(route(Method::Get, "/v1/x/namespaces", &unprefixed, &Bump::new()).map(|m| m.op).unwrap_err(), RouteError::NotFound);
+        assert_eq!(
+            route(Method::Get, "/v1/x/namespaces", &unprefixed, &Bump::new()).map(|m| m.op).unwrap_err(),
+            RouteError::NotFound
+        );
     }
 
     #[test]

@@ -36,9 +36,7 @@ impl<S: Store, F: FileIo> Shared<S, F> {
     /// accepts writes, every shard accepts connections, and we are not
     /// shutting down.
     pub fn ready(&self) -> bool {
-        self.accepting.load(Ordering::Acquire) == self.shards
-            && !self.shutdown.requested()
-            && self.store.writable()
+        self.accepting.load(Ordering::Acquire) == self.shards && !self.shutdown.requested() && self.store.writable()
     }
 }
 

@@ -154,8 +154,7 @@ pub fn listing_prefix(key: &[u8]) -> &[u8] {
 pub fn scanned_prefixes(key: &[u8]) -> impl Iterator<Item = &[u8]> {
     let space = keyspace_len(key);
     let inside = if key.get(space) == Some(&LOCATION) { key } else { &[][..] };
-    let enclosing =
-        inside.iter().enumerate().skip(space).filter(|&(_, &b)| b == b'/').map(move |(i, _)| &inside[..=i]);
+    let enclosing = inside.iter().enumerate().skip(space).filter(|&(_, &b)| b == b'/').map(move |(i, _)| &inside[..=i]);
     std::iter::once(listing_prefix(key)).chain(enclosing)
 }
 
@@ -228,7 +227,7 @@ mod tests {
             location(&a, LOCATION, "s3://b/w/a/b"),
         ] {
             let scoped = within(key);
-            let expected: Vec<&[u8]> = scanned_prefixes(key).map(|p| within(p)).collect();
+            let expected: Vec<&[u8]> = scanned_prefixes(key).map(&within).collect();
             assert_eq!(scanned_prefixes(scoped).collect::<Vec<_>>(), expected, "{key:?}");
         }
         assert_eq!(listing_prefix(within(namespace(&a, &["x"]))), within(namespace_children(&a, &[])));
