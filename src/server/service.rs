@@ -162,9 +162,10 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         let out = &mut *resp.body;
         match m.op {
             Operation::GetConfig => {
-                let asked = match self.shared.named_warehouse {
-                    true => served::asked(req.query, warehouses.iter().map(|w| w.warehouse.name.as_str())),
-                    false => Some(0),
+                let asked = if self.shared.named_warehouse {
+                    served::asked(req.query, warehouses.iter().map(|w| w.warehouse.name.as_str()))
+                } else {
+                    Some(0)
                 };
                 let Some(asked) = asked else {
                     return Err(ApiError::new(ErrorKind::NotFound, "no such warehouse"));
