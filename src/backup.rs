@@ -56,6 +56,10 @@ pub struct RestoreArgs {
     /// different there are rewritten from the backup.
     #[arg(long, env = "BINGSAN_WAREHOUSE", default_value = "./warehouse")]
     pub warehouse: String,
+
+    /// The restored server's warehouses file: every warehouse is restored.
+    #[arg(long, env = "BINGSAN_WAREHOUSES_FILE")]
+    pub warehouses_file: Option<PathBuf>,
 }
 
 /// `bingsan backup`: asks the server to write the snapshot; prints its size.
@@ -194,7 +198,8 @@ pub fn run_restore(args: RestoreArgs) -> Result<(), String> {
     let store = SledStore::open(&args.data_dir).map_err(|e| format!("cannot create the store: {e}"))?;
     let count = store.load(entries).map_err(|e| format!("cannot load the backup: {e}"))?;
     println!("restored {count} keys into {}", args.data_dir.display());
-    crate::check::verify(store, &args.warehouse, true)
+    let warehouses = crate::warehouse::Warehouse::from_args(args.warehouses_file.as_deref(), &args.warehouse)?;
+    crate::check::verify(store, warehouses, true)
 }
 
 #[cfg(test)]

@@ -18,9 +18,13 @@ pub struct CheckArgs {
     #[arg(long, env = "BINGSAN_STORE", default_value = "")]
     pub store: String,
 
-    /// Warehouse root of the stopped server (path or file:// URI).
+    /// Warehouse root of the stopped server (path, file:// or s3:// URI).
     #[arg(long, env = "BINGSAN_WAREHOUSE", default_value = "./warehouse")]
     pub warehouse: String,
+
+    /// The stopped server's warehouses file: every warehouse is checked.
+    #[arg(long, env = "BINGSAN_WAREHOUSES_FILE")]
+    pub warehouses_file: Option<PathBuf>,
 
     /// Rewrite each missing or differing file from the store's record.
     #[arg(long)]
@@ -241,10 +245,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The warehouses served: the file's, or the `--warehouse` shortcut.
     pub fn warehouses(&self) -> Result<Vec<crate::warehouse::Warehouse>, String> {
-        match &self.warehouses_file {
-            Some(path) => crate::warehouse::Warehouse::load_file(path),
-            None => crate::warehouse::Warehouse::shortcut(&self.warehouse).map(|w| vec![w]),
-        }
+        crate::warehouse::Warehouse::from_args(self.warehouses_file.as_deref(), &self.warehouse)
     }
 
     /// Checks values that clap cannot.

@@ -224,12 +224,16 @@ pub struct Matched<'a> {
     pub namespace: &'a [&'a str],
     /// Table or view name, when the path names one.
     pub name: &'a str,
+    /// The warehouse the path's prefix names: its position in
+    /// [`RouteConfig::prefixes`]; 0 (the default warehouse) without one.
+    pub warehouse: usize,
 }
 
 /// Path settings the router needs.
 pub struct RouteConfig {
-    /// The catalog prefix clients may put after `/v1/` (empty: none).
-    pub prefix: String,
+    /// The catalog prefix of each warehouse served, the default first
+    /// (empty: none). A path without a prefix is the default warehouse's.
+    pub prefixes: Vec<String>,
     /// Extra namespace separator besides 0x1F (empty: none).
     pub separator: String,
 }
@@ -248,9 +252,9 @@ pub fn route<'a>(method: Method, path: &'a str, cfg: &RouteConfig, arena: &'a Bu
     }
     let segs = &segs[..n];
     let none: &[&str] = &[];
-    let m = |op| Ok(Matched { op, namespace: none, name: "" });
+    let m = |op| Ok(Matched { op, namespace: none, name: "", warehouse: 0 });
 
-    let rest = match segs {
+    let (warehouse, rest) = match segs {
         ["health", "live"] => return allow(method, &[Method::Get], m(Operation::HealthLive)),
         ["health", "ready"] => return allow(method, &[Method::Get], m(Operation::HealthReady)),
         ["health", "writable"] => return allow(method, &[Method::Get], m(Operation::HealthWritable)),
@@ -258,20 +262,34 @@ pub fn route<'a>(method: Method, path: &'a str, cfg: &RouteConfig, arena: &'a Bu
         ["v1", "config"] => return allow(method, &[Method::Get], m(Operation::GetConfig)),
         ["v1", "oauth", "tokens"] => return allow(method, &[Method::Post], m(Operation::GetToken)),
         ["v1", "aws", "s3", "sign"] => return allow(method, &[Method::Post], m(Operation::SignS3Request)),
-        ["v1", first, rest @ ..] if is_collection(first) => {
-            let _ = rest;
-            &segs[1..]
+        ["v1", first, ..] if is_collection(first) => (0, &segs[1..]),
+        // A linear search of a few names: no allocation on the hot path.
+        ["v1", prefix, rest @ ..] if !rest.is_empty() => {
+            match cfg.prefixes.iter().position(|p| !p.is_empty() && p == prefix) {
+                Some(w) => (w, rest),
+                None => return Err(RouteError::NotFound),
+            }
         }
-        ["v1", prefix, rest @ ..] if !cfg.prefix.is_empty() && *prefix == cfg.prefix && !rest.is_empty() => rest,
         _ => return Err(RouteError::NotFound),
     };
+    route_in(method, rest, cfg, arena).map(|m| Matched { warehouse, ..m })
+}
+
+/// Resolves the path after `/v1/` and the prefix.
+fn route_in<'a>(
+    method: Method,
+    rest: &[&'a str],
+    cfg: &RouteConfig,
+    arena: &'a Bump,
+) -> Result<Matched<'a>, RouteError> {
+    let none: &[&str] = &[];
 
     use Method::*;
     use Operation::*;
     let ns = |raw: &'a str| parse_namespace(raw, Source::Path, &cfg.separator, arena);
     let name =
         |raw: &'a str| decode(raw, false, arena).map_err(|_| RouteError::BadParam("invalid percent-encoding in name"));
-    let with = |op, namespace, name| Ok(Matched { op, namespace, name });
+    let with = |op, namespace, name| Ok(Matched { op, namespace, name, warehouse: 0 });
     match rest {
         ["namespaces"] => pick(method, &[(Get, ListNamespaces), (Post, CreateNamespace)], none, ""),
         ["namespaces", n] => {
@@ -327,7 +345,7 @@ fn pick<'a>(
     name: &'a str,
 ) -> Result<Matched<'a>, RouteError> {
     match table.iter().find(|(m, _)| *m == method) {
-        Some(&(_, op)) => Ok(Matched { op, namespace, name }),
+        Some(&(_, op)) => Ok(Matched { op, namespace, name, warehouse: 0 }),
         None => {
             let methods: [Method; 4] = std::array::from_fn(|i| table.get(i).map_or(Method::Other, |(m, _)| *m));
             Err(RouteError::MethodNotAllowed(allow_header(&methods[..table.len()])))
@@ -433,7 +451,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> RouteConfig {
-        RouteConfig { prefix: "cat".into(), separator: ".".into() }
+        RouteConfig { prefixes: vec!["cat".into(), "lake".into()], separator: ".".into() }
     }
 
     fn op(method: Method, path: &str) -> Result<Operation, RouteError> {
@@ -448,6 +466,16 @@ mod tests {
         assert_eq!(op(Method::Get, "/v1/other/namespaces"), Err(RouteError::NotFound));
         assert_eq!(op(Method::Post, "/v1/cat/tables/rename"), Ok(Operation::RenameTable));
         assert_eq!(op(Method::Post, "/v1/transactions/commit"), Ok(Operation::CommitTransaction));
+        let warehouse = |path| route(Method::Get, path, &cfg(), &Bump::new()).map(|m| m.warehouse);
+        assert_eq!(warehouse("/v1/namespaces"), Ok(0));
+        assert_eq!(warehouse("/v1/cat/namespaces/a"), Ok(0));
+        assert_eq!(warehouse("/v1/lake/namespaces/a/tables/t"), Ok(1));
+        assert_eq!(warehouse("/v1/lake2/namespaces"), Err(RouteError::NotFound));
+        let unprefixed = RouteConfig { prefixes: vec![String::new()], separator: String::new() };
+        assert_eq!(
+            route(Method::Get, "/v1/x/namespaces", &unprefixed, &Bump::new()).map(|m| m.op).unwrap_err(),
+            RouteError::NotFound
+        );
     }
 
     #[test]

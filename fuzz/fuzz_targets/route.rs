@@ -13,8 +13,8 @@ fuzz_target!(|data: &[u8]| {
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let arena = bumpalo::Bump::new();
     for cfg in [
-        RouteConfig { prefix: String::new(), separator: String::new() },
-        RouteConfig { prefix: "cat".into(), separator: ".".into() },
+        RouteConfig { prefixes: vec![String::new()], separator: String::new() },
+        RouteConfig { prefixes: vec!["cat".into(), "lake".into()], separator: ".".into() },
     ] {
         if let Ok(m) = route(Method::parse(method), path, &cfg, &arena) {
             assert!(m.namespace.iter().all(|p| !p.contains('\u{1f}')));

@@ -24,9 +24,9 @@ const PROBE_EVERY: u32 = 10;
 /// What to watch.
 pub struct WatchConfig {
     pub data_dir: PathBuf,
-    /// The local warehouse directory; `None` for an object-store warehouse
-    /// (no filesystem here to fill; its failures come from its requests).
-    pub warehouse: Option<PathBuf>,
+    /// Every local warehouse directory; object-store warehouses have none
+    /// (no filesystem here to fill; their failures come from their requests).
+    pub warehouses: Vec<PathBuf>,
     /// Writes are refused while a filesystem has less free space than this.
     pub min_free: u64,
 }
@@ -100,6 +100,17 @@ pub fn decide(
     check(Target::Store, store, reserve_present).or_else(|| check(Target::Warehouse, warehouse, true))
 }
 
+/// The filesystem worse off: unreadable, then read-only, then the one with
+/// less room.
+fn worse(a: Option<Fs>, b: Option<Fs>) -> Option<Fs> {
+    let rank = |fs: Option<Fs>| fs.map_or((0, 0), |f| if f.read_only { (1, 0) } else { (2, f.avail) });
+    if rank(b) < rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
 struct Watcher {
     config: WatchConfig,
     reserve: Reserve,
@@ -110,14 +121,18 @@ struct Watcher {
 impl Watcher {
     fn check(&mut self, s: &DiskState) {
         let read = |target, path: &Path| {
-            let fs = stat(path).inspect_err(|e| tracing::debug!(error = %e, ?target, "statvfs failed")).ok();
-            s.set_free(target, fs.map_or(0, |f| f.avail));
-            fs
+            stat(path).inspect_err(|e| tracing::debug!(error = %e, ?target, "statvfs failed")).ok()
         };
         let store = read(Target::Store, &self.config.data_dir);
-        // Without a local warehouse the store's filesystem stands in: the
-        // store is checked first against the same floor, so it adds nothing.
-        let warehouse = self.config.warehouse.as_deref().map_or(store, |p| read(Target::Warehouse, p));
+        s.set_free(Target::Store, store.map_or(0, |f| f.avail));
+        // The warehouse worst off speaks for all. Without a local warehouse
+        // the store's filesystem stands in: the store is checked first
+        // against the same floor, so it adds nothing.
+        let warehouse =
+            self.config.warehouses.iter().map(|dir| read(Target::Warehouse, dir)).reduce(worse).unwrap_or(store);
+        if !self.config.warehouses.is_empty() {
+            s.set_free(Target::Warehouse, warehouse.map_or(0, |f| f.avail));
+        }
         if !self.reserve.present()
             && store.is_some_and(|fs| !fs.read_only && fs.avail >= self.reserve.size() + self.config.min_free)
         {
@@ -142,10 +157,11 @@ impl Watcher {
         }
         self.checks = self.checks.wrapping_add(1);
         let probe_due = gate.is_none() && s.last_failure(Target::Warehouse).is_some() && self.checks % PROBE_EVERY == 0;
-        if let Some(dir) = self.config.warehouse.as_deref().filter(|_| probe_due) {
-            match probe(dir) {
+        if probe_due && !self.config.warehouses.is_empty() {
+            // Every local warehouse must take a write again.
+            match self.config.warehouses.iter().try_for_each(|dir| probe(dir)) {
                 Ok(()) => {
-                    tracing::info!("the warehouse takes writes again");
+                    tracing::info!("the warehouses take writes again");
                     s.succeeded(Target::Warehouse);
                 }
                 Err(e) => tracing::debug!(error = %e, "warehouse probe failed"),
@@ -198,6 +214,10 @@ mod tests {
         assert_eq!(decide(ok, ro, true, MB), Some((Target::Warehouse, Cause::ReadOnly)));
         assert_eq!(decide(ro, low, false, MB), Some((Target::Store, Cause::ReadOnly)));
         assert_eq!(decide(None, ok, true, MB), Some((Target::Store, Cause::Io)));
+        // Of several warehouses, the one worst off decides.
+        assert_eq!([ok, low, ok].into_iter().reduce(worse).unwrap(), low);
+        assert_eq!([low, ro, ok].into_iter().reduce(worse).unwrap(), ro);
+        assert_eq!([ro, None, low].into_iter().reduce(worse).unwrap(), None);
     }
 
     #[test]

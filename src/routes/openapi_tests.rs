@@ -122,7 +122,7 @@ fn operations_outside_the_spec() {
 fn every_operation_is_routed_at_its_method_and_path() {
     let arena = Bump::new();
     for prefix in ["", "cat"] {
-        let cfg = RouteConfig { prefix: prefix.into(), separator: String::new() };
+        let cfg = RouteConfig { prefixes: vec![prefix.into()], separator: String::new() };
         for op in Operation::ALL.into_iter().filter(|op| *op != Operation::Unmatched) {
             let spec = op.spec();
             let at = if prefix.is_empty() { "/v1" } else { "/v1/cat" };

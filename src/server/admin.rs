@@ -42,7 +42,7 @@ where
         .name("bingsan-admin".into())
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                if let Some(store) = shared.catalog.store.embedded() {
+                if let Some(store) = shared.store.embedded() {
                     serve(conn, store);
                 }
             }

@@ -127,7 +127,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         a: &Bump,
         out: &mut Vec<u8>,
     ) -> ApiResult<()> {
-        let location = self.shared.catalog.table_location(a, m.namespace, m.name).await?;
+        let location = self.shared.warehouses[m.warehouse].catalog.table_location(a, m.namespace, m.name).await?;
         let requested = Requested { vended: true, ..Requested::from_header(req.header(HEADER)) };
         out.extend_from_slice(b"{\"storage-credentials\":");
         match self.shared.delegation.target(&location, requested) {

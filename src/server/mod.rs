@@ -6,6 +6,7 @@ mod cpus;
 mod delegate;
 mod idempotency;
 mod os;
+mod served;
 mod service;
 mod shard;
 mod state;
@@ -20,10 +21,9 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::catalog::{Catalog, Settings};
+use crate::catalog::Settings;
 use crate::config::ServeArgs;
 use crate::disk::{self, Cause, DiskWatch, Reserve, WatchConfig};
-use crate::fileio::WarehouseIo;
 use crate::http::ConnLimits;
 use crate::metrics::{MetricsThread, ShardStats};
 use crate::pool::PoolConfig;
@@ -150,24 +150,14 @@ where
 /// Serves the catalog in `store` until a signal.
 fn serve<S: Store + Send + Sync>(args: ServeArgs, store: S, reserve: Reserve, start: Start) -> Result<(), String> {
     let Start { auth, delegation, cpus, shards, max_connections, signals } = start;
-    let warehouse = match <[_; 1]>::try_from(args.warehouses()?) {
-        Ok([w]) => w,
-        Err(_) => return Err("the warehouses file must list exactly one warehouse: one process serves one".into()),
-    };
-    // A named warehouse is served under its name unless --prefix says otherwise.
+    let warehouses = args.warehouses()?;
+    // A named default warehouse is served under its name unless --prefix
+    // says otherwise; every other warehouse under its name.
     let prefix = if args.prefix.is_empty() && args.warehouses_file.is_some() {
-        warehouse.name.clone()
+        warehouses[0].name.clone()
     } else {
         args.prefix.clone()
     };
-    let files = WarehouseIo::open(&warehouse)?;
-    let watch =
-        WatchConfig { data_dir: args.data_dir.clone(), warehouse: files.local_dir(), min_free: args.min_free_bytes };
-    let _disk_watch = DiskWatch::start(watch, reserve).map_err(|e| format!("cannot start the disk watcher: {e}"))?;
-    let stats: Vec<Arc<ShardStats>> = (0..shards).map(|i| Arc::new(ShardStats::new(i))).collect();
-    let metrics = MetricsThread::start(stats.clone(), args.metrics_listen)
-        .map_err(|e| format!("cannot start metrics on {:?}: {e}", args.metrics_listen))?;
-    let _trimmer = trim::Trimmer::start(stats.clone()).map_err(|e| format!("cannot start the heap trimmer: {e}"))?;
     let settings = Settings {
         prefix: prefix.clone(),
         separator_encoded: encode_separator(&args.namespace_separator),
@@ -175,31 +165,46 @@ fn serve<S: Store + Send + Sync>(args: ServeArgs, store: S, reserve: Reserve, st
         max_page_size: args.max_page_size,
         metadata_codec: args.metadata_compression_codec,
     };
-    let config_body = config_body(&settings, &warehouse);
-    let catalog = Catalog::new(store, files, settings);
+    let store = Arc::new(store);
+    let warehouses = served::open(&store, warehouses, &prefix, &settings)?;
+    let watch = WatchConfig {
+        data_dir: args.data_dir.clone(),
+        warehouses: warehouses.iter().filter_map(|w| w.catalog.files.local_dir()).collect(),
+        min_free: args.min_free_bytes,
+    };
+    let _disk_watch = DiskWatch::start(watch, reserve).map_err(|e| format!("cannot start the disk watcher: {e}"))?;
+    let stats: Vec<Arc<ShardStats>> = (0..shards).map(|i| Arc::new(ShardStats::new(i))).collect();
+    let metrics = MetricsThread::start(stats.clone(), args.metrics_listen)
+        .map_err(|e| format!("cannot start metrics on {:?}: {e}", args.metrics_listen))?;
+    let _trimmer = trim::Trimmer::start(stats.clone()).map_err(|e| format!("cannot start the heap trimmer: {e}"))?;
     let shared = Arc::new(Shared {
-        catalog,
+        store,
+        warehouses,
         shards,
         accepting: AtomicUsize::new(0),
         stats,
         metrics: metrics.handle(),
         shutdown: Default::default(),
-        config_body,
-        warehouse,
         named_warehouse: args.warehouses_file.is_some(),
         auth,
         delegation: Arc::new(delegation),
     });
-    // Before any shard serves: tables from before the location index get
-    // their claims; purges a stop cut short release their locations.
+    // Before any shard serves, in every warehouse: tables from before the
+    // location index get their claims; purges a stop cut short release
+    // their locations.
     let startup = shared.clone();
     let (claimed, interrupted) = on_executor("bingsan-start", move || async move {
-        let catalog = &startup.catalog;
-        let claimed = catalog.index_locations().await.map_err(|e| format!("cannot index table locations: {e}"))?;
-        let interrupted =
-            catalog.end_interrupted_purges().await.map_err(|e| format!("cannot release interrupted purges: {e}"));
-        catalog.store.release_thread();
-        Ok::<_, String>((claimed, interrupted?))
+        let (mut claimed, mut interrupted) = (0, 0);
+        for served in &startup.warehouses {
+            let catalog = &served.catalog;
+            claimed += catalog.index_locations().await.map_err(|e| format!("cannot index table locations: {e}"))?;
+            interrupted += catalog
+                .end_interrupted_purges()
+                .await
+                .map_err(|e| format!("cannot release interrupted purges: {e}"))?;
+        }
+        startup.store.release_thread();
+        Ok::<_, String>((claimed, interrupted))
     })??;
     if claimed > 0 {
         tracing::info!(claimed, "indexed the locations of existing tables and views");
@@ -211,11 +216,11 @@ fn serve<S: Store + Send + Sync>(args: ServeArgs, store: S, reserve: Reserve, st
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
-    log_effective_config(&args, &shared.warehouse, &prefix, shards, max_connections);
+    log_effective_config(&args, &shared, shards, max_connections);
     // Serving matters more than backups: a socket that cannot be made (a
     // path over 107 bytes, a filesystem without sockets) is logged, not fatal.
     // Only the embedded store has one: PostgreSQL is backed up with its tools.
-    let _admin = match shared.catalog.store.embedded() {
+    let _admin = match shared.store.embedded() {
         Some(_) => admin::start(&args.data_dir, shared.clone())
             .map_err(|e| tracing::warn!(error = %e, "no admin socket: `bingsan backup` is unavailable"))
             .ok(),
@@ -245,7 +250,10 @@ fn serve<S: Store + Send + Sync>(args: ServeArgs, store: S, reserve: Reserve, st
             max_writes: args.max_writes_per_shard,
             json: JsonLimits { max_depth: args.max_json_depth, max_string: args.max_json_string_bytes },
             tls: tls.clone(),
-            routes: RouteConfig { prefix: prefix.clone(), separator: args.namespace_separator.clone() },
+            routes: RouteConfig {
+                prefixes: shared.warehouses.iter().map(|w| w.catalog.settings.prefix.clone()).collect(),
+                separator: args.namespace_separator.clone(),
+            },
             drain: Duration::from_millis(args.drain_timeout_ms),
         };
         let (shared, ready) = (shared.clone(), ready_tx.clone());
@@ -283,7 +291,7 @@ fn serve<S: Store + Send + Sync>(args: ServeArgs, store: S, reserve: Reserve, st
     for h in handles {
         let _ = h.join();
     }
-    shared.catalog.store.sync().map_err(|e| format!("final store flush failed: {e}"))?;
+    shared.store.sync().map_err(|e| format!("final store flush failed: {e}"))?;
     tracing::info!("store flushed; bye");
     failure.map_or(Ok(()), Err)
 }
@@ -333,13 +341,21 @@ fn encode_separator(sep: &str) -> String {
     sep.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
-fn log_effective_config(
+fn log_effective_config<S: Store, F: crate::fileio::FileIo>(
     args: &ServeArgs,
-    warehouse: &Warehouse,
-    prefix: &str,
+    shared: &Shared<S, F>,
     shards: usize,
     max_connections_per_shard: usize,
 ) {
+    for (i, served) in shared.warehouses.iter().enumerate() {
+        tracing::info!(
+            warehouse = %served.warehouse.name,
+            root = %served.warehouse.root,
+            prefix = %served.catalog.settings.prefix,
+            default = i == 0,
+            "warehouse served"
+        );
+    }
     tracing::info!(
         listen = %args.listen,
         shards,
@@ -347,9 +363,7 @@ fn log_effective_config(
         // Never the URL: it may hold a password.
         store = if is_postgres(&args.store) { "postgres" } else { "sled" },
         pg_connections_per_shard = args.pg_connections_per_shard,
-        warehouse = %warehouse.name,
-        warehouse_root = %warehouse.root,
-        prefix = %prefix,
+        warehouses = shared.warehouses.len(),
         max_header_bytes = args.max_header_bytes,
         max_body_bytes = args.max_body_bytes,
         pool_buffer_initial = args.pool_buffer_initial,

@@ -7,8 +7,8 @@ use std::time::Instant;
 use bumpalo::Bump;
 use glommio::sync::Semaphore;
 
-use super::idempotency;
 use super::state::Shared;
+use super::{idempotency, served};
 use crate::catalog::{Encoding, Loaded, ObjectKind, Seal};
 use crate::disk::{self, Target};
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -109,7 +109,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
     /// restart), not while the disk watcher holds the gate closed. Refused
     /// before the write permit and any file: the outcome is known.
     fn writes_allowed(&self) -> ApiResult<()> {
-        if !self.shared.catalog.store.writable() {
+        if !self.shared.store.writable() {
             return Err(ApiError::new(ErrorKind::ServiceUnavailable, WRITES_REFUSED));
         }
         disk::check_writable()
@@ -134,7 +134,8 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         let Some(key) = key else {
             return self.dispatch(m, req, a, resp, &Seal::none()).await;
         };
-        let store = &self.shared.catalog.store;
+        // Idempotency keys are the warehouse's own, like everything it stores.
+        let store = &self.shared.warehouses[m.warehouse].catalog.store;
         let idempotency::Claim::Owned(seal) = idempotency::claim(store, a, key, m.op, resp).await? else {
             return Ok(());
         };
@@ -156,14 +157,20 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         resp: &mut Response,
         seal: &Seal<'_>,
     ) -> ApiResult<()> {
-        let catalog = &self.shared.catalog;
+        let warehouses = &self.shared.warehouses;
+        let catalog = &warehouses[m.warehouse].catalog;
         let out = &mut *resp.body;
         match m.op {
             Operation::GetConfig => {
-                if self.shared.named_warehouse && !asks_for(req.query, &self.shared.warehouse.name) {
+                let asked = if self.shared.named_warehouse {
+                    served::asked(req.query, warehouses.iter().map(|w| w.warehouse.name.as_str()))
+                } else {
+                    Some(0)
+                };
+                let Some(asked) = asked else {
                     return Err(ApiError::new(ErrorKind::NotFound, "no such warehouse"));
-                }
-                out.extend_from_slice(&self.shared.config_body)
+                };
+                out.extend_from_slice(&warehouses[asked].config_body)
             }
             Operation::GetToken => self.shared.auth.token_endpoint(req, a, &self.tokens, resp).await,
             Operation::HealthLive => out.extend_from_slice(b"{\"status\":\"ok\"}"),
@@ -171,7 +178,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
                 if self.shared.ready() {
                     out.extend_from_slice(b"{\"status\":\"ready\"}");
                 } else {
-                    let why = if catalog.store.writable() { "not ready" } else { WRITES_REFUSED };
+                    let why = if self.shared.store.writable() { "not ready" } else { WRITES_REFUSED };
                     return Err(ApiError::new(ErrorKind::ServiceUnavailable, why));
                 }
             }
@@ -290,29 +297,5 @@ fn accepts_gzip(req: &Request<'_>) -> bool {
 fn content_encoding(resp: &mut Response, encoding: Encoding) {
     if encoding == Encoding::Gzip {
         resp.header("Content-Encoding", b"gzip");
-    }
-}
-
-/// Whether a `/v1/config` query names this warehouse or none: every
-/// `warehouse=` parameter must be `name` (names need no percent-encoding).
-fn asks_for(query: &str, name: &str) -> bool {
-    query.split('&').filter_map(|p| p.strip_prefix("warehouse=")).all(|w| w == name)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn config_answers_its_warehouse_or_none() {
-        for (query, ok) in [
-            ("", true),
-            ("warehouse=lake", true),
-            ("x=1&warehouse=lake", true),
-            ("warehouse=other", false),
-            ("warehouse=", false),
-            ("warehouse=lake&warehouse=other", false),
-            ("warehouse=lake2", false),
-        ] {
-            assert_eq!(super::asks_for(query, "lake"), ok, "{query}");
-        }
     }
 }

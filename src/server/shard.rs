@@ -63,7 +63,10 @@ async fn sweep_idempotency_keys<S: Store, F: FileIo>(shared: Arc<Shared<S, F>>) 
         if sleep_or_shutdown(&shared, SWEEP_EVERY).await {
             return;
         }
-        let n = super::idempotency::sweep(&shared.catalog.store, crate::catalog::now_ms()).await;
+        let mut n = 0;
+        for served in &shared.warehouses {
+            n += super::idempotency::sweep(&served.catalog.store, crate::catalog::now_ms()).await;
+        }
         if n > 0 {
             tracing::debug!(expired = n, "swept idempotency records");
         }
@@ -193,7 +196,7 @@ pub async fn run<S: Store, F: FileIo>(setup: ShardSetup, shared: Arc<Shared<S, F
     while conns.table.open.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    shared.catalog.store.release_thread();
+    shared.store.release_thread();
     tracing::info!(shard = setup.id, unfinished = conns.table.open.get(), "shard stopped");
 }
 

@@ -4,27 +4,26 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
-use crate::catalog::Catalog;
+use super::served::Served;
 use crate::fileio::FileIo;
 use crate::metrics::{MetricsHandle, ShardStats};
 use crate::store::Store;
 
 /// Everything the shards share.
 pub struct Shared<S: Store, F: FileIo> {
-    pub catalog: Catalog<S, F>,
+    /// The store every warehouse keeps its records in.
+    pub store: Arc<S>,
+    /// The warehouses served, the default first.
+    pub warehouses: Vec<Served<S, F>>,
     pub shards: usize,
     /// Shards whose listener is accepting.
     pub accepting: AtomicUsize,
     pub stats: Vec<Arc<ShardStats>>,
     pub metrics: MetricsHandle,
     pub shutdown: Shutdown,
-    /// The `/v1/config` response body, built once at start-up.
-    pub config_body: Vec<u8>,
-    /// The warehouse served (its S3 settings, what clients are given).
-    pub warehouse: crate::warehouse::Warehouse,
-    /// Whether it comes from a warehouses file: then `/v1/config` answers
-    /// only its name; the `--warehouse` shortcut answers any (clients send
-    /// their own idea of a warehouse, often a path).
+    /// Whether the warehouses come from a warehouses file: then
+    /// `/v1/config` answers only their names; the `--warehouse` shortcut
+    /// answers any (clients send their own idea of a warehouse, often a path).
     pub named_warehouse: bool,
     /// Bearer check and token endpoint (`--auth*`).
     pub auth: crate::auth::Authenticator,
@@ -37,9 +36,7 @@ impl<S: Store, F: FileIo> Shared<S, F> {
     /// accepts writes, every shard accepts connections, and we are not
     /// shutting down.
     pub fn ready(&self) -> bool {
-        self.accepting.load(Ordering::Acquire) == self.shards
-            && !self.shutdown.requested()
-            && self.catalog.store.writable()
+        self.accepting.load(Ordering::Acquire) == self.shards && !self.shutdown.requested() && self.store.writable()
     }
 }
 

@@ -21,16 +21,21 @@ pub fn start<S: Store + Send + Sync>(
         .io_memory(super::IO_MEMORY)
         .spawn(move || async move {
             let stop = || shared.shutdown.requested();
-            match shared.catalog.verify_all(true, per_sec, stop, |_| {}).await {
-                Ok(t) => tracing::info!(
-                    verified = t.verified,
-                    damaged = t.damaged,
-                    repaired = t.repaired,
-                    "metadata files checked against the store"
-                ),
-                Err(e) => tracing::error!(error = %e, "metadata verification stopped"),
+            // One warehouse after the other, each at the same pace.
+            for served in &shared.warehouses {
+                let warehouse = served.warehouse.name.as_str();
+                match served.catalog.verify_all(true, per_sec, stop, |_| {}).await {
+                    Ok(t) => tracing::info!(
+                        warehouse,
+                        verified = t.verified,
+                        damaged = t.damaged,
+                        repaired = t.repaired,
+                        "metadata files checked against the store"
+                    ),
+                    Err(e) => tracing::error!(warehouse, error = %e, "metadata verification stopped"),
+                }
             }
-            shared.catalog.store.release_thread();
+            shared.store.release_thread();
         })
         .map_err(|e| format!("cannot start the metadata verifier: {e}"))
 }

@@ -1,5 +1,11 @@
 //! Key layout: one byte for the kind of record, then the identifier.
 //!
+//! Every key of the default warehouse is laid out that way (as before there
+//! were several). Each other warehouse's keys are the same keys behind a
+//! keyspace: `W`, the warehouse's name, 0x00 (`store::Keyspace` adds and
+//! strips it); names never contain 0x00, and no default-warehouse key starts
+//! with `W`, so keyspaces never overlap.
+//!
 //! Namespace parts are joined by 0x1F and names end the namespace with 0x00;
 //! identifiers never contain control characters (the catalog rejects them),
 //! so keys never collide and sort as the listings need. Keys are built in the
@@ -30,6 +36,8 @@ pub const BENEATH: u8 = b'U';
 pub const PURGING: u8 = b'P';
 /// One-time start-up migrations done: `S`, the migration's name.
 pub const MIGRATION: u8 = b'S';
+/// A non-default warehouse's keyspace: `W`, its name, 0x00, then its keys.
+pub const WAREHOUSE: u8 = b'W';
 
 pub const PART_SEP: u8 = 0x1f;
 pub const NAME_SEP: u8 = 0x00;
@@ -101,26 +109,52 @@ pub fn join<'a>(a: &'a Bump, prefix: &[u8], name: &[u8]) -> &'a [u8] {
     out
 }
 
+/// The keyspace of the warehouse named `name`: empty for the default
+/// warehouse, whose keys stay as they always were.
+pub fn keyspace(name: &str, default: bool) -> Box<[u8]> {
+    if default {
+        return Box::default();
+    }
+    let mut out = Vec::with_capacity(name.len() + 2);
+    out.push(WAREHOUSE);
+    out.extend_from_slice(name.as_bytes());
+    out.push(NAME_SEP);
+    out.into()
+}
+
+/// The length of `key`'s keyspace: 0 for a default-warehouse key.
+fn keyspace_len(key: &[u8]) -> usize {
+    match key.first() {
+        Some(&WAREHOUSE) => key.iter().position(|&b| b == NAME_SEP).map_or(key.len(), |i| i + 1),
+        _ => 0,
+    }
+}
+
 /// The prefix a listing of `key`'s siblings scans: everything up to and
 /// including its last separator (a top-level namespace: kind and depth).
 /// Every scan prefix the catalog builds is one of the [`scanned_prefixes`]
 /// of the keys under it, which is what lets the shard caches invalidate scans.
+/// A key of another warehouse than the default is scanned within its
+/// keyspace, so the prefix keeps the keyspace.
 pub fn listing_prefix(key: &[u8]) -> &[u8] {
-    if key.first() == Some(&LOCATION) {
-        return &key[..1];
+    let space = keyspace_len(key);
+    let inner = &key[space..];
+    if inner.first() == Some(&LOCATION) {
+        return &key[..space + 1];
     }
-    let end = match key.first() {
-        Some(&NAMESPACE) => key.iter().rposition(|&b| b == PART_SEP).map_or(2, |i| i + 1),
-        _ => key.iter().rposition(|&b| b == NAME_SEP || b == PART_SEP).map_or(1, |i| i + 1),
+    let end = match inner.first() {
+        Some(&NAMESPACE) => inner.iter().rposition(|&b| b == PART_SEP).map_or(2, |i| i + 1),
+        _ => inner.iter().rposition(|&b| b == NAME_SEP || b == PART_SEP).map_or(1, |i| i + 1),
     };
-    &key[..end.min(key.len())]
+    &key[..space + end.min(inner.len())]
 }
 
 /// Every scan prefix a write of `key` changes: its listing prefix, and for
 /// a location claim each enclosing location's `locations_inside` prefix.
 pub fn scanned_prefixes(key: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let inside = if key.first() == Some(&LOCATION) { key } else { &[][..] };
-    let enclosing = inside.iter().enumerate().filter(|&(_, &b)| b == b'/').map(move |(i, _)| &inside[..=i]);
+    let space = keyspace_len(key);
+    let inside = if key.get(space) == Some(&LOCATION) { key } else { &[][..] };
+    let enclosing = inside.iter().enumerate().skip(space).filter(|&(_, &b)| b == b'/').map(move |(i, _)| &inside[..=i]);
     std::iter::once(listing_prefix(key)).chain(enclosing)
 }
 
@@ -174,5 +208,31 @@ mod tests {
         assert!(!claim.starts_with(locations_inside(&a, "file:///w/a/b")));
         let table = object(&a, TABLE, &["x/y"], "t");
         assert_eq!(scanned_prefixes(table).collect::<Vec<_>>(), [listing_prefix(table)]);
+    }
+
+    #[test]
+    fn the_default_warehouse_keeps_its_keys_and_others_get_a_keyspace() {
+        let a = Bump::new();
+        assert!(keyspace("main", true).is_empty());
+        let lake = keyspace("lake", false);
+        assert_eq!(&*lake, b"Wlake\0");
+        // Each listing of another warehouse is its default-layout listing in its keyspace.
+        let within = |key: &[u8]| join(&a, &lake, key);
+        for key in [
+            namespace(&a, &["x"]),
+            namespace(&a, &["x", "y", "z"]),
+            object(&a, TABLE, &["x", "y"], "t"),
+            object(&a, VIEW, &["x"], "v"),
+            join(&a, &[IDEMPOTENCY], b"k"),
+            location(&a, LOCATION, "s3://b/w/a/b"),
+        ] {
+            let scoped = within(key);
+            let expected: Vec<&[u8]> = scanned_prefixes(key).map(&within).collect();
+            assert_eq!(scanned_prefixes(scoped).collect::<Vec<_>>(), expected, "{key:?}");
+        }
+        assert_eq!(listing_prefix(within(namespace(&a, &["x"]))), within(namespace_children(&a, &[])));
+        // A name that starts like another's is another keyspace.
+        let lake2 = keyspace("lake2", false);
+        assert!(!lake2.starts_with(&lake) && !lake.starts_with(&lake2));
     }
 }

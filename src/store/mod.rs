@@ -10,11 +10,13 @@ mod cache;
 mod durability;
 mod freeze;
 pub mod keys;
+mod keyspace;
 pub mod pg;
 mod sled_files;
 mod sled_store;
 mod timer;
 
+pub use keyspace::Keyspace;
 pub use pg::PgStore;
 pub use sled_store::SledStore;
 

@@ -186,6 +186,11 @@ struct File {
 struct Entry {
     name: String,
     root: String,
+    /// Answers `/v1/config` without `warehouse` and unprefixed paths, and
+    /// keeps the store's keys as they were before there were several
+    /// warehouses; else the first listed is the default.
+    #[serde(default)]
+    default: bool,
     #[serde(default)]
     s3: Option<S3Settings>,
 }
@@ -214,11 +219,22 @@ impl Warehouse {
         Ok(w)
     }
 
-    /// Parses a warehouses file's text; `origin` names it in errors.
+    /// Parses a warehouses file's text; `origin` names it in errors. The
+    /// default warehouse comes first.
     pub fn parse_file(text: &str, origin: &Path) -> Result<Vec<Warehouse>, String> {
         let file: File = toml::from_str(text).map_err(|e| format!("warehouses file {}: {e}", origin.display()))?;
         let mut out: Vec<Warehouse> = Vec::with_capacity(file.warehouse.len());
-        for e in file.warehouse {
+        let defaults: Vec<&str> = file.warehouse.iter().filter(|e| e.default).map(|e| e.name.as_str()).collect();
+        if defaults.len() > 1 {
+            return Err(format!("warehouses {defaults:?} are all marked default: mark one"));
+        }
+        let default = file.warehouse.iter().position(|e| e.default).unwrap_or(0);
+        let mut entries = file.warehouse;
+        if default < entries.len() {
+            let first = entries.remove(default);
+            entries.insert(0, first);
+        }
+        for e in entries {
             let s3 = match (is_s3(&e.root), e.s3) {
                 (true, s3) => Some(s3.unwrap_or_default()),
                 (false, None) => None,
@@ -235,6 +251,15 @@ impl Warehouse {
             return Err(format!("warehouses file {} lists no [[warehouse]]", origin.display()));
         }
         Ok(out)
+    }
+
+    /// The warehouses a command works on: the file's when it names one,
+    /// else the `--warehouse` shortcut's.
+    pub fn from_args(file: Option<&Path>, shortcut: &str) -> Result<Vec<Warehouse>, String> {
+        match file {
+            Some(path) => Warehouse::load_file(path),
+            None => Warehouse::shortcut(shortcut).map(|w| vec![w]),
+        }
     }
 
     /// Reads and parses a warehouses file.
@@ -352,6 +377,17 @@ root = "s3://other-bucket"
             ]
         );
         assert!(ws[0].client_properties().is_empty());
+    }
+
+    #[test]
+    fn the_default_warehouse_is_the_marked_one_or_the_first() {
+        let ws = Warehouse::parse_file(FILE, Path::new("w.toml")).unwrap();
+        assert_eq!(ws.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["local", "lake", "prod"]);
+        let marked = FILE.replace("name = \"prod\"", "name = \"prod\"\ndefault = true");
+        let ws = Warehouse::parse_file(&marked, Path::new("w.toml")).unwrap();
+        assert_eq!(ws.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["prod", "local", "lake"]);
+        let two = marked.replace("name = \"local\"", "name = \"local\"\ndefault = true");
+        assert!(Warehouse::parse_file(&two, Path::new("w.toml")).unwrap_err().contains("mark one"));
     }
 
     #[test]

@@ -275,9 +275,7 @@ def test_a_store_lost_after_the_metadata_file_is_written_is_an_unknown_outcome(m
         pg_proxy.close()
 
 
-def test_a_named_local_warehouse_and_a_file_listing_two_refused(server_factory, tmp_path, http):
-    from harness import BingsanServer, ServerError
-
+def test_a_named_local_warehouse(server_factory, tmp_path, http):
     root = tmp_path / "named-wh"
     path = tmp_path / "local.toml"
     path.write_text(f'[[warehouse]]\nname = "disk"\nroot = "file://{root}"\n')
@@ -290,13 +288,6 @@ def test_a_named_local_warehouse_and_a_file_listing_two_refused(server_factory, 
     assert http.post(server.api("namespaces"), json={"namespace": [ns]}).status_code == 200
     created = create_table_raw(http, server, ns, "t")
     assert created["metadata"]["location"].startswith(f"file://{root}/{ns}/t-")
-
-    two = tmp_path / "two.toml"
-    two.write_text(path.read_text() + f'[[warehouse]]\nname = "other"\nroot = "file://{tmp_path}/o"\n')
-    refused = BingsanServer(tmp_path / "two", name="two", extra_args=["--warehouses-file", str(two)])
-    with pytest.raises(ServerError, match="exactly one warehouse"):
-        refused.start(ready_timeout=10)
-    refused.stop()
 
 
 def test_metadata_files_that_fall_off_the_log_are_deleted_from_s3(s3_server, moto, http):
