@@ -137,7 +137,10 @@ pub struct Delegation {
 
 impl Delegation {
     pub fn new(targets: Vec<Target>) -> Delegation {
-        Delegation { targets, grants: Grants::random(), https: false }
+        let secrets =
+            targets.iter().filter(|t| t.mode == Mode::RemoteSigning).map(|t| t.key.secret_access_key.as_str());
+        let grants = Grants::from_secrets(secrets);
+        Delegation { targets, grants, https: false }
     }
 
     /// The delegating S3 warehouses of `warehouses`. The server's keys must

@@ -22,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import HTTP_TIMEOUT, READY_TIMEOUT, BingsanServer, RawConn, ServerError, _die_with_parent, free_port, pg_store
+from harness import HTTP_TIMEOUT, READY_TIMEOUT, BingsanServer, Metrics, RawConn, ServerError, _die_with_parent, free_port, pg_store
 
 #: Nodes per catalog: 1 (plain servers) unless $BINGSAN_TEST_NODES says more.
 TEST_NODES = int(os.environ.get("BINGSAN_TEST_NODES", "1"))
@@ -161,7 +161,7 @@ class Cluster:
         self.front = NginxFront(self.workdir / "nginx", [n.port for n in self.nodes])
         first = self.nodes[0]
         self.prefix, self.separator, self.shards = first.prefix, first.separator, first.shards
-        self.warehouse, self.store, self.tls_cert = first.warehouse, first.store, None
+        self.warehouse, self.store, self.binary, self.tls_cert = first.warehouse, first.store, first.binary, None
 
     def _shared_key(self, args: list[str]) -> list[str]:
         """Nodes minting tokens share a key (docs/postgres.md); a node left
@@ -195,6 +195,10 @@ class Cluster:
         codes = [self.front.stop()] + [n.stop() for n in self.nodes]
         return next((c for c in codes if c not in (0, None)), 0)
 
+    def log_text(self) -> str:
+        """Every node's log, as an operator collects them."""
+        return "\n".join(n.log_text() for n in self.nodes)
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join([self.front.log_tail()] + [n.log_tail(lines) for n in self.nodes])
 
@@ -214,6 +218,17 @@ class Cluster:
 
     def raw(self, timeout: float = HTTP_TIMEOUT) -> RawConn:
         return RawConn(self.front.port, timeout=timeout)
+
+    @property
+    def data_dir(self) -> Path:
+        """The first node's: `bingsan check` and `store copy` want one; on
+        PostgreSQL the catalog is not in it."""
+        return self.nodes[0].data_dir
+
+    def metrics(self) -> Metrics:
+        """Every node's /metrics (from --metrics-listen) as one: counters sum
+        over the catalog, whichever node served what."""
+        return Metrics.of_all([n.metrics() for n in self.nodes])
 
     def __repr__(self) -> str:
         return f"<Cluster {self.name} {self.base_url} nodes={len(self.nodes)} prefix={self.prefix!r}>"
