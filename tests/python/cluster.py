@@ -64,7 +64,8 @@ http {{
             proxy_set_header Host $http_host;
             proxy_buffering off;
             proxy_read_timeout 120s;
-            # A retry of a write on another node could apply it twice.
+            # nginx's default: a request that failed on one node is tried
+            # once more on the next, never a POST or PATCH (not idempotent).
             proxy_next_upstream error timeout;
             proxy_next_upstream_tries 2;
         }}
