@@ -6,6 +6,7 @@ the catalog across nodes rather than one node behind a proxy."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -26,7 +27,10 @@ def test_one_connection_reaches_every_node_in_turn(server):
         for _ in range(2 * TEST_NODES):
             r = c.request("GET", server.api_path(f"namespaces/{ns}"))
             assert r.status == 200 and r.json()["namespace"] == [ns], (r.status, r.body[:200])
-    served = server.front.upstreams()[before:]
+    # nginx logs a request after its response: wait for the last line.
+    deadline = time.monotonic() + 5
+    while len(served := server.front.upstreams()[before:]) < 1 + 2 * TEST_NODES and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert len(served) == 1 + 2 * TEST_NODES, served
     assert set(served) == nodes, f"requests of one connection did not spread over the nodes: {served}"
     # Round robin: no two consecutive requests on the same node.
