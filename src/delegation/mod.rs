@@ -143,7 +143,20 @@ pub struct Delegation {
 
 impl Delegation {
     pub fn new(targets: Vec<Target>) -> Delegation {
-        Delegation { targets, grants: Grants::random(), https: false }
+        let signing = || targets.iter().filter(|t| t.mode == Mode::RemoteSigning);
+        let grants = if signing().all(|t| matches!(t.keys, ServerKeys::Static(_))) {
+            Grants::from_secrets(signing().filter_map(|t| match &t.keys {
+                ServerKeys::Static(key) => Some(key.secret_access_key.as_str()),
+                ServerKeys::Chain { .. } => None,
+            }))
+        } else {
+            tracing::warn!(
+                "a remote-signing warehouse signs with keys from the AWS chain: its grants hold on this process \
+                 only (behind a load balancer, a client's sign request must reach the node it loaded from)"
+            );
+            Grants::random()
+        };
+        Delegation { targets, grants, https: false }
     }
 
     /// The delegating S3 warehouses of `warehouses`. Server keys from the

@@ -5,10 +5,14 @@
 //! Proof of the load is a grant: a load with remote signing gives the
 //! client a signer endpoint whose query carries the table's location, the
 //! principal that loaded it (under `--auth`), an expiry and an HMAC of all
-//! three under a key of this process: a grant is worth nothing to another
-//! principal. The signer
-//! needs no state shared between shards, and a grant cannot be widened:
-//! any change breaks the HMAC. A restart makes new grants (clients reload).
+//! three: a grant is worth nothing to another principal, and cannot be
+//! widened (any change breaks the HMAC). The HMAC key is derived from the
+//! signing warehouses' static server secrets, so every node serving the
+//! same warehouses checks the grants of every other (a client's sign
+//! requests reach any node behind a load balancer) with no state shared
+//! between shards or nodes; rotating a server key makes new grants
+//! (clients reload). Server keys from the AWS chain have no stable secret:
+//! then the key is random per process (`Delegation::new` logs it).
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -16,7 +20,7 @@ use std::time::SystemTime;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use bumpalo::Bump;
-use ring::hmac;
+use ring::{hkdf, hmac};
 use serde::Deserialize;
 
 use super::policy::split_s3;
@@ -44,6 +48,24 @@ impl Grants {
     pub fn random() -> Grants {
         let rng = ring::rand::SystemRandom::new();
         Grants { key: hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system randomness") }
+    }
+
+    /// The key of every node whose signing warehouses have these server
+    /// secret keys (HKDF-SHA256 of them, each length-prefixed): the same on
+    /// every node, unknown to anyone without the secrets, and revealing
+    /// nothing of them. No secret (no signing warehouse): a random key.
+    pub fn from_secrets<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Grants {
+        let mut ikm = Vec::new();
+        for secret in secrets {
+            ikm.extend_from_slice(&(secret.len() as u64).to_be_bytes());
+            ikm.extend_from_slice(secret.as_bytes());
+        }
+        if ikm.is_empty() {
+            return Grants::random();
+        }
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"bingsan remote-signing grants").extract(&ikm);
+        let okm = prk.expand(&[b"v1"], hmac::HMAC_SHA256).expect("an HMAC key is a valid HKDF length");
+        Grants { key: hmac::Key::from(okm) }
     }
 
     /// The grant for `location` to `principal` (`""` without `--auth`)
@@ -211,6 +233,17 @@ mod tests {
         let mut anonymous = Vec::new();
         g.mint("s3://b/wh/t", "", 2000, &mut anonymous);
         assert_eq!(g.check(std::str::from_utf8(&anonymous).unwrap(), "", 1).as_deref(), Some("s3://b/wh/t"));
+    }
+
+    #[test]
+    fn nodes_with_the_same_secrets_check_each_others_grants() {
+        let mut out = Vec::new();
+        Grants::from_secrets(["s1", "s2"]).mint("s3://b/wh/t", "", 2000, &mut out);
+        let grant = String::from_utf8(out).unwrap();
+        assert_eq!(Grants::from_secrets(["s1", "s2"]).check(&grant, "", 1).as_deref(), Some("s3://b/wh/t"));
+        assert_eq!(Grants::from_secrets(["s1", "s3"]).check(&grant, "", 1), None, "other secrets");
+        assert_eq!(Grants::from_secrets(["s1s", "2"]).check(&grant, "", 1), None, "secrets are length-prefixed");
+        assert_eq!(Grants::from_secrets([]).check(&grant, "", 1), None, "no secret: a random key");
     }
 
     #[test]

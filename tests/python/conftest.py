@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from cluster import TEST_NODES, catalog_server
 from harness import MEASUREMENTS, TEST_STORE, BingsanServer, LazyMount, bingsan_bin, drop_pg_schemas
 
 #: Catalog variants every PyIceberg test runs against.
@@ -26,7 +27,18 @@ CATALOG_VARIANTS = ["plain", "prefixed", "dotsep"]
 
 
 def pytest_report_header(config):
-    return f"bingsan binary: {bingsan_bin()}; store: {TEST_STORE}"
+    return f"bingsan binary: {bingsan_bin()}; store: {TEST_STORE}; nodes per catalog: {TEST_NODES}"
+
+
+def pytest_configure(config):
+    if TEST_NODES > 1 and TEST_STORE != "postgres":
+        raise pytest.UsageError("BINGSAN_TEST_NODES > 1 needs BINGSAN_TEST_STORE=postgres (nodes share the database)")
+
+
+def single_node(request) -> bool:
+    """The test is about one process (marked `single_node`): in the
+    multi-node pass it gets one node, not the cluster."""
+    return request.node.get_closest_marker("single_node") is not None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -78,11 +90,13 @@ def binary() -> Path:
 
 @pytest.fixture(scope="session")
 def session_servers(tmp_path_factory, binary):
-    """Lazily started session servers by variant; all stopped at the end."""
-    servers: dict[str, BingsanServer] = {}
+    """Lazily started session servers by variant (and, in the multi-node
+    pass, one node of each for `single_node` tests); all stopped at the end."""
+    servers: dict[tuple[str, bool], BingsanServer] = {}
 
-    def get(variant: str) -> BingsanServer:
-        if variant not in servers:
+    def get(variant: str, single: bool = False) -> BingsanServer:
+        key = (variant, single and TEST_NODES > 1)
+        if key not in servers:
             opts = {
                 "plain": {},
                 "prefixed": {"prefix": "cat"},
@@ -90,9 +104,10 @@ def session_servers(tmp_path_factory, binary):
                 # advertised separator ("%2E") to join namespace parts.
                 "dotsep": {"prefix": "dots", "separator": "."},
             }[variant]
-            s = BingsanServer(tmp_path_factory.mktemp(f"srv-{variant}"), name=variant, binary=binary, **opts)
-            servers[variant] = s.start()
-        s = servers[variant]
+            s = catalog_server(tmp_path_factory.mktemp(f"srv-{variant}"), single_node=key[1], name=variant,
+                               binary=binary, **opts)
+            servers[key] = s.start()
+        s = servers[key]
         if not s.running:
             pytest.fail(f"session server {variant} died (exit {s.proc.returncode})\n{s.log_tail()}")
         return s
@@ -102,28 +117,28 @@ def session_servers(tmp_path_factory, binary):
     assert not problems, "session servers did not stop cleanly:\n" + "\n".join(problems)
 
 
-@pytest.fixture(scope="session")
-def server(session_servers) -> BingsanServer:
+@pytest.fixture
+def server(request, session_servers) -> BingsanServer:
     """Shared server: no prefix, 2 shards."""
-    return session_servers("plain")
+    return session_servers("plain", single_node(request))
 
 
-@pytest.fixture(scope="session")
-def prefixed_server(session_servers) -> BingsanServer:
+@pytest.fixture
+def prefixed_server(request, session_servers) -> BingsanServer:
     """Shared server with --prefix cat."""
-    return session_servers("prefixed")
+    return session_servers("prefixed", single_node(request))
 
 
-@pytest.fixture(scope="session")
-def dotsep_server(session_servers) -> BingsanServer:
+@pytest.fixture
+def dotsep_server(request, session_servers) -> BingsanServer:
     """Shared server with --prefix dots --namespace-separator ."""
-    return session_servers("dotsep")
+    return session_servers("dotsep", single_node(request))
 
 
 @pytest.fixture(params=CATALOG_VARIANTS)
 def any_server(request, session_servers) -> BingsanServer:
     """Each shared server in turn."""
-    return session_servers(request.param)
+    return session_servers(request.param, single_node(request))
 
 
 @pytest.fixture
@@ -145,13 +160,14 @@ def prefixed_catalog(prefixed_server):
 
 
 @pytest.fixture
-def server_factory(tmp_path, binary):
-    """Starts servers with custom flags for one test; stops them after it."""
+def server_factory(request, tmp_path, binary):
+    """Starts servers with custom flags for one test; stops them after it.
+    In the multi-node pass each is a `Cluster` unless the test is `single_node`."""
     started: list[BingsanServer] = []
 
     def make(**kwargs) -> BingsanServer:
         kwargs.setdefault("binary", binary)
-        s = BingsanServer(tmp_path / f"srv{len(started)}", **kwargs)
+        s = catalog_server(tmp_path / f"srv{len(started)}", single_node=single_node(request), **kwargs)
         started.append(s)
         return s.start()
 

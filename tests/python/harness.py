@@ -388,6 +388,15 @@ class Metrics:
         self.families = list(text_string_to_metric_families(text))
         self.samples = [s for f in self.families for s in f.samples]
 
+    @classmethod
+    def of_all(cls, parts: list["Metrics"]) -> "Metrics":
+        """The scrapes of several processes as one: sums run over all."""
+        m = cls("")
+        m.text = "".join(p.text for p in parts)
+        m.families = [f for p in parts for f in p.families]
+        m.samples = [s for p in parts for s in p.samples]
+        return m
+
     def names(self) -> set[str]:
         """Family names and sample names (counters' samples end in _total,
         histograms' in _bucket/_sum/_count)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from cluster import catalog_server
 from harness import HTTP_TIMEOUT, MEASUREMENTS, BingsanServer, unique
 
 CLIENT_ID = "spark"
@@ -197,15 +198,15 @@ def keys(tmp_path_factory) -> Keys:
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory, binary, keys):
     """--auth with clients, a token key and (with openssl) a JWKS; no prefix."""
-    s = BingsanServer(tmp_path_factory.mktemp("auth"), name="auth", binary=binary, extra_args=keys.args()).start()
+    s = catalog_server(tmp_path_factory.mktemp("auth"), name="auth", binary=binary, extra_args=keys.args()).start()
     yield s
     stop(s)
 
 
 @pytest.fixture(scope="module")
 def auth_prefixed_server(tmp_path_factory, binary, keys):
-    s = BingsanServer(tmp_path_factory.mktemp("auth-prefixed"), name="auth-prefixed", binary=binary,
-                      prefix="cat", extra_args=keys.args(jwks=False)).start()
+    s = catalog_server(tmp_path_factory.mktemp("auth-prefixed"), name="auth-prefixed", binary=binary,
+                       prefix="cat", extra_args=keys.args(jwks=False)).start()
     yield s
     stop(s)
 
@@ -456,6 +457,7 @@ def test_expired_token_is_refused(auth_server, keys):
 
 
 # ---------------------------------------------------------------- lifetime, restart, rotation, refresh
+@pytest.mark.single_node(reason="restarts its server")
 def test_tokens_survive_a_restart_with_a_key_file(server_factory, keys):
     s = server_factory(name="restart", shards=1, extra_args=keys.args(jwks=False))
     token = token_of(s)
@@ -463,6 +465,7 @@ def test_tokens_survive_a_restart_with_a_key_file(server_factory, keys):
     assert requests.get(s.api("namespaces"), headers=bearer(token), timeout=HTTP_TIMEOUT).status_code == 200
 
 
+@pytest.mark.single_node(reason="restarts its server")
 def test_random_key_tokens_die_with_a_restart(server_factory, keys):
     s = server_factory(name="random-key", shards=1,
                        extra_args=["--auth", "--auth-clients-file", str(keys.clients)])

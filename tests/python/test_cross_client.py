@@ -30,6 +30,7 @@ from pyiceberg.types import (
     TimestampType,
 )
 
+from cluster import catalog_server
 from harness import BingsanServer, unique
 
 EPOCH_DAY = dt.date(1970, 1, 1)
@@ -86,7 +87,7 @@ def rust_rows(xclient: Path, *args: str) -> list[dict]:
 def cross_server(tmp_path, binary):
     """A server on the default `--warehouse PATH` form: both clients must
     get `file://` locations from it."""
-    s = BingsanServer(tmp_path / "srv", binary=binary, name="cross").start()
+    s = catalog_server(tmp_path / "srv", binary=binary, name="cross").start()
     yield s
     code = s.stop()
     assert code == 0, f"server exit code {code}\n{s.log_tail()}"

@@ -180,6 +180,7 @@ def test_systemd_unit_verifies(tmp_path, binary):
         assert needed in unit, needed
 
 
+@pytest.mark.single_node(reason="traces the system calls of one process")
 def test_seccomp_profile_allows_every_call_the_server_makes(server_factory, tmp_path):
     """Runs a server under strace through start, requests and a graceful
     stop; every system call it made must be allowed unconditionally by the

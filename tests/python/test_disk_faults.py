@@ -169,6 +169,7 @@ def failures(s: BingsanServer, **labels: str) -> float:
     return s.metrics().sum("bingsan_write_failures_total", **labels)
 
 
+@pytest.mark.single_node(reason="the disk gauges and failure series of one process")
 def test_a_healthy_disk_is_writable(fresh_server, http):
     """No fault: writable, every failure series present at 0, free space known."""
     s = fresh_server

@@ -10,6 +10,8 @@ import pytest
 
 from harness import RawConn, unique
 
+pytestmark = pytest.mark.single_node(reason="kills, signals and restarts its server")
+
 
 def create_many(server, names, parent=()):
     """Creates each namespace on one keep-alive connection; every 200 is a

@@ -131,6 +131,7 @@ def _slow_request(mode: str, ns: str) -> tuple[bytes, bytes]:
     raise AssertionError(mode)
 
 
+@pytest.mark.single_node(reason="the node's own connection handling: nginx buffers, times out and holds connections itself")
 @pytest.mark.parametrize("mode", ["head", "body", "chunked"])
 def test_slow_loris_is_cut_off_while_others_are_served(slow_server, http, mode):
     """Bytes keep arriving (so no single read waits long), but the whole
@@ -175,6 +176,7 @@ def test_slow_loris_is_cut_off_while_others_are_served(slow_server, http, mode):
 
 
 # ------------------------------------------------------------------ keep-alive
+@pytest.mark.single_node(reason="the node's own connection handling: nginx buffers, times out and holds connections itself")
 def test_idle_keep_alive_closed_after_idle_timeout(server_factory):
     """An idle keep-alive connection, and one that never sent a byte, are
     closed (without a response) about --idle-timeout-ms after they went
@@ -229,6 +231,7 @@ def fill_to_limit(server, conns: list[RawConn]) -> None:
     assert wait_connections(server, CONN_LIMIT) == CONN_LIMIT
 
 
+@pytest.mark.single_node(reason="the node's own connection handling: nginx buffers, times out and holds connections itself")
 def test_connection_limit_refuses_then_recovers(limited_server):
     s = limited_server
     refused_before = s.metrics().sum("bingsan_http_connections_refused_total")
@@ -264,6 +267,7 @@ def test_connection_limit_refuses_then_recovers(limited_server):
     assert_serving(s)
 
 
+@pytest.mark.single_node(reason="the node's own connection handling: nginx buffers, times out and holds connections itself")
 def test_connection_limit_refusal_is_an_error_model(limited_server):
     s = limited_server
     conns: list[RawConn] = []
@@ -409,6 +413,7 @@ def existing_ns(session_servers):
     return ns
 
 
+@pytest.mark.single_node(reason="malformed requests: nginx refuses some itself (HTML 400), so only the node shows its own parser")
 @pytest.mark.parametrize(
     "target",
     [
@@ -440,6 +445,7 @@ def test_bad_escapes_and_utf8_in_paths_and_queries_are_400(server, existing_ns, 
     assert_serving(server)
 
 
+@pytest.mark.single_node(reason="malformed requests: nginx refuses some itself (HTML 400), so only the node shows its own parser")
 @pytest.mark.parametrize(
     "header,status",
     [
@@ -466,6 +472,7 @@ def test_non_utf8_header_values_get_no_5xx(server, header, status):
 
 
 # ------------------------------------------------------------------ broken chunked bodies
+@pytest.mark.single_node(reason="malformed requests: nginx refuses some itself (HTML 400), so only the node shows its own parser")
 def test_truncated_chunked_bodies_then_eof(fresh_server):
     """A chunked body cut off anywhere, then the client half-closes: the
     server ends the connection at once (not after the 30 s request timeout),
@@ -505,6 +512,7 @@ def test_truncated_chunked_bodies_then_eof(fresh_server):
     assert_serving(s)
 
 
+@pytest.mark.single_node(reason="malformed requests: nginx refuses some itself (HTML 400), so only the node shows its own parser")
 @pytest.mark.parametrize(
     "wire,status",
     [
@@ -542,6 +550,7 @@ FD_RESERVE = 256 + 16 + 2 * 64
 WRITERS = 400
 
 
+@pytest.mark.single_node(reason="the descriptor limit of one process")
 def test_connections_and_writers_fit_the_descriptor_limit(server_factory):
     """Under a 1024-descriptor limit the shard admits what the limit leaves
     after the process and its capped warehouse writes, and a burst of
@@ -588,6 +597,7 @@ def test_connections_and_writers_fit_the_descriptor_limit(server_factory):
     assert_serving(s)
 
 
+@pytest.mark.single_node(reason="the node's own listening port")
 def test_second_server_on_a_busy_port_refuses_to_start(server, tmp_path):
     """SO_REUSEPORT would let a second server share the port and take half
     its connections; it must fail at start-up instead."""

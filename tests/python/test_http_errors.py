@@ -196,6 +196,7 @@ def test_400_invalid_properties_body(server, http):
     assert_error(r, 400, "BadRequestException")
 
 
+@pytest.mark.single_node(reason="nginx refuses a bad escape itself (HTML 400): only the node shows its own parser")
 @pytest.mark.parametrize("path", ["/v1/namespaces/a%zz", "/v1/namespaces/a%1", "/v1/namespaces/%FF%FE",
                                   "/v1/namespaces?parent=a%zz"])
 def test_400_bad_percent_encoding(server, path):

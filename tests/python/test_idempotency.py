@@ -379,6 +379,7 @@ def test_concurrent_requests_with_one_key_get_one_answer(server):
 # ------------------------------------------------------------------ restarts
 
 
+@pytest.mark.single_node(reason="kills and restarts its server")
 @pytest.mark.parametrize("graceful", [True, False], ids=["sigterm", "kill9"])
 def test_key_survives_restart(fresh_server, http, graceful):
     s = fresh_server
@@ -451,6 +452,7 @@ CRASH_CASES = ["create-namespace", "drop-namespace", "update-properties", "creat
 SCHEMA = {"type": "struct", "schema-id": 0, "fields": [{"id": 1, "name": "a", "type": "long", "required": False}]}
 
 
+@pytest.mark.single_node(reason="kills and restarts its server")
 @pytest.mark.parametrize("case", CRASH_CASES)
 def test_answer_is_durable_with_its_mutation(server_factory, http, monkeypatch, case):
     """The server dies (SIGKILL, from a debug-build hook) right after a keyed

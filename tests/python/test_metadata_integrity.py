@@ -95,6 +95,7 @@ def test_load_answers_from_the_store_and_a_commit_restores_its_base(fresh_server
     assert http.get(table_url(s, ns, "t")).json()["metadata-location"] == new
 
 
+@pytest.mark.single_node(reason="the start-up pass and counters of one restarted process")
 def test_startup_pass_restores_a_same_size_overwrite(fresh_server, http):
     s = fresh_server
     ns = make_ns(s, http)

@@ -33,6 +33,7 @@ REQUIRED = [
 ]
 
 
+@pytest.mark.single_node(reason="the metrics of one process")
 @pytest.mark.parametrize("where", ["shard-port", "metrics-listen"])
 def test_metrics_exposition(server, where):
     url = server.url("/metrics") if where == "shard-port" else server.metrics_url
@@ -51,11 +52,13 @@ def test_metrics_exposition(server, where):
     assert set(m.by_label("bingsan_allocs_total", "shard")) == {"0", "1"}
 
 
+@pytest.mark.single_node(reason="the metrics of one process")
 def test_metrics_listen_other_paths(server):
     r = requests.get(f"http://127.0.0.1:{server.metrics_port}/nope", timeout=10)
     assert r.status_code == 404
 
 
+@pytest.mark.single_node(reason="the metrics of one process")
 def test_request_counters_are_exact(fresh_server):
     s = fresh_server
     before = s.metrics()
@@ -85,6 +88,7 @@ def test_request_counters_are_exact(fresh_server):
     assert values[-1] == after.sum("bingsan_http_request_duration_seconds_count", route="get_config")
 
 
+@pytest.mark.single_node(reason="the metrics of one process")
 def test_pool_counters_move(fresh_server):
     s = fresh_server
     before = s.metrics()
@@ -228,6 +232,7 @@ def test_sustained_load_hits_the_pools_and_stays_within_the_cap(alloc_server):
         assert buffers + arenas <= 1 << 20
 
 
+@pytest.mark.single_node(reason="the metrics of one process")
 def test_first_scrape_of_a_fresh_server_is_complete(fresh_server):
     """Before any request, families without samples are left out rather than
     failing the encoder and cutting the exposition short."""

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pytest
 import requests
 
+from cluster import catalog_server
 from harness import TEST_STORE, BingsanServer, _die_with_parent, assert_error, free_port, unique
 
 #: moto accepts any keys: these are the server's own.
@@ -91,7 +92,7 @@ def moto(tmp_path_factory):
     m.stop()
 
 
-def _server(tmp_path_factory, moto: Moto, mode: str, root: str) -> BingsanServer:
+def _server(tmp_path_factory, moto: Moto, mode: str, root: str, make) -> BingsanServer:
     work = tmp_path_factory.mktemp(f"bingsan-{mode}")
     keys = work / "keys.toml"
     keys.write_text(f'access-key-id = "{SERVER_KEY}"\nsecret-access-key = "{SERVER_SECRET}"\n')
@@ -110,21 +111,22 @@ sts-endpoint = "{moto.endpoint}"
 credentials = {{ source = "file", path = "{keys}" }}
 """)
     # One shard: credentials are cached per shard, and the tests compare the
-    # keys a load answers with the keys a client used before it.
-    return BingsanServer(work, prefix="lake", shards=1,
-                         extra_args=["--warehouses-file", str(work / "warehouses.toml")])
+    # keys a load answers with the keys a client used before it. For that
+    # reason vending is one process in the multi-node pass too (each node
+    # caches its own); remote signing runs on every node of a catalog.
+    return make(work, prefix="lake", shards=1, extra_args=["--warehouses-file", str(work / "warehouses.toml")])
 
 
 @pytest.fixture(scope="module")
 def vending(tmp_path_factory, moto):
-    s = _server(tmp_path_factory, moto, "vended", "vended").start()
+    s = _server(tmp_path_factory, moto, "vended", "vended", BingsanServer).start()
     yield s
     s.stop()
 
 
 @pytest.fixture(scope="module")
 def signing(tmp_path_factory, moto):
-    s = _server(tmp_path_factory, moto, "remote-signing", "signed").start()
+    s = _server(tmp_path_factory, moto, "remote-signing", "signed", catalog_server).start()
     yield s
     s.stop()
 

@@ -32,6 +32,7 @@ def per_shard_connections(server) -> dict[str, float]:
     return server.metrics().by_label("bingsan_http_connections", "shard")
 
 
+@pytest.mark.single_node(reason="one process's shards")
 def test_connections_spread_over_both_shards(two_shards):
     s, conns = two_shards
     by_shard = per_shard_connections(s)
@@ -120,6 +121,7 @@ def shard_cpus(server) -> dict[str, str]:
     return placed
 
 
+@pytest.mark.single_node(reason="one process's shards and CPUs")
 def test_shards_follow_the_affinity_mask(server_factory):
     """Under `taskset -c N`, the default shard count is the mask's size and
     shards run on the mask's CPUs, not on any online CPU."""
@@ -170,6 +172,7 @@ def one_cpu_cgroup():
                 time.sleep(0.1)
 
 
+@pytest.mark.single_node(reason="one process's shards and CPUs")
 def test_shards_follow_the_cgroup_cpu_limit(one_cpu_cgroup, server_factory):
     """With every CPU in the mask but one CPU of time in its cgroup (a
     container's CPU limit), the default is one shard, and the log says why."""

@@ -20,6 +20,8 @@ import requests
 
 from harness import BingsanServer, RawConn, assert_error, assert_serving, tls_client_context, unique
 
+pytestmark = pytest.mark.single_node(reason="the node's own TLS listener (the front speaks plain HTTP)")
+
 OPENSSL = shutil.which("openssl")
 CURL = shutil.which("curl")
 

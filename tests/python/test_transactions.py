@@ -297,6 +297,7 @@ class TxnWriter(threading.Thread):
             self.error = repr(e)
 
 
+@pytest.mark.single_node(reason="kills and restarts its server")
 def test_kill9_during_transactions_is_all_or_nothing(fresh_server, http):
     s = fresh_server
     ns, names = make_tables(s, http, 4)

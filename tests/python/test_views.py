@@ -986,6 +986,7 @@ def test_create_view_racing_drop_namespace(server):
 # ------------------------------------------------------------------ durability
 
 
+@pytest.mark.single_node(reason="kills and restarts its server")
 def test_views_survive_kill9(fresh_server, http):
     s = fresh_server
     ns = new_ns(s, http)
