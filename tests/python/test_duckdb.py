@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from cluster import catalog_server
 from harness import BingsanServer, unique
 from test_auth import CLIENT_ID, SECRET, Keys
 # The delegation suite's moto (recording what it serves), server and request
@@ -114,7 +115,7 @@ def _assert_vended_keys_only(moto, catalog, tables: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def vending(tmp_path_factory, moto):
-    s = _server(tmp_path_factory, moto, "vended", "duck").start()
+    s = _server(tmp_path_factory, moto, "vended", "duck", BingsanServer).start()
     yield s
     s.stop()
 
@@ -122,7 +123,7 @@ def vending(tmp_path_factory, moto):
 @pytest.fixture(scope="module")
 def vending_auth(tmp_path_factory, moto):
     keys = Keys(tmp_path_factory.mktemp("duck-keys"))
-    s = _server(tmp_path_factory, moto, "vended", "duck-auth")
+    s = _server(tmp_path_factory, moto, "vended", "duck-auth", BingsanServer)
     s.extra_args += keys.args(jwks=False)
     yield s.start()
     s.stop()
@@ -191,7 +192,7 @@ def test_duckdb_with_its_own_keys_where_nothing_is_vended(tmp_path_factory, moto
     """A warehouse without delegation answers loads without storage config,
     so DuckDB (which asks for vended credentials by default) signs with its
     own S3 secret, not an empty table-scoped one."""
-    server = _server(tmp_path_factory, moto, "none", "duck-none").start()
+    server = _server(tmp_path_factory, moto, "none", "duck-none", catalog_server).start()
     try:
         catalog = _pyiceberg(server, **{"s3.access-key-id": "pyiceberg", "s3.secret-access-key": "x"})
         ns = unique("ns")

@@ -135,6 +135,7 @@ def test_idempotency_keys_are_per_warehouse(two, http):
     assert_error(http.get(server.url("/v1/other/namespaces/idem_main")), 404)
 
 
+@pytest.mark.single_node(reason="restarts its server with other arguments")
 def test_the_default_warehouse_keeps_existing_records_and_restarts_keep_both(server_factory, tmp_path, http):
     """A store written with `--warehouse` loads unchanged as the default
     warehouse of a warehouses file (no migration); both survive restarts."""
@@ -162,6 +163,7 @@ def test_the_default_warehouse_keeps_existing_records_and_restarts_keep_both(ser
     assert ids(catalog(server, "other").load_table(("old", "t"))) == [3]
 
 
+@pytest.mark.single_node(reason="runs bingsan check on its stopped server's store")
 def test_check_finds_and_repairs_every_warehouse(two):
     from test_metadata_integrity import check
 
@@ -197,6 +199,7 @@ def test_nested_roots_and_two_defaults_are_refused(tmp_path):
         refused.stop()
 
 
+@pytest.mark.single_node(reason="restarts its server")
 def test_a_local_and_an_s3_warehouse_in_one_process(moto, server_factory, tmp_path, http):
     from test_s3_warehouse import NAME as LAKE, pyiceberg
 
