@@ -10,9 +10,9 @@ use super::written::{encode_record, file_form};
 use crate::error::ApiResult;
 use crate::metadata::{edit_commit, TableRequirement, TableUpdate};
 
-/// Stored metadata at least this long is edited on the blocking thread: a
-/// scan and copy of 128 KiB on the shard takes about 0.1 ms
-/// (`docs/performance.md`).
+/// Stored metadata at least this long is edited on the blocking thread;
+/// below it the edit (a scan and copies of at most this much) stays on the
+/// shard, which spares a typical table's commit the hand-off.
 pub(crate) const OFF_SHARD_BYTES: usize = 128 * 1024;
 
 pub(crate) const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
