@@ -454,11 +454,6 @@ impl<'a> TableEdit<'a> {
         &self.location
     }
 
-    /// The table's location before the commit.
-    pub fn base_location(&self) -> &str {
-        &self.base_location
-    }
-
     /// Replaces the location with the catalog's resolved form of it.
     pub fn set_location(&mut self, resolved: String) {
         self.location = Cow::Owned(resolved);
@@ -860,11 +855,11 @@ mod tests {
             md.last_sequence_number = 10 + i;
         }
         let base = sonic_rs::to_vec(&md).unwrap();
-        let updates = parse::<Vec<TableUpdate>>(&format!(
-            r#"[{{"action":"add-snapshot","snapshot":{{"snapshot-id":5,"parent-snapshot-id":12999,"sequence-number":5000,"timestamp-ms":1,"manifest-list":"m"}}}},
-               {{"action":"set-snapshot-ref","ref-name":"main","type":"branch","snapshot-id":5}},
-               {{"action":"remove-snapshots","snapshot-ids":[10000]}}]"#
-        ));
+        let updates = parse::<Vec<TableUpdate>>(
+            r#"[{"action":"add-snapshot","snapshot":{"snapshot-id":5,"parent-snapshot-id":12999,"sequence-number":5000,"timestamp-ms":1,"manifest-list":"m"}},
+               {"action":"set-snapshot-ref","ref-name":"main","type":"branch","snapshot-id":5},
+               {"action":"remove-snapshots","snapshot-ids":[10000]}]"#,
+        );
         let model = by_model(&base, &[], &updates).unwrap().unwrap();
         assert_eq!(by_edit(&base, &[], &updates).unwrap().unwrap(), model);
         assert_eq!(sonic_rs::from_slice::<TableMetadata>(&model.0).unwrap().snapshots.len(), 3003);
