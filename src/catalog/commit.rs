@@ -12,13 +12,16 @@ use std::time::Duration;
 
 use bumpalo::Bump;
 
-use super::compressed::Codec;
+use super::compressed::{Codec, CODEC_PROPERTY};
 use super::ident::{validate_namespace, validate_part};
 use super::kind::ObjectKind;
 use super::locations::{overlap, overlaps};
 use super::namespaces::parse_json;
 use super::record::{file_version, Record};
 use super::seal::Seal;
+use super::sliced::{
+    delete_after_commit, slice_here, slice_off_shard, SliceInput, Sliced, DELETE_AFTER_COMMIT, OFF_SHARD_BYTES,
+};
 use super::tables::{write_load_result, write_refs_rendering, RETRIES};
 use super::written::{new_record_capacity, Written, COMMIT_GROWTH};
 use super::{store_failure, Catalog};
@@ -26,12 +29,10 @@ use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::location::with_scheme;
 use crate::fileio::FileIo;
 use crate::metadata::{
-    apply_commit, apply_create, new_table_metadata, quick_conflict, record_previous, CommitTableRequest,
-    CommitTransactionRequest, CreateTableRequest, TableMetadata, TableRequirement,
+    apply_commit, apply_create, commit_locations, new_table_metadata, quick_conflict, record_previous,
+    CommitTableRequest, CommitTransactionRequest, CreateTableRequest, TableMetadata, TableRequirement,
 };
 use crate::store::{keys, Expect, Store, StoreError, Write};
-
-const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -50,7 +51,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// Serializes `md` and writes it durably as metadata file `version`;
     /// `capacity` guesses the size of its record.
     pub(crate) async fn write_metadata(&self, md: &TableMetadata, version: u64, capacity: usize) -> ApiResult<Written> {
-        let codec = Codec::of(&md.properties, self.settings.metadata_codec)?;
+        let codec = Codec::of(md.properties.get(CODEC_PROPERTY).map(String::as_str), self.settings.metadata_codec)?;
         let metadata = |out: &mut Vec<u8>| sonic_rs::to_writer(out, md);
         let refs = |out: &mut Vec<u8>| write_refs_rendering(md, out);
         self.write_metadata_json(&md.location, version, codec, capacity, metadata, refs).await
@@ -368,11 +369,75 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             return Err(ObjectKind::Table.not_found(ns, name));
         };
         let record = Record::decode(current.value.as_ref())?;
+        let capacity = current.value.as_ref().len() + COMMIT_GROWTH;
+        // Tables stored before locations carried a scheme get it with their next version.
+        let previous = with_scheme(record.metadata_location);
+        let previous = previous.as_deref().unwrap_or(record.metadata_location);
+        let Some((base_location, target)) = commit_locations(record.metadata, &req.updates) else {
+            return self.prepare_by_model(a, key, current.version, &record, req, capacity).await;
+        };
+        let resolved = self.resolve_location(&target);
+        let input = SliceInput {
+            doc: record.metadata,
+            previous,
+            requirements: &req.requirements,
+            updates: &req.updates,
+            now_ms: now_ms(),
+            resolved: &resolved,
+            version: file_version(record.metadata_location) + 1,
+            default_codec: self.settings.metadata_codec,
+            capacity,
+            rewrite: |file| with_scheme(file).is_some(),
+        };
+        let sliced = if record.metadata.len() >= OFF_SHARD_BYTES {
+            slice_off_shard(&input).await?
+        } else {
+            slice_here(&input).await?
+        };
+        let (record_bytes, expired, delete_expired) = match sliced {
+            Sliced::Model => return self.prepare_by_model(a, key, current.version, &record, req, capacity).await,
+            Sliced::Unchanged => {
+                self.heal_base(key, current.version, &record).await;
+                return Ok(Prepared::Unchanged {
+                    location: record.metadata_location.to_string(),
+                    metadata: record.metadata.to_vec(),
+                });
+            }
+            Sliced::Ready { record, expired, delete_expired } => (record, expired, delete_expired),
+        };
+        self.heal_base(key, current.version, &record).await;
+        let location = resolved?;
+        let old = self.files.normalise(&base_location).ok();
+        let claim = self.claim_location(a, key, &location, old.as_deref()).await?;
+        let written = self.write_record(record_bytes).await?;
+        let moved_to = (!claim.is_empty()).then_some(location);
+        Ok(Prepared::Change(Change {
+            key,
+            version: current.version,
+            written,
+            claim,
+            moved_to,
+            expired,
+            delete_expired,
+        }))
+    }
+
+    /// [`Self::prepare`] through the owned model: the base parsed, the
+    /// updates applied to it, the new version serialized whole.
+    async fn prepare_by_model<'k>(
+        &self,
+        a: &'k Bump,
+        key: &'k [u8],
+        version: u64,
+        record: &Record<'_>,
+        req: &CommitTableRequest,
+        capacity: usize,
+    ) -> ApiResult<Prepared<'k>> {
         // A writer that lost a race learns it without a parse of the table.
         if let Some(conflict) = quick_conflict(&req.requirements, record.metadata) {
             return Err(conflict.into());
         }
-        self.heal_base(key, current.version, &record).await;
+        self.heal_base(key, version, record).await;
         let base: TableMetadata = parse_json(record.metadata, "stored metadata")?;
         let base_updated_ms = base.last_updated_ms;
         let base_location = base.location.clone();
@@ -396,19 +461,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 entry.metadata_file = uri;
             }
         }
-        let capacity = current.value.as_ref().len() + COMMIT_GROWTH;
         let written = self.write_metadata(&md, file_version(record.metadata_location) + 1, capacity).await?;
-        let delete_expired = md.properties.get(DELETE_AFTER_COMMIT).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let delete_expired = delete_after_commit(md.properties.get(DELETE_AFTER_COMMIT).map(String::as_str));
         let moved_to = (!claim.is_empty()).then(|| md.location.clone());
-        Ok(Prepared::Change(Change {
-            key,
-            version: current.version,
-            written,
-            claim,
-            moved_to,
-            expired,
-            delete_expired,
-        }))
+        Ok(Prepared::Change(Change { key, version, written, claim, moved_to, expired, delete_expired }))
     }
 
     /// Resolves the `location` a commit leaves an object with (400 outside

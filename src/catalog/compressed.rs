@@ -9,7 +9,6 @@
 //! document: tens of ms, see `docs/performance.md`) before its metadata
 //! file and record are written, so a record never lacks its compressed forms.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use flate2::read::GzDecoder;
@@ -42,10 +41,10 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// An object's codec: its property (case-insensitive, as Iceberg Java
+    /// An object's codec: the value of its property (case-insensitive, as Iceberg Java
     /// reads it), else the catalog's `default`; 400 for an unknown codec.
-    pub fn of(properties: &BTreeMap<String, String>, default: Codec) -> ApiResult<Codec> {
-        match properties.get(CODEC_PROPERTY).map(|v| v.to_ascii_lowercase()) {
+    pub fn of(property: Option<&str>, default: Codec) -> ApiResult<Codec> {
+        match property.map(|v| v.to_ascii_lowercase()) {
             None => Ok(default),
             Some(v) if v == "none" => Ok(Codec::None),
             Some(v) if v == "gzip" => Ok(Codec::Gzip),
@@ -82,14 +81,25 @@ pub(crate) enum FileForm {
 /// Ends a record that holds a location, metadata and refs rendering with
 /// its compressed forms, computed on the blocking thread when there is any.
 pub(crate) async fn complete(record: RecordBuilder, file: FileForm) -> Vec<u8> {
-    let big = {
-        let r = Record::decode(record.as_bytes()).expect("a record of location, metadata and refs");
-        load_len(r.metadata_location, r.metadata) >= GZIP_MIN_BODY
-    };
+    if !is_big(&record) && matches!(file, FileForm::Plain) {
+        return record.finish();
+    }
+    glommio::executor().spawn_blocking(move || complete_here(record, file)).await
+}
+
+/// [`complete`] on this thread: for a caller already on the blocking thread.
+pub(crate) fn complete_here(record: RecordBuilder, file: FileForm) -> Vec<u8> {
+    let big = is_big(&record);
     if !big && matches!(file, FileForm::Plain) {
         return record.finish();
     }
-    glommio::executor().spawn_blocking(move || add_compressed(record, file, big)).await
+    add_compressed(record, file, big)
+}
+
+/// Whether a record's load answer is big enough to be kept compressed.
+fn is_big(record: &RecordBuilder) -> bool {
+    let r = Record::decode(record.as_bytes()).expect("a record of location, metadata and refs");
+    load_len(r.metadata_location, r.metadata) >= GZIP_MIN_BODY
 }
 
 /// A guess (escapes aside) of a load answer's length.
@@ -153,11 +163,10 @@ mod tests {
 
     #[test]
     fn codec_from_properties_and_default() {
-        let props = |v: &str| BTreeMap::from([(CODEC_PROPERTY.to_string(), v.to_string())]);
-        assert_eq!(Codec::of(&BTreeMap::new(), Codec::Gzip).unwrap(), Codec::Gzip);
-        assert_eq!(Codec::of(&props("GZIP"), Codec::None).unwrap(), Codec::Gzip);
-        assert_eq!(Codec::of(&props("none"), Codec::Gzip).unwrap(), Codec::None);
-        assert!(Codec::of(&props("zstd"), Codec::None).is_err());
+        assert_eq!(Codec::of(None, Codec::Gzip).unwrap(), Codec::Gzip);
+        assert_eq!(Codec::of(Some("GZIP"), Codec::None).unwrap(), Codec::Gzip);
+        assert_eq!(Codec::of(Some("none"), Codec::Gzip).unwrap(), Codec::None);
+        assert!(Codec::of(Some("zstd"), Codec::None).is_err());
         assert!(is_gzip_name("/w/t/metadata/00001-u.gz.metadata.json"));
         assert!(is_gzip_name("/w/t/metadata/v1.metadata.json.gz"));
         assert!(!is_gzip_name("/w/t/metadata/00001-u.metadata.json"));

@@ -12,6 +12,7 @@ mod namespaces;
 mod paging;
 mod record;
 mod seal;
+mod sliced;
 mod tables;
 #[cfg(test)]
 mod test_support;

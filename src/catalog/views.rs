@@ -11,7 +11,7 @@ use bumpalo::Bump;
 use serde::Deserialize;
 
 use super::commit::{now_ms, Change, Prepared};
-use super::compressed::{complete, Codec};
+use super::compressed::{complete, Codec, CODEC_PROPERTY};
 use super::ident::{validate_namespace, validate_part};
 use super::kind::ObjectKind;
 use super::namespaces::{parse_file, parse_json, write_failure};
@@ -36,7 +36,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     /// Serializes view metadata and writes it durably as metadata file
     /// `version`; `capacity` guesses the size of its record.
     async fn write_view_metadata(&self, md: &ViewMetadata, version: u64, capacity: usize) -> ApiResult<Written> {
-        let codec = Codec::of(&md.properties, self.settings.metadata_codec)?;
+        let codec = Codec::of(md.properties.get(CODEC_PROPERTY).map(String::as_str), self.settings.metadata_codec)?;
         let metadata = |out: &mut Vec<u8>| sonic_rs::to_writer(out, md);
         self.write_metadata_json(&md.location, version, codec, capacity, metadata, |_| Ok(())).await
     }

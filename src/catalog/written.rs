@@ -52,12 +52,43 @@ pub(crate) fn encoding_failure(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("serializing metadata: {e}"))
 }
 
+/// How the metadata file of a version written with `codec` is stored.
+pub(crate) fn file_form(codec: Codec) -> FileForm {
+    if codec == Codec::Gzip {
+        FileForm::Gzip
+    } else {
+        FileForm::Plain
+    }
+}
+
+/// Encodes the record of a new metadata file `version` under `root` (the
+/// object's location, resolved), named for `codec`, with `metadata` and
+/// `refs` (the `snapshots=refs` rendering; nothing when it is the same)
+/// serialized into it; its compressed forms are still to be added.
+/// `capacity` guesses the record's size.
+pub(crate) fn encode_record(
+    root: &str,
+    version: u64,
+    codec: Codec,
+    capacity: usize,
+    metadata: impl FnOnce(&mut Vec<u8>) -> sonic_rs::Result<()>,
+    refs: impl FnOnce(&mut Vec<u8>) -> sonic_rs::Result<()>,
+) -> ApiResult<RecordBuilder> {
+    let mut record = RecordBuilder::with_capacity(capacity);
+    record
+        .field(|out| {
+            let root = root.trim_end_matches('/');
+            write!(out, "{root}/metadata/{version:05}-{}{}", uuid::Uuid::new_v4(), codec.file_suffix())
+        })
+        .map_err(encoding_failure)?;
+    record.field(metadata).map_err(encoding_failure)?;
+    record.field(refs).map_err(encoding_failure)?;
+    Ok(record)
+}
+
 impl<S: Store, F: FileIo> Catalog<S, F> {
-    /// Encodes a record for a new metadata file `version` under `root` (the
-    /// object's location, resolved), with `metadata` and `refs` (the `snapshots=refs`
-    /// rendering; nothing when it is the same) serialized into it and its
-    /// compressed forms, and writes the metadata file durably, compressed
-    /// with `codec`. `capacity` guesses the record's size.
+    /// Encodes a record (`encode_record`) with its compressed forms, and
+    /// writes the metadata file durably, compressed with `codec`.
     pub(crate) async fn write_metadata_json(
         &self,
         root: &str,
@@ -67,17 +98,13 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         metadata: impl FnOnce(&mut Vec<u8>) -> sonic_rs::Result<()>,
         refs: impl FnOnce(&mut Vec<u8>) -> sonic_rs::Result<()>,
     ) -> ApiResult<Written> {
-        let mut record = RecordBuilder::with_capacity(capacity);
-        record
-            .field(|out| {
-                let root = root.trim_end_matches('/');
-                write!(out, "{root}/metadata/{version:05}-{}{}", uuid::Uuid::new_v4(), codec.file_suffix())
-            })
-            .map_err(encoding_failure)?;
-        record.field(metadata).map_err(encoding_failure)?;
-        record.field(refs).map_err(encoding_failure)?;
-        let file = if codec == Codec::Gzip { FileForm::Gzip } else { FileForm::Plain };
-        let written = Written { record: complete(record, file).await };
+        let record = encode_record(root, version, codec, capacity, metadata, refs)?;
+        self.write_record(complete(record, file_form(codec)).await).await
+    }
+
+    /// Writes the metadata file of a complete `record` durably.
+    pub(crate) async fn write_record(&self, record: Vec<u8>) -> ApiResult<Written> {
+        let written = Written { record };
         let parts = written.parts();
         let location = parts.metadata_location;
         self.files.write_new(location, parts.file_bytes()).await.map_err(|e| {

@@ -385,43 +385,20 @@ impl Builder {
 
     fn add_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), MetadataError> {
         let md = &mut self.md;
-        let id = snapshot.snapshot_id;
-        if md.schemas.is_empty() || md.partition_specs.is_empty() || md.sort_orders.is_empty() {
-            return invalid!("Attempting to add a snapshot before a schema, partition spec and sort order are added");
-        }
-        if md.snapshot(id).is_some() {
-            return invalid!("Snapshot already exists for id: {id}");
-        }
-        if let Some(schema_id) = snapshot.schema_id.filter(|&s| md.schema(s).is_none()) {
-            return invalid!("Snapshot {id} references unknown schema {schema_id}");
-        }
-        if let Some(parent) = snapshot.parent_snapshot_id.filter(|&p| md.snapshot(p).is_none()) {
-            return conflict!("Cannot add snapshot {id}: parent snapshot {parent} no longer exists");
-        }
-        if md.format_version > 1 {
-            if snapshot.sequence_number <= md.last_sequence_number && snapshot.parent_snapshot_id.is_some() {
-                return conflict!(
-                    "Cannot add snapshot with sequence number {} older than last sequence number {}",
-                    snapshot.sequence_number,
-                    md.last_sequence_number
-                );
-            }
-            md.last_sequence_number = md.last_sequence_number.max(snapshot.sequence_number);
-        }
-        if md.format_version >= 3 {
-            let (Some(first_row_id), Some(added_rows)) = (snapshot.first_row_id, snapshot.added_rows) else {
-                return invalid!("Cannot add a snapshot: first-row-id and added-rows are required from v3");
-            };
-            if first_row_id < md.next_row_id {
-                return conflict!(
-                    "Cannot add a snapshot, first-row-id is behind table next-row-id: {first_row_id} < {}",
-                    md.next_row_id
-                );
-            }
-            md.next_row_id += added_rows;
-        }
+        let table = SnapshotTable {
+            ready: !(md.schemas.is_empty() || md.partition_specs.is_empty() || md.sort_orders.is_empty()),
+            format_version: md.format_version,
+            last_sequence_number: &mut md.last_sequence_number,
+            next_row_id: &mut md.next_row_id,
+        };
+        let (snapshots, schemas) = (&md.snapshots, &md.schemas);
+        table.admit(
+            snapshot,
+            |id| snapshots.iter().any(|s| s.snapshot_id == id),
+            |id| schemas.iter().any(|s| s.schema_id == id),
+        )?;
         md.snapshots.push(snapshot.clone());
-        self.added_snapshots.push(id);
+        self.added_snapshots.push(snapshot.snapshot_id);
         Ok(())
     }
 
@@ -434,28 +411,8 @@ impl Builder {
         let Some(snapshot) = md.snapshot(id) else {
             return invalid!("Cannot set {name} to unknown snapshot: {id}");
         };
-        let is_tag = reference.ref_type == SnapshotRefType::Tag;
-        if name == MAIN_BRANCH && is_tag {
-            return invalid!("Cannot set {MAIN_BRANCH} to a tag, it must be a branch");
-        }
-        if is_tag && (reference.min_snapshots_to_keep.is_some() || reference.max_snapshot_age_ms.is_some()) {
-            return invalid!("Tags do not support min-snapshots-to-keep or max-snapshot-age-ms");
-        }
-        let positive =
-            [reference.min_snapshots_to_keep.map(i64::from), reference.max_snapshot_age_ms, reference.max_ref_age_ms];
-        if positive.into_iter().flatten().any(|v| v <= 0) {
-            return invalid!("Ref retention settings of {name} must be greater than 0");
-        }
         let added_now = self.added_snapshots.contains(&id);
-        // A snapshot written on top of a head that has moved on would drop the newer commits.
-        if let (true, Some(parent), Some(head)) = (added_now, snapshot.parent_snapshot_id, md.refs.get(name)) {
-            if head.ref_type == SnapshotRefType::Branch && head.snapshot_id != parent {
-                return conflict!(
-                    "Cannot set branch {name} to snapshot {id}: its parent {parent} is no longer the head {}",
-                    head.snapshot_id
-                );
-            }
-        }
+        check_ref_update(name, reference, added_now.then_some(snapshot), md.refs.get(name))?;
         if name == MAIN_BRANCH {
             // A snapshot added now became current at its own time; a rollback happens now.
             let timestamp_ms = if added_now { snapshot.timestamp_ms } else { self.now_ms };
@@ -546,6 +503,98 @@ impl Builder {
         }
         md.snapshot_log = log;
     }
+}
+
+/// What adding a snapshot reads and advances of a table, whether it is the
+/// owned model or the stored JSON a commit edits (`edit.rs`).
+pub(super) struct SnapshotTable<'t> {
+    /// The table has a schema, a partition spec and a sort order.
+    pub ready: bool,
+    pub format_version: u8,
+    pub last_sequence_number: &'t mut i64,
+    pub next_row_id: &'t mut i64,
+}
+
+impl SnapshotTable<'_> {
+    /// Checks a snapshot to add (`exists`: a snapshot id the table has now,
+    /// `schema_known`: a schema id it has) and advances the sequence number
+    /// and, from v3, the next row id.
+    pub fn admit(
+        self,
+        snapshot: &Snapshot,
+        exists: impl Fn(i64) -> bool,
+        schema_known: impl Fn(i32) -> bool,
+    ) -> Result<(), MetadataError> {
+        let id = snapshot.snapshot_id;
+        if !self.ready {
+            return invalid!("Attempting to add a snapshot before a schema, partition spec and sort order are added");
+        }
+        if exists(id) {
+            return invalid!("Snapshot already exists for id: {id}");
+        }
+        if let Some(schema_id) = snapshot.schema_id.filter(|&s| !schema_known(s)) {
+            return invalid!("Snapshot {id} references unknown schema {schema_id}");
+        }
+        if let Some(parent) = snapshot.parent_snapshot_id.filter(|&p| !exists(p)) {
+            return conflict!("Cannot add snapshot {id}: parent snapshot {parent} no longer exists");
+        }
+        if self.format_version > 1 {
+            if snapshot.sequence_number <= *self.last_sequence_number && snapshot.parent_snapshot_id.is_some() {
+                return conflict!(
+                    "Cannot add snapshot with sequence number {} older than last sequence number {}",
+                    snapshot.sequence_number,
+                    self.last_sequence_number
+                );
+            }
+            *self.last_sequence_number = (*self.last_sequence_number).max(snapshot.sequence_number);
+        }
+        if self.format_version >= 3 {
+            let (Some(first_row_id), Some(added_rows)) = (snapshot.first_row_id, snapshot.added_rows) else {
+                return invalid!("Cannot add a snapshot: first-row-id and added-rows are required from v3");
+            };
+            if first_row_id < *self.next_row_id {
+                return conflict!(
+                    "Cannot add a snapshot, first-row-id is behind table next-row-id: {first_row_id} < {}",
+                    self.next_row_id
+                );
+            }
+            *self.next_row_id += added_rows;
+        }
+        Ok(())
+    }
+}
+
+/// Checks setting ref `name` to an existing snapshot: `added` is that
+/// snapshot when this commit added it, `head` what the ref points at now.
+pub(super) fn check_ref_update(
+    name: &str,
+    reference: &SnapshotReference,
+    added: Option<&Snapshot>,
+    head: Option<&SnapshotReference>,
+) -> Result<(), MetadataError> {
+    let id = reference.snapshot_id;
+    let is_tag = reference.ref_type == SnapshotRefType::Tag;
+    if name == MAIN_BRANCH && is_tag {
+        return invalid!("Cannot set {MAIN_BRANCH} to a tag, it must be a branch");
+    }
+    if is_tag && (reference.min_snapshots_to_keep.is_some() || reference.max_snapshot_age_ms.is_some()) {
+        return invalid!("Tags do not support min-snapshots-to-keep or max-snapshot-age-ms");
+    }
+    let positive =
+        [reference.min_snapshots_to_keep.map(i64::from), reference.max_snapshot_age_ms, reference.max_ref_age_ms];
+    if positive.into_iter().flatten().any(|v| v <= 0) {
+        return invalid!("Ref retention settings of {name} must be greater than 0");
+    }
+    // A snapshot written on top of a head that has moved on would drop the newer commits.
+    if let (Some(parent), Some(head)) = (added.and_then(|s| s.parent_snapshot_id), head) {
+        if head.ref_type == SnapshotRefType::Branch && head.snapshot_id != parent {
+            return conflict!(
+                "Cannot set branch {name} to snapshot {id}: its parent {parent} is no longer the head {}",
+                head.snapshot_id
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Resolves -1 to the id added last in this commit.

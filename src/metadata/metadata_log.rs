@@ -4,7 +4,7 @@ use super::snapshot::MetadataLogEntry;
 use super::table::TableMetadata;
 
 /// How many previous metadata files the log keeps.
-const PREVIOUS_VERSIONS_MAX: &str = "write.metadata.previous-versions-max";
+pub(crate) const PREVIOUS_VERSIONS_MAX: &str = "write.metadata.previous-versions-max";
 const PREVIOUS_VERSIONS_MAX_DEFAULT: usize = 100;
 
 /// Whether files trimmed from the log should be deleted after a commit.
@@ -14,16 +14,16 @@ const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
 /// `write.metadata.previous-versions-max` (default 100, at least 1), and returns the
 /// trimmed file locations, oldest first.
 pub fn record_previous(new: &mut TableMetadata, previous_location: &str, previous_last_updated_ms: i64) -> Vec<String> {
-    let max = new
-        .properties
-        .get(PREVIOUS_VERSIONS_MAX)
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(PREVIOUS_VERSIONS_MAX_DEFAULT)
-        .max(1);
+    let max = previous_versions_max(new.properties.get(PREVIOUS_VERSIONS_MAX).map(String::as_str));
     let log = &mut new.metadata_log;
     log.push(MetadataLogEntry { timestamp_ms: previous_last_updated_ms, metadata_file: previous_location.to_owned() });
     let excess = log.len().saturating_sub(max);
     log.drain(..excess).map(|e| e.metadata_file).collect()
+}
+
+/// The log's length limit, from the value of `write.metadata.previous-versions-max`.
+pub(crate) fn previous_versions_max(value: Option<&str>) -> usize {
+    value.and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(PREVIOUS_VERSIONS_MAX_DEFAULT).max(1)
 }
 
 impl TableMetadata {

@@ -7,12 +7,14 @@
 mod commit;
 mod create;
 mod de;
+mod edit;
 mod encryption;
 mod error;
 mod metadata_log;
 mod partition;
 mod requests;
 mod requirement;
+mod scan;
 mod schema;
 mod snapshot;
 mod sort;
@@ -26,6 +28,7 @@ mod view_commit;
 
 pub use commit::{apply_commit, apply_create, CommitOutcome};
 pub use create::new_table_metadata;
+pub use edit::{commit_locations, edit_commit, TableEdit};
 pub use encryption::EncryptedKey;
 pub use error::MetadataError;
 pub use metadata_log::record_previous;

@@ -46,37 +46,61 @@ pub enum TableRequirement {
     },
 }
 
+/// What requirements read of a table, whether it is the owned model or
+/// the stored JSON a commit edits in place (`edit.rs`).
+pub(crate) trait RequirementBase {
+    fn table_uuid(&self) -> &str;
+    fn ref_snapshot_id(&self, name: &str) -> Option<i64>;
+    /// Last column id, current schema, last partition id, default spec, default sort order.
+    fn ids(&self) -> [i32; 5];
+}
+
+impl RequirementBase for TableMetadata {
+    fn table_uuid(&self) -> &str {
+        &self.table_uuid
+    }
+
+    fn ref_snapshot_id(&self, name: &str) -> Option<i64> {
+        self.refs.get(name).map(|r| r.snapshot_id)
+    }
+
+    fn ids(&self) -> [i32; 5] {
+        [
+            self.last_column_id,
+            self.current_schema_id,
+            self.last_partition_id,
+            self.default_spec_id,
+            self.default_sort_order_id,
+        ]
+    }
+}
+
 impl TableRequirement {
     /// Checks the requirement against an existing table.
-    pub fn check(&self, base: &TableMetadata) -> Result<(), MetadataError> {
+    pub(crate) fn check(&self, base: &impl RequirementBase) -> Result<(), MetadataError> {
         use TableRequirement::*;
+        let [last_column_id, current_schema_id, last_partition_id, default_spec_id, default_sort_order_id] = base.ids();
         match self {
             AssertCreate => table_exists(),
-            AssertTableUuid { uuid } => check_uuid(uuid, &base.table_uuid),
-            AssertRefSnapshotId { r#ref, snapshot_id } => {
-                check_ref(r#ref, *snapshot_id, base.refs.get(r#ref).map(|r| r.snapshot_id))
+            AssertTableUuid { uuid } => check_uuid(uuid, base.table_uuid()),
+            AssertRefSnapshotId { r#ref, snapshot_id } => check_ref(r#ref, *snapshot_id, base.ref_snapshot_id(r#ref)),
+            AssertLastAssignedFieldId { last_assigned_field_id: id } if *id != last_column_id => {
+                conflict!("Requirement failed: last assigned field id changed: expected id {id} != {last_column_id}")
             }
-            AssertLastAssignedFieldId { last_assigned_field_id: id } if *id != base.last_column_id => conflict!(
-                "Requirement failed: last assigned field id changed: expected id {id} != {}",
-                base.last_column_id
-            ),
-            AssertCurrentSchemaId { current_schema_id: id } if *id != base.current_schema_id => {
-                conflict!("Requirement failed: current schema changed: expected id {id} != {}", base.current_schema_id)
+            AssertCurrentSchemaId { current_schema_id: id } if *id != current_schema_id => {
+                conflict!("Requirement failed: current schema changed: expected id {id} != {current_schema_id}")
             }
-            AssertLastAssignedPartitionId { last_assigned_partition_id: id } if *id != base.last_partition_id => {
+            AssertLastAssignedPartitionId { last_assigned_partition_id: id } if *id != last_partition_id => {
                 conflict!(
-                    "Requirement failed: last assigned partition id changed: expected id {id} != {}",
-                    base.last_partition_id
+                    "Requirement failed: last assigned partition id changed: expected id {id} != {last_partition_id}"
                 )
             }
-            AssertDefaultSpecId { default_spec_id: id } if *id != base.default_spec_id => conflict!(
-                "Requirement failed: default partition spec changed: expected id {id} != {}",
-                base.default_spec_id
-            ),
-            AssertDefaultSortOrderId { default_sort_order_id: id } if *id != base.default_sort_order_id => conflict!(
-                "Requirement failed: default sort order changed: expected id {id} != {}",
-                base.default_sort_order_id
-            ),
+            AssertDefaultSpecId { default_spec_id: id } if *id != default_spec_id => {
+                conflict!("Requirement failed: default partition spec changed: expected id {id} != {default_spec_id}")
+            }
+            AssertDefaultSortOrderId { default_sort_order_id: id } if *id != default_sort_order_id => {
+                conflict!("Requirement failed: default sort order changed: expected id {id} != {default_sort_order_id}")
+            }
             _ => Ok(()),
         }
     }
