@@ -160,3 +160,50 @@ impl Future for Joined {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::io::OpenOptions;
+
+    #[test]
+    fn concurrent_writers_share_one_batch_and_all_learn_the_outcome() {
+        let dir = std::env::temp_dir().join(format!("bingsan-group-{}", uuid::Uuid::new_v4()));
+        let sub = |i: usize| dir.join(if i % 2 == 0 { "a" } else { "b" });
+        std::fs::create_dir_all(sub(0)).unwrap();
+        std::fs::create_dir_all(sub(1)).unwrap();
+        let subs: Vec<PathBuf> = (0..64).map(sub).collect();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let mut written = Vec::new();
+                for (i, sub) in subs.into_iter().enumerate() {
+                    let file =
+                        OpenOptions::new().write(true).create_new(true).buffered_open(sub.join(format!("{i}"))).await.unwrap();
+                    file.write_at(format!("{{\"n\":{i}}}").into_bytes(), 0).await.unwrap();
+                    written.push((file, sub));
+                }
+                let writers: Vec<_> = written
+                    .into_iter()
+                    .map(|(file, sub)| glommio::spawn_local(async move { durable(file, &sub).await }))
+                    .collect();
+                // Every writer has joined before the batch task first runs.
+                futures_lite::future::yield_now().await;
+                assert_eq!(GROUP.with(|g| (g.files.borrow().len(), g.dirs.borrow().len())), (64, 2));
+                for w in writers {
+                    w.await.unwrap();
+                }
+                assert!(GROUP.with(|g| !g.running.get() && g.files.borrow().is_empty()), "the batch task ended");
+                let failed = Outcome::default();
+                failed.result.set(Some(Err(Failure::of(&io::Error::from_raw_os_error(libc::EIO)))));
+                let e = (Joined { outcome: Rc::new(failed) }).await.unwrap_err();
+                assert_eq!(e.error().raw_os_error(), Some(libc::EIO), "members get the OS error back");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        for i in 0..64 {
+            assert_eq!(std::fs::read(sub(i).join(format!("{i}"))).unwrap(), format!("{{\"n\":{i}}}").into_bytes());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
