@@ -3,9 +3,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use glommio::io::{BufferedFile, OpenOptions};
+use glommio::io::{Directory, OpenOptions};
 
-use super::group_sync::{self, sync_dir};
 use super::location::{self, lexical, local_path, resolve_links, uri, LocationError};
 use super::{FileIo, ReadError, MAX_METADATA_FILE};
 
@@ -58,8 +57,15 @@ fn refused(e: LocationError) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
 }
 
-/// Writes all of `bytes` from the start of `file`, without a sync.
-async fn write_all(file: &BufferedFile, bytes: &[u8]) -> io::Result<()> {
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = Directory::open(dir).await?;
+    d.sync().await?;
+    d.close().await?;
+    Ok(())
+}
+
+/// Writes all of `bytes` from the start of `file` and syncs its data.
+async fn write_synced(file: &glommio::io::BufferedFile, bytes: &[u8]) -> io::Result<()> {
     let mut pos = 0;
     while pos < bytes.len() {
         let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
@@ -68,6 +74,7 @@ async fn write_all(file: &BufferedFile, bytes: &[u8]) -> io::Result<()> {
         }
         pos += n;
     }
+    file.fdatasync().await?;
     Ok(())
 }
 
@@ -117,24 +124,20 @@ fn remove_tree(dir: &Path, keep: &[PathBuf]) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes a new file (failing if it exists), unsynced. A file left partly
-/// written is removed: nothing references it, and on a full disk it only
-/// takes space.
-async fn write_file(path: &Path, bytes: &[u8]) -> io::Result<BufferedFile> {
+/// Writes a new file (failing if it exists) and syncs its data; its
+/// directory entry is the caller's to sync. A file left partly written is
+/// removed: nothing references it, and on a full disk it only takes space.
+async fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let file = OpenOptions::new().write(true).create_new(true).buffered_open(path).await?;
-    if let Err(e) = write_all(&file, bytes).await {
-        let _ = file.close().await;
-        remove_unreferenced(path).await;
+    let written = write_synced(&file, bytes).await;
+    let closed = file.close().await.map_err(io::Error::from);
+    if let Err(e) = written.and(closed) {
+        if let Err(e) = glommio::io::remove(path).await {
+            tracing::warn!(error = %e, "cannot remove a partly written metadata file");
+        }
         return Err(e);
     }
-    Ok(file)
-}
-
-/// Removes a file that failed to be written or synced, best effort.
-async fn remove_unreferenced(path: &Path) {
-    if let Err(e) = glommio::io::remove(path).await {
-        tracing::warn!(error = %e, "cannot remove a metadata file that failed to be written");
-    }
+    Ok(())
 }
 
 fn parent(path: &Path) -> io::Result<&Path> {
@@ -146,13 +149,8 @@ impl FileIo for LocalFileIo {
         let path = self.inside(location).map_err(refused)?;
         let dir = parent(&path)?;
         create_dirs(dir).await?;
-        let file = write_file(&path, bytes).await?;
-        // Its data and directory entry, with those of the shard's other new files.
-        if let Err(e) = group_sync::durable(file, dir).await {
-            remove_unreferenced(&path).await;
-            return Err(e);
-        }
-        Ok(())
+        write_file(&path, bytes).await?;
+        sync_dir(dir).await
     }
 
     async fn size(&self, location: &str) -> io::Result<Option<u64>> {
@@ -175,13 +173,7 @@ impl FileIo for LocalFileIo {
         create_dirs(dir).await?;
         let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy());
         let staged = dir.join(format!(".{name}.restore-{}", uuid::Uuid::new_v4()));
-        let file = write_file(&staged, bytes).await?;
-        let synced = file.fdatasync().await;
-        let closed = file.close().await;
-        if let Err(e) = synced.and(closed) {
-            remove_unreferenced(&staged).await;
-            return Err(e.into());
-        }
+        write_file(&staged, bytes).await?;
         glommio::io::rename(&staged, &path).await?;
         sync_dir(dir).await
     }

@@ -6,7 +6,6 @@
 //! one the server runs: either, chosen by the warehouse's root. Every
 //! location is an absolute URI (`file:///...`, `s3://bucket/...`).
 
-mod group_sync;
 mod io_thread;
 mod local;
 pub mod location;

@@ -22,9 +22,6 @@ struct Shared {
     /// Set once a flush failed: the outcome of later writes is unknown.
     failed: AtomicBool,
     stop: AtomicBool,
-    /// The flusher is (about to be) waiting for a ticket: only then does a
-    /// writer need to take the lock and wake it.
-    idle: AtomicBool,
     waiters: Mutex<Vec<(u64, Waker)>>,
     wake_flusher: Condvar,
     flusher_lock: Mutex<()>,
@@ -44,7 +41,6 @@ impl GroupCommit {
             durable: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             stop: AtomicBool::new(false),
-            idle: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
             wake_flusher: Condvar::new(),
             flusher_lock: Mutex::new(()),
@@ -64,13 +60,9 @@ impl GroupCommit {
 
     /// Waits until everything applied before this call is durable.
     pub fn durable(&self) -> Durable {
-        // SeqCst pairs with the flusher's store of `idle` then load of
-        // `issued`: either it sees this ticket or this sees it idle.
-        let ticket = self.shared.issued.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.shared.idle.load(Ordering::SeqCst) {
-            let _guard = self.shared.flusher_lock.lock().expect("flusher lock");
-            self.shared.wake_flusher.notify_one();
-        }
+        let ticket = self.shared.issued.fetch_add(1, Ordering::AcqRel) + 1;
+        let _guard = self.shared.flusher_lock.lock().expect("flusher lock");
+        self.shared.wake_flusher.notify_one();
         Durable { shared: self.shared.clone(), ticket }
     }
 }
@@ -92,16 +84,12 @@ fn flusher(s: &Shared, mut flush: FlushFn) {
     loop {
         {
             let mut guard = s.flusher_lock.lock().expect("flusher lock");
-            // Under load a round follows a round without taking this path's
-            // wake-up: writers lock and notify only while `idle` is set.
-            s.idle.store(true, Ordering::SeqCst);
-            while s.issued.load(Ordering::SeqCst) == s.durable.load(Ordering::Acquire) {
+            while s.issued.load(Ordering::Acquire) == s.durable.load(Ordering::Acquire) {
                 if s.stop.load(Ordering::Acquire) {
                     return;
                 }
                 guard = s.wake_flusher.wait(guard).expect("flusher wait");
             }
-            s.idle.store(false, Ordering::SeqCst);
         }
         // Tickets up to `target` were taken after their writes were applied,
         // so this flush covers them.

@@ -80,11 +80,11 @@ def test_repeated_kill9_cycles(fresh_server):
         assert list_names(s) == expected
 
 
-def test_kill9_during_batched_commits_keeps_every_acknowledged_one(fresh_server):
-    """Many writers commit at once, so their metadata files are made durable
-    in shared batches (and their pointers in shared store rounds); kill -9
-    lands mid-batch. Every commit answered 200 is there after the restart,
-    its metadata file too; an unanswered one may or may not be."""
+def test_kill9_during_concurrent_commits_keeps_every_acknowledged_one(fresh_server):
+    """Many writers commit at once, so their pointer swaps share the store's
+    group-commit rounds; kill -9 lands mid-round. Every commit answered 200
+    is there after the restart, its metadata file too; an unanswered one may
+    or may not be."""
     s = fresh_server
     writers, tables = 32, [f"t{i:02d}" for i in range(32)]
     http = requests.Session()

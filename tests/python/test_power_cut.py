@@ -289,14 +289,6 @@ def test_acknowledged_writes_survive_power_cuts(lazy_mount, tmp_path, binary):
     cut_while_writing(lazy_mount, tmp_path, WRITERS, CUTS)
 
 
-@pytest.mark.sled_only(reason="power cuts of the data directory's disk (FUSE); PostgreSQL makes its own commits durable")
-@pytest.mark.timeout(600)
-def test_batched_writes_survive_power_cuts(lazy_mount, tmp_path, binary):
-    """Many concurrent writers: their metadata files are synced in shared
-    batches and their store writes in shared rounds when the power goes."""
-    cut_while_writing(lazy_mount, tmp_path, 4 * WRITERS, max(1, CUTS // 2))
-
-
 def cut_while_writing(lazy_mount, tmp_path, writer_count: int, cuts: int) -> None:
     mnt = lazy_mount.mountpoint
     s = BingsanServer(tmp_path / "logs" / "server", name="power-cut")
@@ -380,14 +372,14 @@ def test_a_failed_sync_stops_acknowledgements(lazy_mount, tmp_path, binary):
 
 @pytest.mark.sled_only(reason="a failed fsync of the warehouse's metadata files (FUSE)")
 @pytest.mark.timeout(120)
-def test_a_failed_batch_sync_fails_every_commit_in_it(lazy_mount, tmp_path, binary):
-    """Concurrent commits whose metadata files share a batch: the batch's
-    fdatasync fails, so none of them is acknowledged (503 without a path),
-    none moves its table, and no file of theirs is left behind."""
+def test_failed_syncs_fail_every_concurrent_commit(lazy_mount, tmp_path, binary):
+    """Concurrent commits whose metadata files' fdatasync fails: none of
+    them is acknowledged (503 without a path), none moves its table, and no
+    file of theirs is left behind."""
     from lazyfs import FAIL_FSYNC
 
     mnt = lazy_mount.mountpoint
-    s = BingsanServer(tmp_path / "logs" / "server", name="failed-batch")
+    s = BingsanServer(tmp_path / "logs" / "server", name="failed-syncs")
     s.data_dir, s.warehouse = mnt / "data", mnt / "warehouse"
     s.warehouse.mkdir()
     http = requests.Session()
