@@ -163,8 +163,7 @@ where
     loop {
         let step = if start < filled {
             let _scope = crate::alloc::RequestScope::begin();
-            let out = out.get_or_insert_with(|| bufs.get());
-            parse_and_answer(&input[start..filled], svc, bufs, limits, out, &mut chunked_body).await
+            parse_and_answer(&input[start..filled], svc, bufs, limits, &mut out, &mut chunked_body).await
         } else {
             Step::NeedMore { send_continue: false }
         };
@@ -195,12 +194,14 @@ where
                     out.get_or_insert_with(|| bufs.get()).extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                     continue_sent = true;
                 }
-                if let Some(out) = out.as_mut().filter(|o| !o.is_empty()) {
-                    if stream.write_all(out).await.is_err() {
+                if let Some(pending) = out.as_mut().filter(|o| !o.is_empty()) {
+                    if stream.write_all(pending).await.is_err() {
                         return false;
                     }
-                    out.clear();
                 }
+                // Back to the pool while the next request is awaited or served:
+                // a request waiting for durability then holds no output buffer.
+                out = None;
                 let Some(started) = request_started else {
                     // Idle: the caller waits for the next request without buffers.
                     return true;
@@ -251,13 +252,14 @@ fn make_room(buf: &mut PooledBuf, start: &mut usize, filled: &mut usize, limits:
     true
 }
 
-/// Parses one request from `buf` and, if it is complete, answers it into `out`.
+/// Parses one request from `buf` and, if it is complete, answers it into
+/// `out` (taken from `bufs` once the answer is ready, if not yet there).
 async fn parse_and_answer<S: Service>(
     buf: &[u8],
     svc: &S,
     bufs: &Rc<BufPool>,
     limits: &ConnLimits,
-    out: &mut PooledBuf,
+    out: &mut Option<PooledBuf>,
     chunked_body: &mut Option<PooledBuf>,
 ) -> Step {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -316,7 +318,8 @@ async fn parse_and_answer<S: Service>(
     let mut resp = Response::new(bufs.get());
     svc.call(&req, &mut resp).await;
     let close = close || resp.close;
-    write_response(out, &resp, method == Method::Head, close);
+    // Taken only now: no output buffer is held while the service runs.
+    write_response(out.get_or_insert_with(|| bufs.get()), &resp, method == Method::Head, close);
     drop(resp);
     *chunked_body = None;
     Step::Answered { consumed: head_len + body_len, close }

@@ -286,6 +286,10 @@ def assert_runs_on(s: BingsanServer, mnt: Path) -> None:
 @pytest.mark.sled_only(reason="power cuts of the data directory's disk (FUSE); PostgreSQL makes its own commits durable")
 @pytest.mark.timeout(600)
 def test_acknowledged_writes_survive_power_cuts(lazy_mount, tmp_path, binary):
+    cut_while_writing(lazy_mount, tmp_path, WRITERS, CUTS)
+
+
+def cut_while_writing(lazy_mount, tmp_path, writer_count: int, cuts: int) -> None:
     mnt = lazy_mount.mountpoint
     s = BingsanServer(tmp_path / "logs" / "server", name="power-cut")
     s.data_dir, s.warehouse = mnt / "data", mnt / "warehouse"
@@ -293,10 +297,10 @@ def test_acknowledged_writes_survive_power_cuts(lazy_mount, tmp_path, binary):
     model, lost, restarts = Model(), {}, 0
     try:
         s.start()
-        for cut_no in range(CUTS):
+        for cut_no in range(cuts):
             assert_runs_on(s, mnt)
             cut = threading.Event()
-            writers = [Writer(s, f"pc{cut_no}_{w}", cut) for w in range(WRITERS)]
+            writers = [Writer(s, f"pc{cut_no}_{w}", cut) for w in range(writer_count)]
             threads = [threading.Thread(target=w.run, daemon=True) for w in writers]
             for t in threads:
                 t.start()
@@ -319,7 +323,7 @@ def test_acknowledged_writes_survive_power_cuts(lazy_mount, tmp_path, binary):
                 lost.setdefault(obj, problem)
     finally:
         s.kill9()
-    summary = (f"power cuts: {CUTS} cuts, {restarts} restarts, {model.acked} acknowledged writes, "
+    summary = (f"power cuts: {writer_count} writers, {cuts} cuts, {restarts} restarts, {model.acked} acknowledged writes, "
                f"{len(lost)} lost or changed")
     MEASUREMENTS.append(summary)
     print(summary)
@@ -361,6 +365,56 @@ def test_a_failed_sync_stops_acknowledgements(lazy_mount, tmp_path, binary):
         s.start()
         assert http.get(s.api("namespaces/a"), timeout=HTTP_TIMEOUT).status_code == 200
         assert create("e").status_code == 200
+    finally:
+        http.close()
+        s.kill9()
+
+
+@pytest.mark.sled_only(reason="a failed fsync of the warehouse's metadata files (FUSE)")
+@pytest.mark.timeout(120)
+def test_failed_syncs_fail_every_concurrent_commit(lazy_mount, tmp_path, binary):
+    """Concurrent commits whose metadata files' fdatasync fails: none of
+    them is acknowledged (503 without a path), none moves its table, and no
+    file of theirs is left behind."""
+    from lazyfs import FAIL_FSYNC
+
+    mnt = lazy_mount.mountpoint
+    s = BingsanServer(tmp_path / "logs" / "server", name="failed-syncs")
+    s.data_dir, s.warehouse = mnt / "data", mnt / "warehouse"
+    s.warehouse.mkdir()
+    http = requests.Session()
+    tables = [f"t{i:02d}" for i in range(16)]
+    try:
+        s.start()
+        assert http.post(s.api("namespaces"), json={"namespace": ["b"]}, timeout=HTTP_TIMEOUT).status_code == 200
+        for t in tables:
+            r = http.post(table_url(s, ("b",)), json={"name": t, "schema": SIMPLE_SCHEMA_JSON}, timeout=HTTP_TIMEOUT)
+            assert r.status_code == 200, r.text
+        files = sorted(s.warehouse.rglob("*.json"))
+        (lazy_mount.backing / FAIL_FSYNC).touch()
+        answers: dict[str, requests.Response] = {}
+
+        def commit(table):
+            change = {"requirements": [], "updates": [{"action": "set-properties", "updates": {"lost": "yes"}}]}
+            answers[table] = requests.post(table_url(s, ("b",), table), json=change, timeout=HTTP_TIMEOUT)
+
+        threads = [threading.Thread(target=commit, args=(t,)) for t in tables]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(HTTP_TIMEOUT)
+        (lazy_mount.backing / FAIL_FSYNC).unlink()
+        for t in tables:
+            body = assert_error(answers[t], 503, "ServiceUnavailableException")
+            assert str(mnt) not in body["message"]
+        assert sorted(s.warehouse.rglob("*.json")) == files, "a commit whose file was not durable left it behind"
+        for restarted in (False, True):
+            if restarted:
+                s.kill9()
+                s.start()
+            for t in tables:
+                loaded = http.get(table_url(s, ("b",), t), timeout=HTTP_TIMEOUT).json()
+                assert "lost" not in loaded["metadata"]["properties"], f"{t} moved (restarted: {restarted})"
     finally:
         http.close()
         s.kill9()
