@@ -16,6 +16,7 @@ use super::client::Conn;
 use super::held::count_open;
 use super::ops::{run_op, Worker};
 use super::plan::Plan;
+use super::scenario::OpKind;
 use super::schedule::{latency_since, OpenLoop, Phases};
 use super::stats::{OpError, ShardStats};
 
@@ -62,7 +63,7 @@ pub fn connection_range(connections: usize, shards: usize, shard: usize) -> Rang
 }
 
 pub async fn run_shard(plan: Arc<Plan>, shared: Arc<Shared>, conns: Range<usize>) -> ShardStats {
-    let stats = Rc::new(RefCell::new(ShardStats::new(&plan.mix)));
+    let stats = Rc::new(RefCell::new(ShardStats::new(plan.recorded_kinds())));
 
     // Ramp up: a bounded number of connects in flight, so thousands of
     // connections do not overflow the server's accept backlog at once.
@@ -124,7 +125,11 @@ pub async fn run_shard(plan: Arc<Plan>, shared: Arc<Shared>, conns: Range<usize>
     let running: Vec<_> = workers
         .into_iter()
         .map(|w| {
-            let schedule = plan.rate.map(|rate| OpenLoop::new(rate, plan.connections, w.id));
+            let schedule = if plan.is_writer(w.id) {
+                None
+            } else {
+                plan.rate.map(|rate| OpenLoop::new(rate, plan.connections, w.id))
+            };
             glommio::spawn_local(drive(w, plan.clone(), phases, schedule, stats.clone()))
         })
         .collect();
@@ -144,8 +149,8 @@ fn take(stats: Rc<RefCell<ShardStats>>) -> ShardStats {
     Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_else(|rc| rc.borrow().clone())
 }
 
-/// One connection's loop. Closed-loop: the next operation starts when the
-/// previous one ends. Open-loop: operation k starts at its due time (or at
+/// One connection's loop. Closed-loop (and always for a writer, which only
+/// commits): the next operation starts when the previous one ends. Open-loop: operation k starts at its due time (or at
 /// once if late), and its latency counts from the due time. Either way the
 /// connection stays open until the end of the run, and is returned.
 async fn drive(
@@ -175,7 +180,7 @@ async fn drive(
             None if now >= phases.end => break,
             None => now,
         };
-        let kind = plan.mix.pick(w.rng.next_u64());
+        let kind = if plan.is_writer(w.id) { OpKind::Commit } else { plan.mix.pick(w.rng.next_u64()) };
         let measured = phases.measured(due);
         match run_op(kind, &mut w, &plan, &stats, measured).await {
             Ok(()) if measured => stats.borrow_mut().op(kind, latency_since(due, Instant::now())),
