@@ -133,9 +133,10 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
     let target = Target::parse(&args.target)?;
     let mut cpus = runtime::shard_cpus(args.shards, args.cpus.as_deref())?;
     let connections = args.all_connections();
-    cpus.truncate(connections);
+    cpus.truncate(args.connections);
+    let placement = shard::placement(&cpus, args.connections, args.writers);
     // Sockets plus headroom for io_uring rings, eventfds and scrapes.
-    runtime::raise_nofile(connections as u64 + 32 * cpus.len() as u64 + 256)?;
+    runtime::raise_nofile(connections as u64 + 32 * placement.len() as u64 + 256)?;
 
     let (seed, tag_bits) = uuid::Uuid::new_v4().as_u64_pair();
     let run_tag = format!("{:08x}", tag_bits as u32);
@@ -163,10 +164,9 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
 
     let rss_before = args.server_pid.and_then(soak::read_rss);
     let shared = Arc::new(Shared::new(seed));
-    let mut handles = Vec::with_capacity(cpus.len());
-    for (i, &cpu) in cpus.iter().enumerate() {
+    let mut handles = Vec::with_capacity(placement.len());
+    for (i, (cpu, conns)) in placement.iter().cloned().enumerate() {
         let (plan, shared2) = (plan.clone(), shared.clone());
-        let conns = shard::connection_range(connections, cpus.len(), i);
         match runtime::spawn_shard(format!("bench-{i}"), cpu, shared.failed.clone(), move || {
             shard::run_shard(plan, shared2, conns)
         }) {
@@ -179,7 +179,8 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
         }
     }
 
-    eprintln!("bench: opening {connections} connections on {} shards (cpus {cpus:?})", cpus.len());
+    let on: Vec<_> = placement.iter().map(|(cpu, _)| cpu).collect();
+    eprintln!("bench: opening {connections} connections on {} shards (cpus {on:?})", placement.len());
     while shared.ready.load(Ordering::Acquire) < handles.len() {
         if shared.failed.load(Ordering::Acquire) {
             join_all(handles)?;
@@ -221,7 +222,7 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
         target: args.target.clone(),
         workload: mix.to_string(),
         rate: args.rate(),
-        shards: cpus.len(),
+        shards: placement.len(),
         connections,
         writers: args.writers,
         warmup_s: args.warmup.as_secs_f64(),

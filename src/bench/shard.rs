@@ -58,8 +58,21 @@ impl Shared {
 }
 
 /// Global connection indices of shard `shard` of `shards`.
-pub fn connection_range(connections: usize, shards: usize, shard: usize) -> Range<usize> {
+fn connection_range(connections: usize, shards: usize, shard: usize) -> Range<usize> {
     connections * shard / shards..connections * (shard + 1) / shards
+}
+
+/// Each shard's CPU and connections: the workload's spread over `cpus`, and
+/// the writers on a shard of their own on the first CPU, so that parsing a
+/// big table's answer never delays a reader's send or its clock (the kernel
+/// preempts a thread; a glommio task runs until it yields).
+pub fn placement(cpus: &[usize], connections: usize, writers: usize) -> Vec<(usize, Range<usize>)> {
+    let mut shards: Vec<_> =
+        cpus.iter().enumerate().map(|(i, &cpu)| (cpu, connection_range(connections, cpus.len(), i))).collect();
+    if writers > 0 {
+        shards.push((cpus[0], connections..connections + writers));
+    }
+    shards
 }
 
 pub async fn run_shard(plan: Arc<Plan>, shared: Arc<Shared>, conns: Range<usize>) -> ShardStats {
@@ -206,6 +219,13 @@ async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_get_a_shard_of_their_own() {
+        assert_eq!(placement(&[0], 50, 0), [(0, 0..50)]);
+        assert_eq!(placement(&[0], 50, 2), [(0, 0..50), (0, 50..52)]);
+        assert_eq!(placement(&[2, 3], 10, 1), [(2, 0..5), (3, 5..10), (2, 10..11)]);
+    }
 
     #[test]
     fn connections_split_evenly_and_completely() {
