@@ -1,6 +1,8 @@
 //! `bingsan bench` against a real `bingsan serve`: a short closed-loop
 //! load-table run and a load-table=90,commit=10 mix, both without errors and
-//! with the server's pools in use, then a clean SIGTERM shutdown.
+//! with the server's pools in use, then a clean SIGTERM shutdown; and the
+//! write-path scenarios of issue 14 (big-table commits, reads beside
+//! writers, the disk's fsync rate) for a second each.
 //!
 //! Everything is bounded: server start-up, each bench run and the shutdown
 //! have their own deadline, and the server is killed if the test fails.
@@ -116,13 +118,27 @@ impl Drop for Server {
 
 /// Runs `bingsan bench ... --json` (bounded) and parses its report.
 fn bench(server: &Server, workload: &[&str]) -> serde_json::Value {
+    let mut args = workload.to_vec();
+    args.extend(["--connections", "20", "--duration", "2s"]);
+    run_bench(&args, Some(server))
+}
+
+/// `bingsan bench` with `args` (against `server` when given), bounded to 20 s.
+fn run_bench(args: &[&str], server: Option<&Server>) -> serde_json::Value {
+    let target = server.map_or_else(Vec::new, |s| {
+        vec![
+            "--target".to_string(),
+            format!("http://127.0.0.1:{}", s.port),
+            "--metrics-url".to_string(),
+            format!("http://127.0.0.1:{}/metrics", s.metrics_port),
+        ]
+    });
+    let workload = args;
     let mut child = Command::new(BIN)
         .arg("bench")
-        .args(["--target", &format!("http://127.0.0.1:{}", server.port)])
-        .args(["--metrics-url", &format!("http://127.0.0.1:{}/metrics", server.metrics_port)])
+        .args(target)
         .args(workload)
-        .args(["--connections", "20", "--shards", "1"])
-        .args(["--duration", "2s", "--warmup", "500ms", "--timeout", "5s"])
+        .args(["--shards", "1", "--warmup", "500ms", "--timeout", "5s"])
         .arg("--json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -143,7 +159,8 @@ fn bench(server: &Server, workload: &[&str]) -> serde_json::Value {
     let status = wait_until(&mut child, Instant::now() + Duration::from_secs(20));
     let (out, err) = (out.join().unwrap(), err.join().unwrap());
     let status = status.unwrap_or_else(|| panic!("bench {workload:?} ran over 20 s:\n{err}"));
-    assert!(status.success(), "bench {workload:?} failed ({status}):\n{err}\nserver log:\n{}", server.log());
+    let log = server.map(Server::log).unwrap_or_default();
+    assert!(status.success(), "bench {workload:?} failed ({status}):\n{err}\nserver log:\n{log}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("bench JSON ({e}):\n{out}\n{err}"))
 }
 
@@ -158,7 +175,7 @@ fn check(report: &serde_json::Value, what: &str, server: &Server) {
     assert!(u64_of(report, "http_requests") > 0, "no requests; {}", ctx());
     assert!(u64_of(report, "ops") > 0, "no operations; {}", ctx());
     assert_eq!(u64_of(report, "errors_total"), 0, "errors; {}", ctx());
-    assert_eq!(u64_of(report, "connected"), 20, "connections; {}", ctx());
+    assert_eq!(u64_of(report, "connected"), u64_of(report, "connections"), "connections; {}", ctx());
     let srv = &report["server"];
     assert_eq!(srv["scraped"].as_bool(), Some(true), "no /metrics; {}", ctx());
     let hit = srv["pool_hit_rate"].as_f64().unwrap_or(0.0);
@@ -191,4 +208,94 @@ fn bench_drives_a_real_server() {
     let log = server.log();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "server did not exit 0 after SIGTERM ({status:?}):\n{log}");
     assert!(started.elapsed() < Duration::from_secs(45), "took {:?}", started.elapsed());
+}
+
+/// The body of `GET path` on a fresh connection (the server answers loads
+/// with a Content-Length).
+fn http_get_json(port: u16, path: &str) -> serde_json::Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the answer");
+    let text = String::from_utf8(raw).expect("utf-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {head}"))
+}
+
+#[test]
+fn write_scenarios_drive_a_real_server() {
+    let started = Instant::now();
+    let server = Server::start();
+    let pid = server.child.id().to_string();
+
+    // Commits on tables built with 300 snapshots: each appends one and
+    // expires the oldest, so the tables keep their size.
+    let big = run_bench(
+        &[
+            "--scenario",
+            "commit",
+            "--snapshots",
+            "300",
+            "--hot-tables",
+            "2",
+            "-c",
+            "2",
+            "--duration",
+            "1s",
+            "--namespace",
+            "smoke",
+            "--server-pid",
+            pid.as_str(),
+        ],
+        Some(&server),
+    );
+    check(&big, "commit --snapshots 300", &server);
+    let cpu = big["server_cpu"]["ms_per_op"].as_f64().unwrap_or(0.0);
+    assert!(cpu > 0.0, "server CPU per commit {cpu}: {big}");
+    for t in ["big300_0", "big300_1"] {
+        let loaded = http_get_json(server.port, &format!("/v1/namespaces/smoke/tables/{t}"));
+        let snapshots = loaded["metadata"]["snapshots"].as_array().map_or(0, Vec::len);
+        assert_eq!(snapshots, 300, "{t} kept its size after {} commits", u64_of(&big, "ops"));
+    }
+
+    // Open-loop reads with a writer committing to a big table beside them.
+    let mixed = run_bench(
+        &[
+            "--scenario",
+            "get-namespace",
+            "--rate",
+            "200",
+            "-c",
+            "4",
+            "--writers",
+            "1",
+            "--duration",
+            "1s",
+            "--hot-tables",
+            "1",
+            "--snapshots",
+            "300",
+            "--namespace",
+            "smoke",
+        ],
+        Some(&server),
+    );
+    check(&mixed, "reads beside a writer", &server);
+    let ops_of = |op: &str| {
+        mixed["by_op"].as_array().and_then(|ops| ops.iter().find(|o| o["op"] == op)).and_then(|o| o["ops"].as_u64())
+    };
+    let reads = ops_of("get-namespace").unwrap_or(0);
+    assert!((150..=210).contains(&reads), "reads keep their 200/s schedule: {mixed}");
+    assert!(ops_of("commit").unwrap_or(0) > 0, "the writer committed: {mixed}");
+    assert_eq!(mixed["writers"].as_u64(), Some(1));
+
+    // The disk's own rate, no server involved.
+    let fsync = run_bench(&["--scenario", "fsync", "--dir", server.dir.to_str().unwrap(), "--duration", "300ms"], None);
+    for pass in ["sequential", "parallel"] {
+        assert!(fsync[pass]["syncs"].as_u64().unwrap_or(0) > 0, "{pass}: {fsync}");
+    }
+    assert_eq!(fsync["parallel"]["writers"].as_u64(), Some(8));
+    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
 }

@@ -73,6 +73,20 @@ pub struct BenchArgs {
     /// snapshot expiry would, so metadata stays bounded (0 = never remove).
     #[arg(long, env = "BINGSAN_BENCH_KEEP_SNAPSHOTS", default_value_t = 100)]
     pub keep_snapshots: usize,
+    /// Snapshots each commit table starts with (built by one commit during
+    /// setup); commits then append one and expire the oldest, so the table
+    /// stays this size. 0: the usual small hot tables.
+    #[arg(long, env = "BINGSAN_BENCH_SNAPSHOTS", default_value_t = 0)]
+    pub snapshots: usize,
+    /// Extra connections that run closed-loop commits (on the commit tables)
+    /// beside the workload, e.g. reads at a fixed --rate: their latency is
+    /// reported under `commit`.
+    #[arg(long, env = "BINGSAN_BENCH_WRITERS", default_value_t = 0)]
+    pub writers: usize,
+    /// Directory the fsync scenario writes its files in (a file per writer,
+    /// removed afterwards).
+    #[arg(long, env = "BINGSAN_BENCH_DIR")]
+    pub dir: Option<std::path::PathBuf>,
     /// Prometheus endpoint of the target (default <target>/metrics); skipped
     /// if unreachable.
     #[arg(long, env = "BINGSAN_BENCH_METRICS_URL")]
@@ -110,6 +124,26 @@ impl BenchArgs {
             None if self.idle() => Some(self.connections as f64 / self.warmup.max(IDLE_PERIOD).as_secs_f64()),
             None => None,
         }
+    }
+
+    /// Snapshots a commit leaves in its table: --snapshots when given
+    /// (steady size), else --keep-snapshots.
+    pub fn keep(&self) -> usize {
+        if self.snapshots > 0 {
+            self.snapshots
+        } else {
+            self.keep_snapshots
+        }
+    }
+
+    /// Whether the run commits: the workload has commits or --writers adds them.
+    pub fn commits(&self) -> bool {
+        self.writers > 0 || self.workload().contains(OpKind::Commit)
+    }
+
+    /// Every connection the run holds: the workload's and the writers'.
+    pub fn all_connections(&self) -> usize {
+        self.connections + self.writers
     }
 
     /// Whether this run is the idle scenario (it also waits for the server

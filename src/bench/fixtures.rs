@@ -13,8 +13,13 @@ use super::scenario::{Mix, OpKind};
 /// Names of the fixture tables.
 pub const NARROW_TABLE: &str = "events";
 pub const WIDE_TABLE: &str = "wide_events";
-pub fn hot_table(i: usize) -> String {
-    format!("hot_{i}")
+/// Commit table `i`: `hot_{i}`, or `big{snapshots}_{i}` for tables built
+/// with `snapshots` snapshots (so runs of different sizes never share one).
+pub fn hot_table(i: usize, snapshots: usize) -> String {
+    match snapshots {
+        0 => format!("hot_{i}"),
+        n => format!("big{n}_{i}"),
+    }
 }
 
 /// Columns of the wide table (top level; nested types add more field ids).
@@ -94,6 +99,33 @@ pub fn wide_table_body(name: &str) -> String {
     table_body(name, fields)
 }
 
+/// Where the bench's snapshots say their manifest lists are (never read).
+pub fn manifest_prefix(namespace: &str, table: &str) -> String {
+    format!("file:///bingsan-bench/{namespace}/{table}/metadata")
+}
+
+/// CommitTableRequest that gives an empty table snapshots 1..=`count` (each
+/// with the summary a Spark append writes, ~600 bytes of JSON, as engines
+/// leave them) and points `main` at the last: a big table in one request.
+pub fn add_snapshots_body(count: usize, manifest_prefix: &str) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(count * 700 + 128);
+    s.push_str(r#"{"requirements":[{"type":"assert-ref-snapshot-id","ref":"main","snapshot-id":null}],"updates":["#);
+    for i in 1..=count {
+        let parent = if i > 1 { format!(r#""parent-snapshot-id":{},"#, i - 1) } else { String::new() };
+        let _ = write!(
+            s,
+            r#"{{"action":"add-snapshot","snapshot":{{"snapshot-id":{i},{parent}"sequence-number":{i},"timestamp-ms":{ts},"schema-id":0,"manifest-list":"{manifest_prefix}/snap-{i}-1-{i:032x}.avro","summary":{{"operation":"append","added-data-files":"4","added-records":"40000","added-files-size":"1234567","changed-partition-count":"1","total-records":"{rec}","total-files-size":"{size}","total-data-files":"{files}","total-delete-files":"0","total-position-deletes":"0","total-equality-deletes":"0","engine-name":"spark","engine-version":"3.5.1","app-id":"app-{i:08}"}}}}}},"#,
+            ts = 1_700_000_000_000u64 + 1000 * i as u64,
+            rec = 40_000 * i,
+            size = 1_234_567 * i,
+            files = 4 * i,
+        );
+    }
+    let _ = write!(s, r#"{{"action":"set-snapshot-ref","ref-name":"main","type":"branch","snapshot-id":{count}}}]}}"#);
+    s
+}
+
 /// What setup learned and made.
 #[derive(Clone, Debug)]
 pub struct Fixtures {
@@ -139,19 +171,21 @@ fn expect(what: &str, status: u16, body: &[u8], ok: &[u16]) -> io::Result<()> {
     Err(io::Error::other(format!("{what}: HTTP {status}: {body}")))
 }
 
-/// Creates what `mix` needs. `namespace` and `prefix` as given on the
-/// command line.
+/// Creates what `mix` needs, and `commit_tables` (count, snapshots each)
+/// when the run commits. `namespace` and `prefix` as given on the command
+/// line. A commit table that already exists is used as it is.
 pub fn setup(
     client: &BlockingClient,
     base: &str,
     warehouse: Option<&str>,
     prefix: Option<&str>,
     namespace: &str,
-    hot_tables: usize,
+    commit_tables: Option<(usize, usize)>,
     mix: &Mix,
 ) -> io::Result<Fixtures> {
     let mut fixtures = Fixtures { prefix: prefix.map(str::to_string), namespace: namespace.to_string() };
-    if mix.kinds().all(|k| k == OpKind::Health) {
+    let commits = commit_tables.is_some();
+    if !commits && mix.kinds().all(|k| k == OpKind::Health) {
         return Ok(fixtures);
     }
     let path = config_path(base, warehouse);
@@ -161,7 +195,7 @@ pub fn setup(
         fixtures.prefix =
             sonic_rs::get_from_slice(&body, &["overrides", "prefix"]).ok().and_then(|v| v.as_str().map(str::to_string));
     }
-    if mix.kinds().all(|k| matches!(k, OpKind::Health | OpKind::Config | OpKind::Idle)) {
+    if !commits && mix.kinds().all(|k| matches!(k, OpKind::Health | OpKind::Config | OpKind::Idle)) {
         return Ok(fixtures);
     }
     let root = api_root(base, fixtures.prefix.as_deref());
@@ -176,17 +210,21 @@ pub fn setup(
     if mix.contains(OpKind::LoadTableWide) {
         tables.push((WIDE_TABLE.into(), wide_table_body(WIDE_TABLE)));
     }
-    if mix.contains(OpKind::Commit) {
-        for i in 0..hot_tables {
-            let name = hot_table(i);
-            let body = narrow_table_body(&name);
-            tables.push((name, body));
-        }
-    }
     let path = format!("{root}/namespaces/{namespace}/tables");
     for (name, body) in &tables {
         let (status, resp) = client.request("POST", &path, Some(body.as_bytes()))?;
         expect(&format!("create table {namespace}.{name}"), status, &resp, &[200, 409])?;
+    }
+    let (count, snapshots) = commit_tables.unwrap_or((0, 0));
+    for i in 0..count {
+        let name = hot_table(i, snapshots);
+        let (status, resp) = client.request("POST", &path, Some(narrow_table_body(&name).as_bytes()))?;
+        expect(&format!("create table {namespace}.{name}"), status, &resp, &[200, 409])?;
+        if status == 200 && snapshots > 0 {
+            let body = add_snapshots_body(snapshots, &manifest_prefix(namespace, &name));
+            let (status, resp) = client.request("POST", &format!("{path}/{name}"), Some(body.as_bytes()))?;
+            expect(&format!("add {snapshots} snapshots to {namespace}.{name}"), status, &resp, &[200])?;
+        }
     }
     Ok(fixtures)
 }
@@ -252,6 +290,34 @@ mod tests {
         check_table(&narrow_table_body("events"), "events", 10);
         check_table(&wide_table_body("wide"), "wide", WIDE_COLUMNS);
         const { assert!(WIDE_COLUMNS >= 120) };
+    }
+
+    #[test]
+    fn big_table_commit_adds_a_chain_of_snapshots() {
+        let v = parse(&add_snapshots_body(3, "file:///b/ns/t/metadata"));
+        assert!(v["requirements"][0]["snapshot-id"].is_null(), "only an empty table takes it");
+        let updates = v["updates"].as_array().unwrap();
+        assert_eq!(updates.len(), 4);
+        for (i, u) in updates.iter().take(3).enumerate() {
+            let snap = &u["snapshot"];
+            let id = i as i64 + 1;
+            assert_eq!(u["action"].as_str(), Some("add-snapshot"));
+            assert_eq!((snap["snapshot-id"].as_i64(), snap["sequence-number"].as_i64()), (Some(id), Some(id)));
+            assert_eq!(snap["parent-snapshot-id"].as_i64(), (id > 1).then_some(id - 1));
+            assert_eq!(snap["summary"]["total-records"].as_str(), Some(&*(40_000 * id).to_string()));
+            assert!(snap["manifest-list"].as_str().unwrap().starts_with("file:///b/ns/t/metadata/snap-"));
+        }
+        assert_eq!(updates[3]["action"].as_str(), Some("set-snapshot-ref"));
+        assert_eq!(updates[3]["snapshot-id"].as_i64(), Some(3));
+        // As big as the snapshots engines write, so 10,000 make ~6 MB of metadata.
+        let per_snapshot = add_snapshots_body(1000, "file:///b/ns/t/metadata").len() / 1000;
+        assert!((550..750).contains(&per_snapshot), "{per_snapshot} bytes per snapshot");
+    }
+
+    #[test]
+    fn commit_table_names_carry_their_size() {
+        assert_eq!(hot_table(3, 0), "hot_3");
+        assert_eq!(hot_table(0, 10_000), "big10000_0");
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod blocking;
 mod client;
 mod commit;
 mod fixtures;
+mod fsync;
 mod held;
 mod histogram;
 mod http1;
@@ -41,6 +42,7 @@ mod report;
 mod runtime;
 mod scenario;
 mod schedule;
+mod server_cpu;
 mod shard;
 mod soak;
 pub mod static_server;
@@ -63,6 +65,7 @@ use metrics_scrape::{Scraper, ServerMetrics};
 use plan::Plan;
 use report::{RssReport, RunInfo, ServerReport};
 use schedule::Phases;
+use server_cpu::CpuReport;
 use shard::Shared;
 use soak::Sample;
 use stats::ShardStats;
@@ -76,13 +79,23 @@ const START_LEAD: Duration = Duration::from_millis(20);
 /// Runs the benchmark and prints the report (a table, or JSON with
 /// `--json`). Fails if the run could not happen or a soak did not pass.
 pub fn run(args: BenchArgs) -> io::Result<()> {
+    if args.workload() == Mix::single(OpKind::Fsync) {
+        let dir = args.dir.as_deref().ok_or_else(|| invalid("fsync needs --dir"))?;
+        let report = fsync::measure(dir, args.duration)?;
+        if args.json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.to_table());
+        }
+        return Ok(());
+    }
     let report = execute(&args)?;
     if args.json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_table());
     }
-    if let Some(why) = held::shortfall(args.connections, report.open_at_start, report.open_at_end) {
+    if let Some(why) = held::shortfall(args.all_connections(), report.open_at_start, report.open_at_end) {
         eprintln!("bench: FAILED: {why}");
         return Err(io::Error::other(why));
     }
@@ -108,7 +121,10 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
     if args.duration.is_zero() {
         return Err(invalid("--duration must be positive"));
     }
-    if mix.contains(OpKind::Commit) && args.hot_tables == 0 {
+    if mix.contains(OpKind::Fsync) {
+        return Err(invalid("fsync runs alone: --scenario fsync --dir D"));
+    }
+    if args.commits() && args.hot_tables == 0 {
         return Err(invalid("--hot-tables must be at least 1 for commit"));
     }
     if args.soak && args.sample_interval.is_zero() {
@@ -116,9 +132,11 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
     }
     let target = Target::parse(&args.target)?;
     let mut cpus = runtime::shard_cpus(args.shards, args.cpus.as_deref())?;
+    let connections = args.all_connections();
     cpus.truncate(args.connections);
+    let placement = shard::placement(&cpus, args.connections, args.writers);
     // Sockets plus headroom for io_uring rings, eventfds and scrapes.
-    runtime::raise_nofile(args.connections as u64 + 32 * cpus.len() as u64 + 256)?;
+    runtime::raise_nofile(connections as u64 + 32 * placement.len() as u64 + 256)?;
 
     let (seed, tag_bits) = uuid::Uuid::new_v4().as_u64_pair();
     let run_tag = format!("{:08x}", tag_bits as u32);
@@ -136,7 +154,7 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
         args.warehouse.as_deref(),
         args.prefix.as_deref(),
         &namespace,
-        args.hot_tables,
+        args.commits().then_some((args.hot_tables, args.snapshots)),
         &mix,
     )?;
     let plan = Arc::new(Plan::new(args, &target, &fx, &run_tag));
@@ -146,10 +164,9 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
 
     let rss_before = args.server_pid.and_then(soak::read_rss);
     let shared = Arc::new(Shared::new(seed));
-    let mut handles = Vec::with_capacity(cpus.len());
-    for (i, &cpu) in cpus.iter().enumerate() {
+    let mut handles = Vec::with_capacity(placement.len());
+    for (i, (cpu, conns)) in placement.iter().cloned().enumerate() {
         let (plan, shared2) = (plan.clone(), shared.clone());
-        let conns = shard::connection_range(args.connections, cpus.len(), i);
         match runtime::spawn_shard(format!("bench-{i}"), cpu, shared.failed.clone(), move || {
             shard::run_shard(plan, shared2, conns)
         }) {
@@ -162,7 +179,8 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
         }
     }
 
-    eprintln!("bench: opening {} connections on {} shards (cpus {cpus:?})", args.connections, cpus.len());
+    let on: Vec<_> = placement.iter().map(|(cpu, _)| cpu).collect();
+    eprintln!("bench: opening {connections} connections on {} shards (cpus {on:?})", placement.len());
     while shared.ready.load(Ordering::Acquire) < handles.len() {
         if shared.failed.load(Ordering::Acquire) {
             join_all(handles)?;
@@ -177,6 +195,7 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
 
     let observed = observe(&handles, &phases, args, &scraper);
     let stats = join_all(handles)?;
+    let cpu_after = args.server_pid.and_then(server_cpu::cpu_seconds);
     let rss = rss_before.zip(observed.rss_during).map(|(before, during)| {
         let (after, after_s) = rss_after_close(args, before);
         RssReport::new(before, during, after, after_s, stats.open_at_start)
@@ -203,13 +222,16 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
         target: args.target.clone(),
         workload: mix.to_string(),
         rate: args.rate(),
-        shards: cpus.len(),
-        connections: args.connections,
+        shards: placement.len(),
+        connections,
+        writers: args.writers,
         warmup_s: args.warmup.as_secs_f64(),
         duration_s: args.duration.as_secs_f64(),
     };
     let mut report = Report::new(info, &stats, server);
     report.rss = rss;
+    report.server_cpu =
+        observed.cpu_before.zip(cpu_after).map(|(before, after)| CpuReport::new(before, after, report.ops));
     if args.soak {
         report.soak = Some(soak::judge(samples, stats.errors.total(), args.rss_tolerance));
     }
@@ -222,6 +244,8 @@ struct Observed {
     samples: Vec<Sample>,
     /// The server's RSS halfway through the measured window.
     rss_during: Option<u64>,
+    /// The server's CPU seconds at the end of warm-up.
+    cpu_before: Option<f64>,
 }
 
 /// How long the idle scenario waits for the server to give memory back.
@@ -250,6 +274,7 @@ fn observe<T>(handles: &[JoinHandle<T>], phases: &Phases, args: &BenchArgs, scra
     let mut samples = Vec::new();
     let mut next_sample = phases.start;
     let mut rss_during = None;
+    let mut cpu_before = None;
     let midway = phases.warmup_end + (phases.end - phases.warmup_end) / 2;
     loop {
         let now = Instant::now();
@@ -257,6 +282,7 @@ fn observe<T>(handles: &[JoinHandle<T>], phases: &Phases, args: &BenchArgs, scra
             rss_during = Some(args.server_pid.and_then(soak::read_rss));
         }
         if !scraped && now >= phases.warmup_end {
+            cpu_before = args.server_pid.and_then(server_cpu::cpu_seconds);
             before = scraper.scrape();
             scraped = true;
         }
@@ -269,7 +295,7 @@ fn observe<T>(handles: &[JoinHandle<T>], phases: &Phases, args: &BenchArgs, scra
         }
         std::thread::sleep(POLL);
     }
-    Observed { before, samples, rss_during: rss_during.flatten() }
+    Observed { before, samples, rss_during: rss_during.flatten(), cpu_before }
 }
 
 fn sample(phases: &Phases, args: &BenchArgs, scraper: &Scraper) -> Sample {

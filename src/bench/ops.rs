@@ -57,6 +57,7 @@ pub async fn run_op(
         OpKind::LoadTableWide => &p.wide_table,
         OpKind::CreateNamespace => return create_namespace(w, plan, stats, measured).await,
         OpKind::Commit => return commit(w, plan, stats, measured).await,
+        OpKind::Fsync => unreachable!("execute refuses fsync in a load; run() measures it without a target"),
     };
     w.conn.req.clear();
     write_request(&mut w.conn.req, "GET", path, &plan.host, plan.token.as_deref(), None);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::args::{BenchArgs, Target};
 use super::fixtures::{self, Fixtures};
-use super::scenario::Mix;
+use super::scenario::{Mix, OpKind};
 
 /// One table the commit scenario writes.
 #[derive(Clone, Debug)]
@@ -34,7 +34,10 @@ pub struct Plan {
     pub host: String,
     pub token: Option<String>,
     pub mix: Mix,
+    /// Connections that follow the mix (and --rate); the global indices
+    /// from here on are the closed-loop writers.
     pub connections: usize,
+    pub writers: usize,
     pub warmup: Duration,
     pub duration: Duration,
     pub rate: Option<f64>,
@@ -60,6 +63,7 @@ impl Plan {
             token: args.token.clone(),
             mix: args.workload(),
             connections: args.connections,
+            writers: args.writers,
             warmup: args.warmup,
             duration: args.duration,
             rate: args.rate(),
@@ -67,7 +71,7 @@ impl Plan {
             connect_concurrency: args.connect_concurrency.max(1),
             commit_retries: args.commit_retries,
             commit_backoff: args.commit_backoff,
-            keep_snapshots: args.keep_snapshots,
+            keep_snapshots: args.keep(),
             paths: Paths {
                 health: format!("{base}/health/live"),
                 config: fixtures::config_path(base, args.warehouse.as_deref()),
@@ -77,15 +81,22 @@ impl Plan {
                 wide_table: table(fixtures::WIDE_TABLE),
                 hot_tables: (0..args.hot_tables.max(1))
                     .map(|i| {
-                        let name = fixtures::hot_table(i);
-                        HotTable {
-                            path: table(&name),
-                            manifest_prefix: format!("file:///bingsan-bench/{ns}/{name}/metadata"),
-                        }
+                        let name = fixtures::hot_table(i, args.snapshots);
+                        HotTable { path: table(&name), manifest_prefix: fixtures::manifest_prefix(ns, &name) }
                     })
                     .collect(),
             },
             namespace_stem: format!("{ns}_{run_tag}"),
         }
+    }
+
+    /// Whether connection `id` is one of the closed-loop writers.
+    pub fn is_writer(&self, id: usize) -> bool {
+        id >= self.connections
+    }
+
+    /// The kinds the run records: the mix's, and commit when writers run.
+    pub fn recorded_kinds(&self) -> impl Iterator<Item = OpKind> + '_ {
+        self.mix.kinds().chain((self.writers > 0).then_some(OpKind::Commit))
     }
 }

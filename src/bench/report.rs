@@ -6,6 +6,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::histogram::LatencySummary;
+use super::server_cpu::CpuReport;
 use super::soak::SoakReport;
 use super::stats::{ErrorCounts, ShardStats};
 
@@ -56,7 +57,10 @@ pub struct Report {
     pub mode: &'static str,
     pub rate: Option<f64>,
     pub shards: usize,
+    /// Every connection asked for: the workload's plus the writers'.
     pub connections: usize,
+    /// Closed-loop committers beside the workload (--writers).
+    pub writers: usize,
     pub connected: u64,
     /// Connections open on both sides at the start and at the end of the
     /// measured window; fewer than `connections` fails the run.
@@ -80,6 +84,8 @@ pub struct Report {
     pub commit_gave_up: u64,
     pub server: ServerReport,
     pub rss: Option<RssReport>,
+    /// The server's CPU over the measured window (`--server-pid`).
+    pub server_cpu: Option<CpuReport>,
     pub soak: Option<SoakReport>,
 }
 
@@ -90,6 +96,7 @@ pub struct RunInfo {
     pub rate: Option<f64>,
     pub shards: usize,
     pub connections: usize,
+    pub writers: usize,
     pub warmup_s: f64,
     pub duration_s: f64,
 }
@@ -115,6 +122,7 @@ impl Report {
             rate: info.rate,
             shards: info.shards,
             connections: info.connections,
+            writers: info.writers,
             connected: stats.connected,
             open_at_start: stats.open_at_start,
             open_at_end: stats.open_at_end,
@@ -133,6 +141,7 @@ impl Report {
             commit_gave_up: stats.commit_gave_up,
             server,
             rss: None,
+            server_cpu: None,
             soak: None,
         }
     }
@@ -144,7 +153,11 @@ impl Report {
     pub fn to_table(&self) -> String {
         let mut s = String::new();
         let rate = self.rate.map_or(String::new(), |r| format!(" at {r} req/s"));
-        let _ = writeln!(s, "bingsan bench  {}  workload {}", self.target, self.workload);
+        let writers = match self.writers {
+            0 => String::new(),
+            n => format!(" + {n} closed-loop commit writers"),
+        };
+        let _ = writeln!(s, "bingsan bench  {}  workload {}{writers}", self.target, self.workload);
         let _ = writeln!(
             s,
             "  {}{rate}, {} shards, {}/{} connections, {}s warm-up + {}s measured",
@@ -205,6 +218,14 @@ impl Report {
         } else {
             let _ = writeln!(s, "  server       /metrics not available");
         }
+        if let Some(c) = &self.server_cpu {
+            let _ = writeln!(
+                s,
+                "  server cpu   {:.3} s in the measured window, {} ms per operation",
+                c.seconds,
+                fmt(c.ms_per_op, &|v| format!("{v:.3}"))
+            );
+        }
         if let Some(m) = &self.rss {
             let mib = |b: u64| b as f64 / 1048576.0;
             let _ = writeln!(
@@ -260,7 +281,7 @@ mod tests {
 
     #[test]
     fn report_renders_as_json_and_table() {
-        let mut stats = ShardStats::new(&Mix::parse("load-table=9,commit=1").unwrap());
+        let mut stats = ShardStats::new(Mix::parse("load-table=9,commit=1").unwrap().kinds());
         stats.response(200, true);
         stats.response(409, true);
         stats.op(OpKind::LoadTable, Duration::from_micros(500));
@@ -271,6 +292,7 @@ mod tests {
             rate: None,
             shards: 1,
             connections: 1,
+            writers: 0,
             warmup_s: 0.0,
             duration_s: 2.0,
         };

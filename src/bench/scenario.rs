@@ -19,10 +19,14 @@ pub enum OpKind {
     /// default one request per connection per max(warm-up, 10 s)): the
     /// server's memory per idle connection, with `--server-pid`.
     Idle,
+    /// No target: the disk's own rate of overwriting a 20 KB file and
+    /// `fdatasync`ing it in `--dir`, one writer, then eight in parallel.
+    /// Runs alone, never in a mix.
+    Fsync,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 9] = [
+    pub const ALL: [OpKind; 10] = [
         OpKind::Health,
         OpKind::Config,
         OpKind::GetNamespace,
@@ -32,6 +36,7 @@ impl OpKind {
         OpKind::CreateNamespace,
         OpKind::Commit,
         OpKind::Idle,
+        OpKind::Fsync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +50,7 @@ impl OpKind {
             OpKind::CreateNamespace => "create-namespace",
             OpKind::Commit => "commit",
             OpKind::Idle => "idle",
+            OpKind::Fsync => "fsync",
         }
     }
 
@@ -179,7 +185,7 @@ mod tests {
     fn weighted_choice_follows_weights() {
         let m = Mix::parse("load-table=90,commit=8,health=2").unwrap();
         let mut rng = Rng::new(42);
-        let mut counts = [0u32; 8];
+        let mut counts = [0u32; OpKind::ALL.len()];
         let n = 200_000;
         for _ in 0..n {
             counts[m.pick(rng.next_u64()).index()] += 1;

@@ -16,6 +16,7 @@ use super::client::Conn;
 use super::held::count_open;
 use super::ops::{run_op, Worker};
 use super::plan::Plan;
+use super::scenario::OpKind;
 use super::schedule::{latency_since, OpenLoop, Phases};
 use super::stats::{OpError, ShardStats};
 
@@ -57,12 +58,25 @@ impl Shared {
 }
 
 /// Global connection indices of shard `shard` of `shards`.
-pub fn connection_range(connections: usize, shards: usize, shard: usize) -> Range<usize> {
+fn connection_range(connections: usize, shards: usize, shard: usize) -> Range<usize> {
     connections * shard / shards..connections * (shard + 1) / shards
 }
 
+/// Each shard's CPU and connections: the workload's spread over `cpus`, and
+/// the writers on a shard of their own on the first CPU, so that parsing a
+/// big table's answer never delays a reader's send or its clock (the kernel
+/// preempts a thread; a glommio task runs until it yields).
+pub fn placement(cpus: &[usize], connections: usize, writers: usize) -> Vec<(usize, Range<usize>)> {
+    let mut shards: Vec<_> =
+        cpus.iter().enumerate().map(|(i, &cpu)| (cpu, connection_range(connections, cpus.len(), i))).collect();
+    if writers > 0 {
+        shards.push((cpus[0], connections..connections + writers));
+    }
+    shards
+}
+
 pub async fn run_shard(plan: Arc<Plan>, shared: Arc<Shared>, conns: Range<usize>) -> ShardStats {
-    let stats = Rc::new(RefCell::new(ShardStats::new(&plan.mix)));
+    let stats = Rc::new(RefCell::new(ShardStats::new(plan.recorded_kinds())));
 
     // Ramp up: a bounded number of connects in flight, so thousands of
     // connections do not overflow the server's accept backlog at once.
@@ -124,7 +138,11 @@ pub async fn run_shard(plan: Arc<Plan>, shared: Arc<Shared>, conns: Range<usize>
     let running: Vec<_> = workers
         .into_iter()
         .map(|w| {
-            let schedule = plan.rate.map(|rate| OpenLoop::new(rate, plan.connections, w.id));
+            let schedule = if plan.is_writer(w.id) {
+                None
+            } else {
+                plan.rate.map(|rate| OpenLoop::new(rate, plan.connections, w.id))
+            };
             glommio::spawn_local(drive(w, plan.clone(), phases, schedule, stats.clone()))
         })
         .collect();
@@ -144,8 +162,8 @@ fn take(stats: Rc<RefCell<ShardStats>>) -> ShardStats {
     Rc::try_unwrap(stats).map(RefCell::into_inner).unwrap_or_else(|rc| rc.borrow().clone())
 }
 
-/// One connection's loop. Closed-loop: the next operation starts when the
-/// previous one ends. Open-loop: operation k starts at its due time (or at
+/// One connection's loop. Closed-loop (and always for a writer, which only
+/// commits): the next operation starts when the previous one ends. Open-loop: operation k starts at its due time (or at
 /// once if late), and its latency counts from the due time. Either way the
 /// connection stays open until the end of the run, and is returned.
 async fn drive(
@@ -175,7 +193,7 @@ async fn drive(
             None if now >= phases.end => break,
             None => now,
         };
-        let kind = plan.mix.pick(w.rng.next_u64());
+        let kind = if plan.is_writer(w.id) { OpKind::Commit } else { plan.mix.pick(w.rng.next_u64()) };
         let measured = phases.measured(due);
         match run_op(kind, &mut w, &plan, &stats, measured).await {
             Ok(()) if measured => stats.borrow_mut().op(kind, latency_since(due, Instant::now())),
@@ -201,6 +219,13 @@ async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_get_a_shard_of_their_own() {
+        assert_eq!(placement(&[0], 50, 0), [(0, 0..50)]);
+        assert_eq!(placement(&[0], 50, 2), [(0, 0..50), (0, 50..52)]);
+        assert_eq!(placement(&[2, 3], 10, 1), [(2, 0..5), (3, 5..10), (2, 10..11)]);
+    }
 
     #[test]
     fn connections_split_evenly_and_completely() {

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::client::ClientError;
 use super::histogram::LatencyHistogram;
-use super::scenario::{Mix, OpKind};
+use super::scenario::OpKind;
 
 /// Why an operation failed.
 #[derive(Debug)]
@@ -86,9 +86,11 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
-    pub fn new(mix: &Mix) -> ShardStats {
-        let mut by_kind: Vec<_> = mix.kinds().map(|k| (k, LatencyHistogram::default())).collect();
+    /// Stats with a histogram for each of `kinds` (duplicates are merged).
+    pub fn new(kinds: impl IntoIterator<Item = OpKind>) -> ShardStats {
+        let mut by_kind: Vec<_> = kinds.into_iter().map(|k| (k, LatencyHistogram::default())).collect();
         by_kind.sort_by_key(|&(k, _)| k);
+        by_kind.dedup_by_key(|&mut (k, _)| k);
         ShardStats { by_kind, ..ShardStats::default() }
     }
 
@@ -153,12 +155,13 @@ impl ShardStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::scenario::Mix;
 
     #[test]
     fn merge_adds_counts_statuses_and_histograms() {
         let mix = Mix::parse("load-table=9,commit=1").unwrap();
-        let mut a = ShardStats::new(&mix);
-        let mut b = ShardStats::new(&mix);
+        let mut a = ShardStats::new(mix.kinds());
+        let mut b = ShardStats::new(mix.kinds());
         a.response(200, true);
         a.response(200, false);
         b.response(200, true);

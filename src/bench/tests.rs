@@ -475,3 +475,65 @@ fn idle_scenario_sends_once_per_connection_per_period() {
     assert_eq!(a.rate(), Some(7.0));
     assert_eq!(bench_args(&["--scenario", "config"]).rate(), None);
 }
+
+#[test]
+fn write_path_arguments() {
+    let a = bench_args(&[]);
+    assert_eq!((a.snapshots, a.writers, a.keep(), a.commits(), a.all_connections()), (0, 0, 100, false, 100));
+    let a = bench_args(&["--scenario", "commit", "--snapshots", "10000", "--hot-tables", "1", "-c", "1"]);
+    assert_eq!((a.keep(), a.commits(), a.all_connections()), (10_000, true, 1), "a big table keeps its size");
+    let a = bench_args(&["--scenario", "get-namespace", "--rate", "2000", "-c", "20", "--writers", "2"]);
+    assert!(a.commits(), "writers commit beside a read-only workload");
+    assert_eq!(a.all_connections(), 22);
+    let a = bench_args(&["--scenario", "fsync", "--dir", "/tmp", "-d", "3s"]);
+    assert_eq!((a.workload(), a.dir.as_deref()), (Mix::single(OpKind::Fsync), Some(std::path::Path::new("/tmp"))));
+    let e = execute(&bench_args(&["--mix", "health,fsync"])).unwrap_err();
+    assert!(e.to_string().contains("fsync runs alone"), "{e}");
+    assert!(run(bench_args(&["--scenario", "fsync"])).is_err(), "fsync without --dir");
+}
+
+#[test]
+fn writers_commit_beside_open_loop_reads() {
+    let (addr, tables) = fake_catalog::start();
+    let url = format!("http://{addr}");
+    let pid = std::process::id().to_string();
+    let args = bench_args(&[
+        "--target",
+        &url,
+        "--scenario",
+        "config",
+        "--rate",
+        "200",
+        "--connections",
+        "4",
+        "--writers",
+        "2",
+        "--shards",
+        "1",
+        "--hot-tables",
+        "2",
+        "--keep-snapshots",
+        "5",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--namespace",
+        "ns",
+        "--server-pid",
+        &pid,
+    ]);
+    let r = execute(&args).expect("bench runs");
+    let table = r.to_table();
+    assert_eq!(r.errors_total, 0, "{table}");
+    assert_eq!((r.connections, r.writers, r.open_at_start, r.open_at_end), (6, 2, 6, 6), "{table}");
+    let op = |name: &str| r.by_op.iter().find(|o| o.op == name).unwrap_or_else(|| panic!("no {name}: {table}"));
+    // The readers keep their schedule (200/s for 1 s); the writers add commits.
+    assert!((150..=210).contains(&op("config").ops), "{table}");
+    assert!(op("commit").ops > 0, "{table}");
+    assert_eq!(tables.lock().unwrap().len(), 2, "the writers' tables were created");
+    assert!(table.contains("2 closed-loop commit writers"), "{table}");
+    // This process is the "server": its CPU over the window, per operation.
+    let cpu = r.server_cpu.expect("--server-pid reports CPU");
+    assert!(cpu.ms_per_op.is_some() && table.contains("server cpu"), "{table}");
+}
