@@ -159,16 +159,26 @@ def _close(s: socket.socket) -> None:
     s.close()
 
 
-def warehouses_file(path: Path, name: str, root: str, endpoint: str, timeout_ms: int = 1000) -> Path:
+#: Server keys from the variables of `server_env()`.
+ENV_CREDENTIALS = ('{ source = "env", access-key-id-var = "BINGSAN_TEST_S3_KEY", '
+                   'secret-access-key-var = "BINGSAN_TEST_S3_SECRET" }')
+
+
+def warehouses_file(path: Path, name: str, root: str, endpoint: str, timeout_ms: int | None = 1000, *,
+                    credentials: str = ENV_CREDENTIALS, delegation: str | None = None,
+                    sts_role: str | None = None, sts_endpoint: str | None = None) -> Path:
     """A warehouses file for one S3 warehouse on `endpoint` (path style,
-    static server keys from the environment)."""
-    path.write_text(
-        f'[[warehouse]]\nname = "{name}"\nroot = "{root}"\n[warehouse.s3]\n'
-        f'endpoint = "{endpoint}"\nregion = "{REGION}"\npath-style = true\n'
-        f"request-timeout-ms = {timeout_ms}\n"
-        'credentials = { source = "env", access-key-id-var = "BINGSAN_TEST_S3_KEY", '
-        'secret-access-key-var = "BINGSAN_TEST_S3_SECRET" }\n'
-    )
+    server keys by default from the environment; `timeout_ms` None: the
+    server's default), delegating to clients when `delegation` is given."""
+    lines = [f'[[warehouse]]\nname = "{name}"\nroot = "{root}"\n[warehouse.s3]\n'
+             f'endpoint = "{endpoint}"\nregion = "{REGION}"\npath-style = true\n'
+             f"credentials = {credentials}\n"]
+    for key, value in (("delegation", delegation), ("sts-role-arn", sts_role), ("sts-endpoint", sts_endpoint)):
+        if value is not None:
+            lines.append(f'{key} = "{value}"\n')
+    if timeout_ms is not None:
+        lines.append(f"request-timeout-ms = {timeout_ms}\n")
+    path.write_text("".join(lines))
     return path
 
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from harness import BingsanServer, unique
-from s3 import REGION, StsGate
+from s3 import REGION, StsGate, warehouses_file
 
 HEADER = "X-Iceberg-Access-Delegation"
 VEND_ROLE = "arn:aws:iam::123456789012:role/bingsan-vend"
@@ -46,19 +46,9 @@ def server_environment(**variables: str):
 
 def _server(work, moto, bucket: str, delegation: str, sts_endpoint: str, **env: str) -> BingsanServer:
     moto.client().create_bucket(Bucket=bucket)
-    (work / "warehouses.toml").write_text(f"""
-[[warehouse]]
-name = "lake"
-root = "s3://{bucket}/wh"
-[warehouse.s3]
-endpoint = "{moto.endpoint}"
-region = "{REGION}"
-path-style = true
-delegation = "{delegation}"
-sts-role-arn = "{VEND_ROLE}"
-sts-endpoint = "{sts_endpoint}"
-credentials = {{ source = "chain" }}
-""")
+    warehouses_file(work / "warehouses.toml", "lake", f"s3://{bucket}/wh", moto.endpoint, None,
+                    credentials='{ source = "chain" }', delegation=delegation, sts_role=VEND_ROLE,
+                    sts_endpoint=sts_endpoint)
     s = BingsanServer(work, prefix="lake", shards=1, extra_args=["--warehouses-file", str(work / "warehouses.toml")])
     with server_environment(**env):
         return s.start()

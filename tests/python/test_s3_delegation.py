@@ -26,6 +26,7 @@ import requests
 
 from cluster import catalog_server
 from harness import TEST_STORE, BingsanServer, _die_with_parent, assert_error, free_port, unique
+from s3 import warehouses_file
 
 #: moto accepts any keys: these are the server's own.
 SERVER_KEY, SERVER_SECRET, REGION = "testing", "testing", "us-east-1"
@@ -96,20 +97,9 @@ def _server(tmp_path_factory, moto: Moto, mode: str, root: str, make) -> Bingsan
     work = tmp_path_factory.mktemp(f"bingsan-{mode}")
     keys = work / "keys.toml"
     keys.write_text(f'access-key-id = "{SERVER_KEY}"\nsecret-access-key = "{SERVER_SECRET}"\n')
-    (work / "warehouses.toml").write_text(f"""
-[[warehouse]]
-name = "lake"
-root = "s3://{BUCKET}/{root}"
-
-[warehouse.s3]
-endpoint = "{moto.endpoint}"
-region = "{REGION}"
-path-style = true
-delegation = "{mode}"
-sts-role-arn = "{ROLE}"
-sts-endpoint = "{moto.endpoint}"
-credentials = {{ source = "file", path = "{keys}" }}
-""")
+    warehouses_file(work / "warehouses.toml", "lake", f"s3://{BUCKET}/{root}", moto.endpoint, None,
+                    credentials=f'{{ source = "file", path = "{keys}" }}', delegation=mode, sts_role=ROLE,
+                    sts_endpoint=moto.endpoint)
     # One shard: credentials are cached per shard, and the tests compare the
     # keys a load answers with the keys a client used before it. For that
     # reason vending is one process in the multi-node pass too (each node

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from harness import BingsanServer, assert_error, unique
-from s3 import REGION
+from s3 import REGION, warehouses_file
 from test_auth import CLIENT_ID, OTHER_ID, OTHER_SECRET, SECRET, Keys, assert_401, bearer, token_of
 
 HEADER = "X-Iceberg-Access-Delegation"
@@ -27,17 +27,8 @@ def signing(moto, tmp_path_factory):
     keys = Keys(work / "keys")
     bucket = unique("sign-auth").replace("_", "-")
     moto.client().create_bucket(Bucket=bucket)
-    (work / "warehouses.toml").write_text(f"""
-[[warehouse]]
-name = "lake"
-root = "s3://{bucket}/wh"
-[warehouse.s3]
-endpoint = "{moto.endpoint}"
-region = "{REGION}"
-path-style = true
-delegation = "remote-signing"
-credentials = {{ source = "env", access-key-id-var = "BINGSAN_TEST_S3_KEY", secret-access-key-var = "BINGSAN_TEST_S3_SECRET" }}
-""")
+    warehouses_file(work / "warehouses.toml", "lake", f"s3://{bucket}/wh", moto.endpoint, None,
+                    delegation="remote-signing")
     s = BingsanServer(work, prefix="lake", shards=1,
                       extra_args=[*keys.args(), "--warehouses-file", str(work / "warehouses.toml")])
     s.start()

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from harness import BingsanServer, assert_error, unique
-from s3 import REGION, StsGate
+from s3 import StsGate, warehouses_file
 
 ROLE = "arn:aws:iam::123456789012:role/secret-vending-role"
 HEADER = "X-Iceberg-Access-Delegation"
@@ -32,19 +32,8 @@ def vending(moto, gate, tmp_path_factory):
     work = tmp_path_factory.mktemp("sts-faults")
     bucket = unique("sts").replace("_", "-")
     moto.client().create_bucket(Bucket=bucket)
-    (work / "warehouses.toml").write_text(f"""
-[[warehouse]]
-name = "lake"
-root = "s3://{bucket}/wh"
-[warehouse.s3]
-endpoint = "{moto.endpoint}"
-region = "{REGION}"
-path-style = true
-delegation = "vended"
-sts-role-arn = "{ROLE}"
-sts-endpoint = "{gate.endpoint}"
-credentials = {{ source = "env", access-key-id-var = "BINGSAN_TEST_S3_KEY", secret-access-key-var = "BINGSAN_TEST_S3_SECRET" }}
-""")
+    warehouses_file(work / "warehouses.toml", "lake", f"s3://{bucket}/wh", moto.endpoint, None,
+                    delegation="vended", sts_role=ROLE, sts_endpoint=gate.endpoint)
     s = BingsanServer(work, prefix="lake", shards=1, extra_args=["--warehouses-file", str(work / "warehouses.toml")])
     s.start()
     yield s
