@@ -98,9 +98,35 @@ def bingsan_bin() -> Path:
     return Path(os.environ.get("BINGSAN_BIN") or REPO / "target" / "debug" / "bingsan")
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+_EPHEMERAL = _ephemeral_ports()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port on 127.0.0.1 that nothing uses right now, outside the
+    kernel's ephemeral range and never handed out before in this run: a
+    port picked before its server starts must not be taken meanwhile by an
+    outgoing connection (the nodes' own PostgreSQL connections, say), which
+    draws its local port from the ephemeral range."""
+    for port in range(10000, 65536):
+        if port in _handed_out or port in _EPHEMERAL:
+            continue
+        _handed_out.add(port)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no port outside the range
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
