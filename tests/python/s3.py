@@ -9,6 +9,7 @@ moto directly and see what the catalog really stored.
 from __future__ import annotations
 
 import http.server
+import os
 import socket
 import ssl
 import subprocess
@@ -180,6 +181,17 @@ def warehouses_file(path: Path, name: str, root: str, endpoint: str, timeout_ms:
         lines.append(f"request-timeout-ms = {timeout_ms}\n")
     path.write_text("".join(lines))
     return path
+
+
+def hide_client_credentials(monkeypatch, tmp_path: Path) -> None:
+    """The test's S3 clients get no credentials of their own: no AWS
+    variables, no ~/.aws files, no instance metadata to fall back on."""
+    for var in list(os.environ):
+        if var.startswith("AWS_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 def server_env() -> dict[str, str]:

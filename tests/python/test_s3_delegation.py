@@ -26,7 +26,7 @@ import requests
 
 from cluster import catalog_server
 from harness import TEST_STORE, BingsanServer, _die_with_parent, assert_error, free_port, unique
-from s3 import warehouses_file
+from s3 import hide_client_credentials, warehouses_file
 
 #: moto accepts any keys: these are the server's own.
 SERVER_KEY, SERVER_SECRET, REGION = "testing", "testing", "us-east-1"
@@ -125,12 +125,7 @@ def signing(tmp_path_factory, moto):
 def no_client_credentials(monkeypatch, tmp_path):
     """The clients have no S3 credentials of their own: no AWS variables,
     no ~/.aws files, no instance metadata to fall back on."""
-    for var in list(os.environ):
-        if var.startswith("AWS_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    hide_client_credentials(monkeypatch, tmp_path)
 
 
 #: s3fs (aiobotocore) as the clients' S3 library: PyArrow's multipart

@@ -6,7 +6,6 @@ no S3 keys reads and writes an s3:// table through remote signing."""
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -14,7 +13,7 @@ import pytest
 import requests
 
 from harness import BingsanServer, assert_error, unique
-from s3 import REGION, warehouses_file
+from s3 import REGION, hide_client_credentials, warehouses_file
 from test_auth import CLIENT_ID, OTHER_ID, OTHER_SECRET, SECRET, Keys, assert_401, bearer, token_of
 
 HEADER = "X-Iceberg-Access-Delegation"
@@ -81,12 +80,7 @@ def test_a_grant_signs_only_for_the_principal_that_loaded_the_table(signing, mot
 @pytest.fixture
 def no_client_credentials(monkeypatch, tmp_path):
     """The client has no S3 credentials of its own."""
-    for var in list(os.environ):
-        if var.startswith("AWS_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    hide_client_credentials(monkeypatch, tmp_path)
 
 
 def test_pyiceberg_with_a_client_credential_writes_and_reads_through_the_signer(signing, moto, no_client_credentials):
