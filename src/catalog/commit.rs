@@ -8,7 +8,6 @@
 //! absorbs contention. Only a failed requirement reaches the client as 409,
 //! and never when the outcome is unknown.
 
-use std::time::Duration;
 
 use bumpalo::Bump;
 
@@ -18,11 +17,12 @@ use super::kind::ObjectKind;
 use super::locations::{overlap, overlaps};
 use super::namespaces::parse_json;
 use super::record::{file_version, Record};
+use super::retry::Retry;
 use super::seal::Seal;
 use super::sliced::{
     delete_after_commit, slice_here, slice_off_shard, SliceInput, Sliced, DELETE_AFTER_COMMIT, OFF_SHARD_BYTES,
 };
-use super::tables::{write_load_result, write_refs_rendering, RETRIES};
+use super::tables::{write_load_result, write_refs_rendering};
 use super::written::{new_record_capacity, Written, COMMIT_GROWTH};
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -143,7 +143,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let other_key = kind.other().key(a, ns, name);
         let ns_key = keys::namespace(a, ns);
         let mut ns_version = self.live_namespace_version(a, ns).await.map_err(Refused::Client)?;
-        for _ in 0..RETRIES {
+        let mut retry = Retry::new();
+        while retry.next().await {
             // A taken name is the answer before any location question.
             if self.store.get(other_key).await.map_err(|e| Refused::Client(store_failure(e)))?.is_some() {
                 return Err(Refused::Client(kind.other().already_exists(ns, name)));
@@ -249,7 +250,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         out: &mut Vec<u8>,
         seal: &Seal<'_>,
     ) -> ApiResult<bool> {
-        for attempt in 0..RETRIES {
+        let mut retry = Retry::new();
+        while retry.next().await {
             out.clear();
             let prepared = match prepare().await? {
                 Prepared::Create => return Ok(false),
@@ -268,7 +270,6 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 Err(StoreError::Conflict { .. }) => {
                     // Someone committed first: our file is garbage; retry on the new base.
                     self.discard(prepared.written.location()).await;
-                    backoff(attempt).await;
                 }
                 Err(e) => return Err(unknown_outcome(e)),
             }
@@ -302,7 +303,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             }
             idents.push((ns, id.name.as_str()));
         }
-        for attempt in 0..RETRIES {
+        let mut retry = Retry::new();
+        while retry.next().await {
             let mut changes = Vec::with_capacity(idents.len());
             let mut failure = None;
             for ((ns, name), change) in idents.iter().zip(&req.table_changes) {
@@ -341,7 +343,6 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                     for c in &changes {
                         self.discard(c.written.location()).await;
                     }
-                    backoff(attempt).await;
                 }
                 Err(e) => return Err(unknown_outcome(e)),
             }
@@ -579,11 +580,4 @@ impl Change<'_> {
 fn nested_moves(changes: &[Change<'_>]) -> Option<ApiError> {
     let moved: Vec<&str> = changes.iter().filter_map(|c| c.moved_to.as_deref()).collect();
     moved.iter().enumerate().find_map(|(i, x)| moved[i + 1..].iter().any(|y| overlap(x, y)).then(|| overlaps(x)))
-}
-
-/// Exponential backoff with a little jitter from the clock: 0.1 ms .. ~13 ms.
-async fn backoff(attempt: usize) {
-    let base = 100u64 << attempt.min(7);
-    let jitter = (now_ms() as u64 * 7919) % base.max(1);
-    glommio::timer::sleep(Duration::from_micros(base + jitter)).await;
 }

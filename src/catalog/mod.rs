@@ -11,6 +11,7 @@ mod locations;
 mod namespaces;
 mod paging;
 mod record;
+mod retry;
 mod seal;
 mod sliced;
 mod tables;

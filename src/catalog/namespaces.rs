@@ -15,6 +15,7 @@ use sonic_rs::error::Category;
 use super::ident::{validate_namespace, write_namespace};
 use super::kind::ObjectKind;
 use super::paging::{close_listing, Page};
+use super::retry::Retry;
 use super::seal::Seal;
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -24,9 +25,6 @@ use crate::store::{keys, Expect, Store, StoreError, Versioned, Write};
 
 const LIVE: u8 = 0;
 const DROPPING: u8 = 1;
-/// Compare-and-swap attempts before reporting a conflict.
-const RETRIES: usize = 16;
-
 #[derive(Deserialize)]
 struct CreateNamespaceRequest {
     namespace: Vec<String>,
@@ -179,7 +177,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     pub async fn drop_namespace(&self, a: &Bump, ns: &[&str], seal: &Seal<'_>) -> ApiResult<()> {
         validate_namespace(ns)?;
         let key = keys::namespace(a, ns);
-        for _ in 0..RETRIES {
+        let mut retry = Retry::new();
+        while retry.next().await {
             let rec = self.namespace_record(a, ns).await?.ok_or_else(|| no_such_namespace(ns))?;
             let mut marked = rec.raw.as_ref().to_vec();
             marked[0] = DROPPING;
@@ -246,7 +245,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             ));
         }
         let key = keys::namespace(a, ns);
-        for _ in 0..RETRIES {
+        let mut retry = Retry::new();
+        while retry.next().await {
             let rec = self.namespace_record(a, ns).await?.ok_or_else(|| no_such_namespace(ns))?;
             let mut props: BTreeMap<String, String> = parse_json(rec.properties_json(), "stored properties")?;
             let (mut removed, mut missing) = (Vec::new(), Vec::new());

@@ -11,6 +11,7 @@ use super::locations::Placement;
 use super::namespaces::{no_such_namespace, parse_file, parse_json, write_failure};
 use super::paging::{close_listing, Page};
 use super::record::{Record, RecordBuilder};
+use super::retry::Retry;
 use super::seal::Seal;
 use super::written::encoding_failure;
 use super::{store_failure, Catalog};
@@ -20,9 +21,6 @@ use crate::http::percent::query_pairs;
 use crate::json::write_str;
 use crate::metadata::{TableIdentifier, TableMetadata};
 use crate::store::{keys, Expect, Store, StoreError, Versioned, Write};
-
-/// Compare-and-swap attempts before giving up on a contended record.
-pub(crate) const RETRIES: usize = 16;
 
 #[derive(Deserialize)]
 struct RenameRequest {
@@ -269,7 +267,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         seal: &Seal<'_>,
     ) -> ApiResult<Versioned<S::Value>> {
         let key = kind.key(a, ns, name);
-        for _ in 0..RETRIES {
+        let mut retry = Retry::new();
+        while retry.next().await {
             let rec = self.object_record(a, kind, ns, name).await?;
             let location = self.stored_location(Record::decode(rec.value.as_ref())?.metadata)?;
             let claim = self.drop_claim(a, key, location.as_deref(), purge).await?;
@@ -298,7 +297,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let dst = kind.key(a, &dst_ns, &req.destination.name);
         let dst_other = other.key(a, &dst_ns, &req.destination.name);
         let dst_ns_key = keys::namespace(a, &dst_ns);
-        for _ in 0..RETRIES {
+        let mut retry = Retry::new();
+        while retry.next().await {
             let rec = match self.store.get(src).await.map_err(store_failure)? {
                 Some(r) => r,
                 None => return Err(kind.not_found(&src_ns, &req.source.name)),

@@ -241,7 +241,7 @@ def test_concurrent_transactions_on_the_same_tables(server):
 
     with requests.Session() as s0:
         ns, names = make_tables(server, s0, 3)
-    writers, rounds = 4, 8
+    writers, rounds = 8, 8
     errors: list[str] = []
 
     def writer(w: int) -> None:
