@@ -9,9 +9,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::catalog::{Catalog, Codec, Settings, Tally};
 use crate::config::CheckArgs;
-use crate::fileio::WarehouseIo;
+use crate::fileio::{FileIo, WarehouseIo};
 use crate::store::pg::is_postgres;
-use crate::store::{keys, Keyspace, PgStore, SledStore, Store};
+use crate::store::{guard_default, keys, Keyspace, PgStore, SledStore, Store};
 use crate::warehouse::Warehouse;
 
 /// Runs the check; `Err` (exit 1) while damaged files remain.
@@ -45,10 +45,12 @@ pub fn verify<S: Store + Send + Sync>(store: S, warehouses: Vec<Warehouse>, repa
         let space = Keyspace::new(store.clone(), keys::keyspace(&w.name, i == 0));
         catalogs.push(Catalog::new(space, files, settings.clone()));
     }
+    let default = warehouses.first().map(|w| w.name.clone()).unwrap_or_default();
     let tally: Tally = LocalExecutorBuilder::new(Placement::Unbound)
         .name("bingsan-check")
         .spawn(move || async move {
             let all = async {
+                guard_default(&*store, &default, catalogs[0].files.root(), false).await?;
                 let mut sum = Tally::default();
                 for catalog in &catalogs {
                     let t = catalog
@@ -61,20 +63,20 @@ pub fn verify<S: Store + Send + Sync>(store: S, warehouses: Vec<Warehouse>, repa
                                 println!("{done}: {}: {} {}", f.object, f.location, f.damage);
                             },
                         )
-                        .await?;
+                        .await
+                        .map_err(|e| format!("reading the store failed: {e}"))?;
                     sum.verified += t.verified;
                     sum.damaged += t.damaged;
                     sum.repaired += t.repaired;
                 }
-                Ok::<_, crate::store::StoreError>(sum)
+                Ok::<_, String>(sum)
             }
             .await;
             store.release_thread();
             all
         })
         .and_then(|h| h.join())
-        .map_err(|e| format!("cannot run the check: {e}"))?
-        .map_err(|e| format!("reading the store failed: {e}"))?;
+        .map_err(|e| format!("cannot run the check: {e}"))??;
     println!("checked {} metadata files: {} damaged, {} repaired", tally.verified, tally.damaged, tally.repaired);
     match tally.damaged - tally.repaired {
         0 => Ok(()),

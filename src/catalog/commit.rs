@@ -8,7 +8,6 @@
 //! absorbs contention. Only a failed requirement reaches the client as 409,
 //! and never when the outcome is unknown.
 
-
 use bumpalo::Bump;
 
 use super::compressed::{Codec, CODEC_PROPERTY};

@@ -24,12 +24,13 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::catalog::Settings;
 use crate::config::ServeArgs;
 use crate::disk::{self, Cause, DiskWatch, Reserve, WatchConfig};
+use crate::fileio::FileIo;
 use crate::http::ConnLimits;
 use crate::metrics::{MetricsThread, ShardStats};
 use crate::pool::PoolConfig;
 use crate::routes::{Operation, RouteConfig};
 use crate::store::pg::is_postgres;
-use crate::store::{PgStore, Store};
+use crate::store::{guard_default, PgStore, Store};
 use crate::warehouse::Warehouse;
 use service::JsonLimits;
 
@@ -195,6 +196,8 @@ fn serve<S: Store + Send + Sync>(args: ServeArgs, store: S, reserve: Reserve, st
     let startup = shared.clone();
     let (claimed, interrupted) = on_executor("bingsan-start", move || async move {
         let (mut claimed, mut interrupted) = (0, 0);
+        let default = &startup.warehouses[0];
+        guard_default(&*startup.store, &default.warehouse.name, default.catalog.files.root(), true).await?;
         for served in &startup.warehouses {
             let catalog = &served.catalog;
             claimed += catalog.index_locations().await.map_err(|e| format!("cannot index table locations: {e}"))?;

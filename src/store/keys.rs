@@ -38,6 +38,9 @@ pub const PURGING: u8 = b'P';
 pub const MIGRATION: u8 = b'S';
 /// A non-default warehouse's keyspace: `W`, its name, 0x00, then its keys.
 pub const WAREHOUSE: u8 = b'W';
+/// Which warehouse owns the default (empty) keyspace: its name, 0x00, its
+/// root (`store::keyspace::guard_default`).
+pub const DEFAULT_WAREHOUSE: &[u8] = b"Cdefault-warehouse";
 
 pub const PART_SEP: u8 = 0x1f;
 pub const NAME_SEP: u8 = 0x00;

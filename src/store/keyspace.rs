@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use super::{SledStore, Store, StoreError, Versioned, Write};
+use super::{keys, Expect, SledStore, Store, StoreError, Versioned, Write};
 
 /// The store as one warehouse sees it.
 pub struct Keyspace<S> {
@@ -110,6 +110,45 @@ impl<S: Store> Store for Keyspace<S> {
     }
 }
 
+/// Makes sure the default warehouse (named `name`, at `root`) is the one
+/// whose records the store's default keyspace holds: making another
+/// warehouse the default would serve the old one's tables as its own, under
+/// the wrong root. The first start records the pair; a rename (same root) or
+/// a move (same name) updates it; a warehouse that matches neither is
+/// refused. `record` false only checks (`bingsan check`, a stopped server).
+pub async fn guard_default<S: Store>(store: &S, name: &str, root: &str, record: bool) -> Result<(), String> {
+    let failed = |e: StoreError| format!("cannot read or record the default warehouse: {e}");
+    let pair = [name.as_bytes(), &[0], root.as_bytes()].concat();
+    // Nodes starting together race to record it; a lost race reads the winner's.
+    for _ in 0..3 {
+        let expect = match store.get(keys::DEFAULT_WAREHOUSE).await.map_err(failed)? {
+            None => Expect::Absent,
+            Some(v) if v.value.as_ref() == pair.as_slice() => return Ok(()),
+            Some(v) => {
+                let stored = String::from_utf8_lossy(v.value.as_ref());
+                let (was, at) = stored.split_once('\0').unwrap_or((&stored, ""));
+                if was != name && at != root {
+                    return Err(format!(
+                        "this store's default warehouse is {was:?} at {at}, but this configuration makes {name:?} \
+                         at {root} the default: it would serve {was:?}'s tables as its own. List {was:?} first \
+                         (or mark it `default = true`) in the warehouses file, or start with --warehouse {at}"
+                    ));
+                }
+                Expect::Version(v.version)
+            }
+        };
+        if !record {
+            return Ok(());
+        }
+        match store.apply(&[Write::put(keys::DEFAULT_WAREHOUSE, expect, &pair)]).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    Err("the default warehouse changed while starting; start again".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +194,27 @@ mod tests {
             assert_eq!(e, StoreError::Conflict { index: 1 });
         });
         drop((main, lake, store));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_default_warehouse_may_be_renamed_or_moved_but_not_replaced() {
+        let dir = std::env::temp_dir().join(format!("bingsan-default-{}", uuid::Uuid::new_v4()));
+        let store = SledStore::open(&dir).unwrap();
+        block_on(async {
+            // A check before any start records nothing and refuses nothing.
+            guard_default(&store, "main", "file:///a", false).await.unwrap();
+            assert!(store.get(keys::DEFAULT_WAREHOUSE).await.unwrap().is_none());
+            guard_default(&store, "main", "file:///a", true).await.unwrap();
+            guard_default(&store, "lake", "file:///a", true).await.unwrap();
+            guard_default(&store, "lake", "file:///b", true).await.unwrap();
+            let err = guard_default(&store, "other", "file:///c", false).await.unwrap_err();
+            assert!(err.contains(r#"default warehouse is "lake" at file:///b"#), "{err}");
+            assert!(guard_default(&store, "other", "file:///c", true).await.is_err());
+            let pair = store.get(keys::DEFAULT_WAREHOUSE).await.unwrap().unwrap();
+            assert_eq!(pair.value.as_ref(), b"lake\0file:///b");
+        });
+        drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

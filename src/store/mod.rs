@@ -16,7 +16,7 @@ mod sled_files;
 mod sled_store;
 mod timer;
 
-pub use keyspace::Keyspace;
+pub use keyspace::{guard_default, Keyspace};
 pub use pg::PgStore;
 pub use sled_store::SledStore;
 

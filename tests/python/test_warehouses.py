@@ -163,6 +163,38 @@ def test_the_default_warehouse_keeps_existing_records_and_restarts_keep_both(ser
     assert ids(catalog(server, "other").load_table(("old", "t"))) == [3]
 
 
+@pytest.mark.single_node(reason="restarts its server with a configuration that must be refused")
+def test_another_default_warehouse_is_refused_and_the_records_stay(two, http):
+    """The default warehouse's records sit in the store's default keyspace:
+    making another warehouse the default would serve them as its own (under
+    the wrong root). The server and `bingsan check` refuse that; a rename of
+    the same root (the legacy test above) is allowed; the old configuration
+    starts again with every record."""
+    from harness import ServerError
+    from test_metadata_integrity import check
+
+    server, roots = two
+    path = Path(server.extra_args[-1])
+    original = path.read_text()
+    assert http.post(server.api("namespaces"), json={"namespace": ["kept"]}).status_code == 200
+    before = create_table_raw(http, server, "kept", "t")
+    server.stop()
+
+    path.write_text(local_entries({"other": roots["other"], "main": roots["main"]}))
+    with pytest.raises(ServerError, match='default warehouse is "main"'):
+        server.start(ready_timeout=10)
+    server.stop()
+    refused = check(server, "--warehouses-file", str(path))
+    assert refused.returncode != 0 and 'default warehouse is "main"' in refused.stderr, refused.stdout + refused.stderr
+    assert not any(roots["other"].rglob("*.metadata.json")), "nothing written under the refused default"
+
+    path.write_text(original)
+    server.start()
+    r = http.get(server.url("/v1/main/namespaces/kept/tables/t"))
+    assert r.status_code == 200 and r.json()["metadata-location"] == before["metadata-location"], r.text
+    assert_error(http.get(server.url("/v1/other/namespaces/kept")), 404)
+
+
 @pytest.mark.single_node(reason="runs bingsan check on its stopped server's store")
 def test_check_finds_and_repairs_every_warehouse(two):
     from test_metadata_integrity import check
