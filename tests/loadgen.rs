@@ -272,7 +272,7 @@ fn write_scenarios_drive_a_real_server() {
             "--writers",
             "1",
             "--duration",
-            "1s",
+            "3s",
             "--hot-tables",
             "1",
             "--snapshots",
@@ -287,7 +287,9 @@ fn write_scenarios_drive_a_real_server() {
         mixed["by_op"].as_array().and_then(|ops| ops.iter().find(|o| o["op"] == op)).and_then(|o| o["ops"].as_u64())
     };
     let reads = ops_of("get-namespace").unwrap_or(0);
-    assert!((150..=210).contains(&reads), "reads keep their 200/s schedule: {mixed}");
+    // A loaded debug build may take most of a second per big commit: 3 s
+    // leave the writer time for one.
+    assert!((450..=630).contains(&reads), "reads keep their 200/s schedule: {mixed}");
     assert!(ops_of("commit").unwrap_or(0) > 0, "the writer committed: {mixed}");
     assert_eq!(mixed["writers"].as_u64(), Some(1));
 
