@@ -12,13 +12,36 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bingsan");
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, below the kernel's
+/// ephemeral range and never handed out before by this process: a port
+/// from that range can be taken, between this pick and the server's bind,
+/// by an outgoing connection (the other test's bench clients, say). The
+/// search starts at a place of this process's own, so runs side by side
+/// do not hand out the same ports.
 fn free_port() -> u16 {
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let span = ephemeral_low.saturating_sub(10_000);
+    let start = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        if n >= span {
+            break;
+        }
+        let port = (10_000 + start.wrapping_add(n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()
 }
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import re
 import shutil
 import signal
@@ -108,6 +109,13 @@ def _ephemeral_ports() -> range:
 
 _EPHEMERAL = _ephemeral_ports()
 _handed_out: set[int] = set()
+#: Where this run's search for ports starts: a random place per run, so
+#: runs side by side on one machine (CI jobs, engineers) do not hand out the
+#: same ports in the same order, each checking a port free just before the
+#: other's server binds it.
+_PORTS = [p for p in range(10000, 65536) if p not in _EPHEMERAL]
+_first = random.SystemRandom().randrange(len(_PORTS)) if _PORTS else 0  # unaffected by seeding
+_PORTS = _PORTS[_first:] + _PORTS[:_first]
 
 
 def free_port() -> int:
@@ -116,8 +124,8 @@ def free_port() -> int:
     port picked before its server starts must not be taken meanwhile by an
     outgoing connection (the nodes' own PostgreSQL connections, say), which
     draws its local port from the ephemeral range."""
-    for port in range(10000, 65536):
-        if port in _handed_out or port in _EPHEMERAL:
+    for port in _PORTS:
+        if port in _handed_out:
             continue
         _handed_out.add(port)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -192,6 +193,34 @@ def hide_client_credentials(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def s3_client_per_file_io(monkeypatch) -> None:
+    """Each PyIceberg FileIO gets an S3 client of its own, made once for all
+    its threads.
+
+    PyIceberg's remote signing (0.12) installs its signer by unregistering
+    and registering it again on fsspec's cached S3FileSystem, which every
+    FileIO with the same S3 settings shares, once per FileIO per thread: a
+    request another thread sends in between goes out unsigned and S3
+    answers 403 (apache/iceberg-python#3896; moto's 403 surfaced as
+    `PermissionError: Forbidden` from a scan's worker threads). With no
+    client shared, the signer is in place before any request can use it."""
+    from pyiceberg.io.fsspec import FsspecFileIO
+    from s3fs import S3FileSystem
+
+    made: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    lock = threading.Lock()
+
+    def get_fs(io, scheme: str, hostname: str | None = None):
+        with lock:
+            per_io = made.setdefault(io, {})
+            if (scheme, hostname) not in per_io:
+                per_io[(scheme, hostname)] = io._get_fs(scheme, hostname)  # noqa: SLF001 (PyIceberg's factory)
+            return per_io[(scheme, hostname)]
+
+    monkeypatch.setattr(S3FileSystem, "cachable", False)
+    monkeypatch.setattr(FsspecFileIO, "get_fs", get_fs)
 
 
 def server_env() -> dict[str, str]:

@@ -26,7 +26,7 @@ import requests
 
 from cluster import catalog_server
 from harness import TEST_STORE, BingsanServer, _die_with_parent, assert_error, free_port, unique
-from s3 import hide_client_credentials, warehouses_file
+from s3 import hide_client_credentials, s3_client_per_file_io, warehouses_file
 
 #: moto accepts any keys: these are the server's own.
 SERVER_KEY, SERVER_SECRET, REGION = "testing", "testing", "us-east-1"
@@ -124,8 +124,10 @@ def signing(tmp_path_factory, moto):
 @pytest.fixture(autouse=True)
 def no_client_credentials(monkeypatch, tmp_path):
     """The clients have no S3 credentials of their own: no AWS variables,
-    no ~/.aws files, no instance metadata to fall back on."""
+    no ~/.aws files, no instance metadata to fall back on; and no S3 client
+    shared between FileIOs (the signer race of `s3_client_per_file_io`)."""
     hide_client_credentials(monkeypatch, tmp_path)
+    s3_client_per_file_io(monkeypatch)
 
 
 #: s3fs (aiobotocore) as the clients' S3 library: PyArrow's multipart

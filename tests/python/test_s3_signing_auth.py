@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from harness import BingsanServer, assert_error, unique
-from s3 import REGION, hide_client_credentials, warehouses_file
+from s3 import REGION, hide_client_credentials, s3_client_per_file_io, warehouses_file
 from test_auth import CLIENT_ID, OTHER_ID, OTHER_SECRET, SECRET, Keys, assert_401, bearer, token_of
 
 HEADER = "X-Iceberg-Access-Delegation"
@@ -79,8 +79,10 @@ def test_a_grant_signs_only_for_the_principal_that_loaded_the_table(signing, mot
 
 @pytest.fixture
 def no_client_credentials(monkeypatch, tmp_path):
-    """The client has no S3 credentials of its own."""
+    """The client has no S3 credentials of its own, and no S3 client shared
+    between FileIOs (the signer race of `s3_client_per_file_io`)."""
     hide_client_credentials(monkeypatch, tmp_path)
+    s3_client_per_file_io(monkeypatch)
 
 
 def test_pyiceberg_with_a_client_credential_writes_and_reads_through_the_signer(signing, moto, no_client_credentials):
