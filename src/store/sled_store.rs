@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::cache::{with_cache, Epochs, ScanEntry};
 use super::durability::GroupCommit;
 use super::freeze::Freeze;
-use super::sled_files::{discard_incomplete_snapshots, restore_held_blobs, SledFiles};
+use super::sled_files::{discard_incomplete_snapshots, SledFiles};
 use super::timer::Timer;
 use super::{keys, Expect, Op, Store, StoreError, Versioned, Write, WRITES_REFUSED};
 use crate::disk::Cause;
@@ -70,7 +70,6 @@ impl SledStore {
     /// incomplete snapshot behind to break the next one.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         discard_incomplete_snapshots(dir).map_err(file_io)?;
-        restore_held_blobs(dir).map_err(file_io)?;
         // No periodic flush thread: its fsync of the log could make a record
         // durable before the blob it points to, so only our group commit
         // (the blobs first, then the log that points to them) syncs.

@@ -5,8 +5,7 @@
 File data written through MOUNTPOINT is held in this process's memory
 ("dirty pages") until the file is fsynced or fdatasynced; then it is written
 to the same file under BACKING. Everything else (create, mkdir, rename,
-link, unlink, truncate, chmod, utimens) passes straight through to BACKING
-(a hard link to a file with unsynced data fails with EIO: not modelled). Reads
+unlink, truncate, chmod, utimens) passes straight through to BACKING. Reads
 see the dirty data. SIGKILL of this process is a power cut: BACKING keeps
 exactly what was synced, and a fresh daemon mounted on it sees that.
 
@@ -133,14 +132,6 @@ class LazyFS(fuse.Operations):
 
     def rmdir(self, path):
         os.rmdir(self._real(path))
-        return 0
-
-    def link(self, target, source):
-        with self.mutex:
-            # Unsynced data is kept by path, so a second name for it is not modelled.
-            if source in self.dirty:
-                raise fuse.FuseOSError(errno.EIO)
-            os.link(self._real(source), self._real(target))
         return 0
 
     def unlink(self, path):
