@@ -78,9 +78,9 @@ async fn write_synced(file: &glommio::io::BufferedFile, bytes: &[u8]) -> io::Res
     Ok(())
 }
 
-/// Creates `dir` and any missing parents, syncing each parent whose entry
-/// changed so the new directories survive a crash.
-async fn create_dirs(dir: &Path) -> io::Result<()> {
+/// Creates `dir` and any missing parents up from `root`, syncing each
+/// parent whose entry changed so the new directories survive a crash.
+async fn create_dirs(root: &Path, dir: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut at = dir;
     while !at.exists() {
@@ -89,6 +89,14 @@ async fn create_dirs(dir: &Path) -> io::Result<()> {
             Some(p) => p,
             None => break,
         };
+    }
+    // The first existing ancestor may be another writer's new directory
+    // whose parent sync is still under way (two tables created at once in a
+    // namespace without files yet): ours must not be answered before it is.
+    if !missing.is_empty() && at != root {
+        if let Some(parent) = at.parent() {
+            sync_dir(parent).await?;
+        }
     }
     for d in missing.iter().rev() {
         match std::fs::create_dir(d) {
@@ -148,7 +156,7 @@ impl FileIo for LocalFileIo {
     async fn write_new(&self, location: &str, bytes: &[u8]) -> io::Result<()> {
         let path = self.inside(location).map_err(refused)?;
         let dir = parent(&path)?;
-        create_dirs(dir).await?;
+        create_dirs(&self.root, dir).await?;
         write_file(&path, bytes).await?;
         sync_dir(dir).await
     }
@@ -170,7 +178,7 @@ impl FileIo for LocalFileIo {
     async fn restore(&self, location: &str, bytes: &[u8]) -> io::Result<()> {
         let path = self.inside(location).map_err(refused)?;
         let dir = parent(&path)?;
-        create_dirs(dir).await?;
+        create_dirs(&self.root, dir).await?;
         let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy());
         let staged = dir.join(format!(".{name}.restore-{}", uuid::Uuid::new_v4()));
         write_file(&staged, bytes).await?;

@@ -27,13 +27,18 @@ visible through the mount; keep the server's directories beside them):
   other files' syncs go on, as on a disk busy flushing);
 - failing writes: while `.lazyfs-fail-write` exists, every write(2) to a
   file whose mount path starts with the marker's content (e.g.
-  `/warehouse/`; empty: every file) fails with EIO and writes nothing.
+  `/warehouse/`; empty: every file) fails with EIO and writes nothing;
+- a power cut at a chosen moment: while `.lazyfs-cut-on-unlink` exists,
+  the first unlink of a file whose mount path starts with the marker's
+  content is done and then this process SIGKILLs itself, before any other
+  operation (a sync included) can run.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 import threading
 import time
@@ -47,6 +52,8 @@ FAIL_FSYNC = ".lazyfs-fail-fsync"
 FSYNC_DELAY_MS = ".lazyfs-fsync-delay-ms"
 #: While this file exists in BACKING, writes under the path prefix it holds fail with EIO.
 FAIL_WRITE = ".lazyfs-fail-write"
+#: While this file exists in BACKING, an unlink under the path prefix it holds is followed by a power cut.
+CUT_ON_UNLINK = ".lazyfs-cut-on-unlink"
 
 
 class Dirty:
@@ -128,9 +135,13 @@ class LazyFS(fuse.Operations):
         return 0
 
     def unlink(self, path):
+        cut = self._marker(CUT_ON_UNLINK)
         with self.mutex:
             os.unlink(self._real(path))
             self.dirty.pop(path, None)
+            if cut is not None and path.startswith(cut):
+                # Dies holding the lock: no sync of any file gets in after the unlink.
+                os.kill(os.getpid(), signal.SIGKILL)
         return 0
 
     def rename(self, old, new):
