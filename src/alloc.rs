@@ -7,6 +7,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Allocation counters of one thread.
@@ -14,16 +15,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 pub struct AllocCounters {
     pub allocs: AtomicU64,
     pub bytes: AtomicU64,
-    /// Of `allocs`, those made while a request was being parsed, handled
-    /// and its response written: Bingsan's own request path, as opposed to
-    /// the runtime's bookkeeping when the shard parks or a socket waits.
+    /// Of `allocs`, those made while a request's own future was polled
+    /// (parsing, handling, writing the answer): Bingsan's request path, as
+    /// opposed to other tasks and the runtime's bookkeeping while the
+    /// request waits (parking, timers, a socket's readiness).
     pub in_requests: AtomicU64,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
+/// The thread's counters, and whether a request's future is being polled.
+struct ThreadState {
+    counters: Cell<*const AllocCounters>,
+    in_request: Cell<bool>,
+}
+
 thread_local! {
-    static COUNTERS: Cell<*const AllocCounters> = const { Cell::new(std::ptr::null()) };
+    static STATE: ThreadState =
+        const { ThreadState { counters: Cell::new(std::ptr::null()), in_request: Cell::new(false) } };
 }
 
 /// Turns counting off for the whole process (`--no-alloc-metrics`).
@@ -35,47 +44,22 @@ pub fn disable() {
 /// The counters must outlive the thread (they live in shard stats that the
 /// metrics registry keeps for the life of the process).
 pub fn count_this_thread(counters: &'static AllocCounters) {
-    COUNTERS.with(|c| c.set(counters));
+    STATE.with(|s| s.counters.set(counters));
 }
 
-/// Allocations made by this thread so far (0 when it is not counted).
-pub fn this_thread_allocs() -> u64 {
-    COUNTERS.with(|c| {
-        let p = c.get();
-        if p.is_null() {
-            0
-        } else {
-            // SAFETY: set from a &'static reference.
-            unsafe { (*p).allocs.load(Relaxed) }
-        }
+/// Runs `fut`, counting the allocations made while it is polled into
+/// [`AllocCounters::in_requests`]. Exact for a request that suspends too
+/// (a write waiting for durability): what other tasks and the runtime
+/// allocate meanwhile is not its own.
+pub async fn in_request<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let outer = STATE.with(|s| s.in_request.replace(true));
+        let polled = fut.as_mut().poll(cx);
+        STATE.with(|s| s.in_request.set(outer));
+        polled
     })
-}
-
-/// Counts the allocations made between its creation and its drop into
-/// [`AllocCounters::in_requests`]. Exact only when no other task runs in
-/// between, i.e. when the request does not suspend (the hot read path).
-pub struct RequestScope {
-    start: u64,
-}
-
-impl RequestScope {
-    pub fn begin() -> RequestScope {
-        RequestScope { start: this_thread_allocs() }
-    }
-}
-
-impl Drop for RequestScope {
-    fn drop(&mut self) {
-        let delta = this_thread_allocs() - self.start;
-        COUNTERS.with(|c| {
-            let p = c.get();
-            if !p.is_null() && delta > 0 {
-                // SAFETY: set from a &'static reference.
-                let counters = unsafe { &*p };
-                counters.in_requests.store(counters.in_requests.load(Relaxed) + delta, Relaxed);
-            }
-        });
-    }
+    .await
 }
 
 /// The allocator: the system allocator, counted.
@@ -87,13 +71,16 @@ fn record(size: usize) {
         return;
     }
     // `try_with`: allocations during thread teardown must not panic.
-    let _ = COUNTERS.try_with(|c| {
-        let p = c.get();
+    let _ = STATE.try_with(|s| {
+        let p = s.counters.get();
         if !p.is_null() {
             // SAFETY: set from a &'static reference.
             let counters = unsafe { &*p };
             counters.allocs.store(counters.allocs.load(Relaxed) + 1, Relaxed);
             counters.bytes.store(counters.bytes.load(Relaxed) + size as u64, Relaxed);
+            if s.in_request.get() {
+                counters.in_requests.store(counters.in_requests.load(Relaxed) + 1, Relaxed);
+            }
         }
     });
 }

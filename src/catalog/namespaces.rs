@@ -21,6 +21,7 @@ use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
 use crate::fileio::FileIo;
 use crate::json::write_str;
+use crate::pool::PooledBuf;
 use crate::store::{keys, Expect, Store, StoreError, Versioned, Write};
 
 const LIVE: u8 = 0;
@@ -133,7 +134,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     }
 
     /// `POST /v1/namespaces`.
-    pub async fn create_namespace(&self, a: &Bump, body: &[u8], out: &mut Vec<u8>, seal: &Seal<'_>) -> ApiResult<()> {
+    pub async fn create_namespace(&self, a: &Bump, body: &[u8], out: &mut PooledBuf, seal: &Seal<'_>) -> ApiResult<()> {
         let req: CreateNamespaceRequest = parse_json(body, "CreateNamespaceRequest")?;
         validate_namespace(&req.namespace)?;
         let ns: Vec<&str> = req.namespace.iter().map(String::as_str).collect();
@@ -141,11 +142,20 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let value = encode_record(LIVE, &properties);
         let key = keys::namespace(a, &ns);
         let parent = &ns[..ns.len() - 1];
-        out.extend_from_slice(b"{\"namespace\":");
-        write_namespace(out, &ns);
-        out.extend_from_slice(b",\"properties\":");
-        out.extend_from_slice(&value[1..]);
-        out.push(b'}');
+        let answer = |out: &mut Vec<u8>| {
+            out.extend_from_slice(b"{\"namespace\":");
+            write_namespace(out, &ns);
+            out.extend_from_slice(b",\"properties\":");
+            out.extend_from_slice(&value[1..]);
+            out.push(b'}');
+        };
+        // A keyed request stores its answer with the write. Otherwise `out`
+        // is written (taken from the pool) only once the write is durable,
+        // so waiting writers do not empty the pool.
+        let sealed_answer = seal.keyed();
+        if sealed_answer {
+            answer(out);
+        }
         let outcome = if parent.is_empty() {
             seal.apply(&self.store, &[Write::put(key, Expect::Absent, &value)], 200, out).await
         } else {
@@ -168,6 +178,9 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             }
             Err(StoreError::Conflict { .. }) => return Err(no_such_parent(parent)),
             Err(e) => return Err(write_failure(e)),
+        }
+        if !sealed_answer {
+            answer(out);
         }
         Ok(())
     }

@@ -33,6 +33,11 @@ impl<'r> Seal<'r> {
         Seal { claim: Some(Claim { key, version, op }), sealed: Cell::new(false) }
     }
 
+    /// Whether the request carries a key: its mutation stores the answer.
+    pub fn keyed(&self) -> bool {
+        self.claim.is_some()
+    }
+
     /// Whether a mutation stored the final answer (nothing is left to settle).
     pub fn sealed(&self) -> bool {
         self.sealed.get()

@@ -37,7 +37,12 @@ pub fn with_catalog(test: impl AsyncFnOnce(Rc<Catalog<SledStore, LocalFileIo>>, 
         .spawn(move || async move {
             let catalog = Rc::new(catalog);
             catalog
-                .create_namespace(&Bump::new(), br#"{"namespace":["db"]}"#, &mut Vec::new(), &Seal::none())
+                .create_namespace(
+                    &Bump::new(),
+                    br#"{"namespace":["db"]}"#,
+                    &mut crate::pool::PooledBuf::unpooled(0),
+                    &Seal::none(),
+                )
                 .await
                 .unwrap();
             test(catalog, root).await;

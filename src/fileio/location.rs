@@ -79,7 +79,9 @@ fn has_scheme(location: &str) -> bool {
 /// `path` without `.`, `..` (resolved lexically) and repeated or trailing
 /// slashes.
 pub fn lexical(path: &str) -> PathBuf {
-    let mut out = PathBuf::from("/");
+    // Sized once: the result is never longer than `path` with a root.
+    let mut out = PathBuf::with_capacity(path.len() + 1);
+    out.push("/");
     for c in Path::new(path).components() {
         match c {
             Component::ParentDir => {
@@ -110,7 +112,11 @@ pub fn resolve_links(path: &Path) -> PathBuf {
 
 /// The `file://` URI of an absolute path.
 pub fn uri(path: &Path) -> String {
-    format!("{SCHEME}{}", path.to_string_lossy())
+    let path = path.to_string_lossy();
+    let mut out = String::with_capacity(SCHEME.len() + path.len());
+    out.push_str(SCHEME);
+    out.push_str(&path);
+    out
 }
 
 /// A location with its scheme: a bare absolute path (the old stored form)

@@ -162,8 +162,8 @@ where
 
     loop {
         let step = if start < filled {
-            let _scope = crate::alloc::RequestScope::begin();
-            parse_and_answer(&input[start..filled], svc, bufs, limits, &mut out, &mut chunked_body).await
+            let parsed = parse_and_answer(&input[start..filled], svc, bufs, limits, &mut out, &mut chunked_body);
+            crate::alloc::in_request(parsed).await
         } else {
             Step::NeedMore { send_continue: false }
         };
@@ -315,7 +315,8 @@ async fn parse_and_answer<S: Service>(
     };
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     let req = Request { method, path, query, headers, body };
-    let mut resp = Response::new(bufs.get());
+    // Its body is taken only when the service writes it.
+    let mut resp = Response::new(bufs.get_on_write());
     svc.call(&req, &mut resp).await;
     let close = close || resp.close;
     // Taken only now: no output buffer is held while the service runs.

@@ -19,6 +19,7 @@ mod schema;
 mod snapshot;
 mod sort;
 mod statistics;
+mod string_map;
 mod table;
 #[cfg(test)]
 mod test_support;

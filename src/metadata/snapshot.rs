@@ -1,8 +1,8 @@
 //! Snapshots, branch and tag references, and the two history logs.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
+
+use super::string_map::StringMap;
 
 /// One snapshot of the table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -16,8 +16,8 @@ pub struct Snapshot {
     pub parent_snapshot_id: Option<i64>,
     pub timestamp_ms: i64,
     /// String map with the required `operation` key.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub summary: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "StringMap::is_empty")]
+    pub summary: StringMap,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_list: Option<String>,
     /// Embedded manifest paths of early v1 snapshots without a manifest list.

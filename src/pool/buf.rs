@@ -40,6 +40,17 @@ impl BufPool {
 
     /// Takes a cleared buffer: a kept one (hit) or a new one (miss).
     pub fn get(self: &Rc<Self>) -> PooledBuf {
+        PooledBuf { buf: self.take(), pool: Some(self.clone()), pending: false }
+    }
+
+    /// A buffer taken from the pool only when first written to (mutably
+    /// dereferenced): a response whose handler waits (for durability)
+    /// before it writes its answer holds no pooled buffer meanwhile.
+    pub fn get_on_write(self: &Rc<Self>) -> PooledBuf {
+        PooledBuf { buf: Vec::new(), pool: Some(self.clone()), pending: true }
+    }
+
+    fn take(&self) -> Vec<u8> {
         let popped = self.free.borrow_mut().pop();
         let buf = match popped {
             Some(buf) => {
@@ -54,7 +65,7 @@ impl BufPool {
             }
         };
         debug_assert!(buf.is_empty());
-        PooledBuf { buf, pool: Some(self.clone()) }
+        buf
     }
 
     fn put(&self, mut buf: Vec<u8>) {
@@ -109,12 +120,19 @@ impl BufPool {
 pub struct PooledBuf {
     buf: Vec<u8>,
     pool: Option<Rc<BufPool>>,
+    /// Not taken from `pool` yet ([`BufPool::get_on_write`]).
+    pending: bool,
 }
 
 impl PooledBuf {
     /// A buffer that belongs to no pool (tests, one-off tools).
     pub fn unpooled(capacity: usize) -> PooledBuf {
-        PooledBuf { buf: Vec::with_capacity(capacity), pool: None }
+        PooledBuf { buf: Vec::with_capacity(capacity), pool: None, pending: false }
+    }
+
+    /// Empties the buffer; one not taken yet stays so.
+    pub fn clear(&mut self) {
+        self.buf.clear();
     }
 }
 
@@ -127,13 +145,19 @@ impl Deref for PooledBuf {
 
 impl DerefMut for PooledBuf {
     fn deref_mut(&mut self) -> &mut Vec<u8> {
+        if self.pending {
+            self.pending = false;
+            if let Some(pool) = &self.pool {
+                self.buf = pool.take();
+            }
+        }
         &mut self.buf
     }
 }
 
 impl Drop for PooledBuf {
     fn drop(&mut self) {
-        if let Some(pool) = self.pool.take() {
+        if let Some(pool) = self.pool.take().filter(|_| !self.pending) {
             pool.put(std::mem::take(&mut self.buf));
         }
     }
@@ -265,6 +289,21 @@ mod tests {
         let s = p.stats().snapshot();
         assert_eq!((s.misses, s.returns, s.discards, s.retained_count, s.retained_bytes), (2, 2, 1, 1, 16));
         assert_eq!(p.get().capacity(), 16);
+    }
+
+    #[test]
+    fn a_buffer_got_on_write_is_taken_at_its_first_write() {
+        let p = pool(2);
+        let mut lazy = p.get_on_write();
+        lazy.clear();
+        assert!(lazy.is_empty());
+        assert_eq!(p.stats().snapshot(), Default::default(), "reading or clearing takes nothing");
+        lazy.extend_from_slice(b"x");
+        assert_eq!((lazy.capacity(), p.stats().snapshot().misses), (16, 1));
+        drop(lazy);
+        drop(p.get_on_write());
+        let s = p.stats().snapshot();
+        assert_eq!((s.hits, s.misses, s.returns, s.retained_count), (0, 1, 1, 1), "an untouched one returns nothing");
     }
 
     #[test]

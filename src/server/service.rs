@@ -159,7 +159,8 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
     ) -> ApiResult<()> {
         let warehouses = &self.shared.warehouses;
         let catalog = &warehouses[m.warehouse].catalog;
-        let out = &mut *resp.body;
+        // Mutably dereferenced, hence taken from the pool, where an arm writes it.
+        let out = &mut resp.body;
         match m.op {
             Operation::GetConfig => {
                 let asked = if self.shared.named_warehouse {
