@@ -1,9 +1,10 @@
 //! The local filesystem warehouse.
 
-use std::io;
+use std::io::{self, Write as _};
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 
-use glommio::io::{Directory, OpenOptions};
+use glommio::io::{BufferedFile, Directory, OpenOptions};
 
 use super::location::{self, lexical, local_path, resolve_links, uri, LocationError};
 use super::{FileIo, ReadError, MAX_METADATA_FILE};
@@ -64,9 +65,9 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes all of `bytes` from the start of `file` and syncs its data.
-async fn write_synced(file: &glommio::io::BufferedFile, bytes: &[u8]) -> io::Result<()> {
-    let mut pos = 0;
+/// Writes `bytes` from offset `from` to the end of `file`.
+async fn write_all_at(file: &BufferedFile, bytes: &[u8], from: usize) -> io::Result<()> {
+    let mut pos = from;
     while pos < bytes.len() {
         let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
         if n == 0 {
@@ -74,7 +75,6 @@ async fn write_synced(file: &glommio::io::BufferedFile, bytes: &[u8]) -> io::Res
         }
         pos += n;
     }
-    file.fdatasync().await?;
     Ok(())
 }
 
@@ -132,14 +132,40 @@ fn remove_tree(dir: &Path, keep: &[PathBuf]) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes a new file (failing if it exists) and syncs its data; its
-/// directory entry is the caller's to sync. A file left partly written is
-/// removed: nothing references it, and on a full disk it only takes space.
-async fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let file = OpenOptions::new().write(true).create_new(true).buffered_open(path).await?;
-    let written = write_synced(&file, bytes).await;
+/// Files up to this size are written on the shard: copying a few KiB into
+/// the page cache costs less than handing the write to an io_uring worker.
+const INLINE_WRITE_MAX: usize = 128 * 1024;
+
+/// Writes a new file (failing if it exists) and syncs its data; with `dir`,
+/// syncs that directory at the same time, which makes the new name durable
+/// (it exists from the create on). A file left partly written is removed:
+/// nothing references it, and on a full disk it only takes space.
+///
+/// The create runs on the shard: it changes inodes and the directory in
+/// memory (microseconds), while through io_uring it cost two worker
+/// hand-offs (the open, and glommio's `statx` of every file it opens). The
+/// syncs, which wait for the disk, stay io_uring requests.
+async fn write_file(path: &Path, bytes: &[u8], dir: Option<&Path>) -> io::Result<()> {
+    let mut created = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    let inline = bytes.len().min(INLINE_WRITE_MAX);
+    let head = created.write_all(&bytes[..inline]);
+    // SAFETY: the descriptor moves into `file`, its only owner, which closes it.
+    let file = unsafe { BufferedFile::from_raw_fd(created.into_raw_fd()) };
+    let data = async {
+        head?;
+        write_all_at(&file, bytes, inline).await?;
+        file.fdatasync().await?;
+        Ok::<_, io::Error>(())
+    };
+    let synced = match dir {
+        Some(dir) => {
+            let (data, dir) = futures_lite::future::zip(data, sync_dir(dir)).await;
+            data.and(dir)
+        }
+        None => data.await,
+    };
     let closed = file.close().await.map_err(io::Error::from);
-    if let Err(e) = written.and(closed) {
+    if let Err(e) = synced.and(closed) {
         if let Err(e) = glommio::io::remove(path).await {
             tracing::warn!(error = %e, "cannot remove a partly written metadata file");
         }
@@ -157,8 +183,7 @@ impl FileIo for LocalFileIo {
         let path = self.inside(location).map_err(refused)?;
         let dir = parent(&path)?;
         create_dirs(&self.root, dir).await?;
-        write_file(&path, bytes).await?;
-        sync_dir(dir).await
+        write_file(&path, bytes, Some(dir)).await
     }
 
     async fn size(&self, location: &str) -> io::Result<Option<u64>> {
@@ -179,7 +204,7 @@ impl FileIo for LocalFileIo {
         create_dirs(&self.root, dir).await?;
         let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy());
         let staged = dir.join(format!(".{name}.restore-{}", uuid::Uuid::new_v4()));
-        write_file(&staged, bytes).await?;
+        write_file(&staged, bytes, None).await?;
         glommio::io::rename(&staged, &path).await?;
         sync_dir(dir).await
     }
@@ -276,6 +301,34 @@ mod tests {
         assert!(!dir.join("t").exists());
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    fn new_files_are_written_whole_and_never_over_an_existing_one() {
+        let dir = std::env::temp_dir().join(format!("bingsan-new-{}", uuid::Uuid::new_v4()));
+        let files = LocalFileIo::new(dir.to_str().unwrap()).unwrap();
+        let root = files.root.clone();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let at = |p: &str| root.join(p).to_str().unwrap().to_string();
+                // Below and above the size written on the shard.
+                let small = b"{\"v\":1}".to_vec();
+                let big: Vec<u8> = (0..3 * INLINE_WRITE_MAX + 17).map(|i| (i % 251) as u8).collect();
+                for (name, bytes) in [("ns/t/metadata/a.json", &small), ("ns/t/metadata/b.json", &big)] {
+                    let file = at(name);
+                    assert_eq!(files.size(&file).await.unwrap(), None);
+                    files.write_new(&file, bytes).await.unwrap();
+                    assert_eq!(files.size(&file).await.unwrap(), Some(bytes.len() as u64));
+                    assert_eq!(&files.read(&file).await.unwrap(), bytes);
+                }
+                let e = files.write_new(&at("ns/t/metadata/a.json"), b"other").await.unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+                assert_eq!(files.read(&at("ns/t/metadata/a.json")).await.unwrap(), small, "the first file is intact");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
