@@ -64,11 +64,14 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes all of `bytes` from the start of `file` and syncs its data.
+/// Writes all of `bytes` from the start of `file` and syncs its data. Each
+/// write's buffer (glommio owns it) is a copy of at most a slice (`bulk`):
+/// the shard never copies a big file whole in one step.
 async fn write_synced(file: &glommio::io::BufferedFile, bytes: &[u8]) -> io::Result<()> {
     let mut pos = 0;
     while pos < bytes.len() {
-        let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
+        let end = bytes.len().min(pos + crate::bulk::SLICE);
+        let n = file.write_at(bytes[pos..end].to_vec(), pos as u64).await?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
         }
