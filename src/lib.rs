@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod auth;
 pub mod backup;
 pub mod bench;
+pub mod bulk;
 pub mod catalog;
 pub mod check;
 pub mod config;

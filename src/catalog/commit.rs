@@ -21,7 +21,7 @@ use super::seal::Seal;
 use super::sliced::{
     delete_after_commit, slice_here, slice_off_shard, SliceInput, Sliced, DELETE_AFTER_COMMIT, OFF_SHARD_BYTES,
 };
-use super::tables::{write_load_result, write_refs_rendering};
+use super::tables::{write_load_result, write_load_result_sliced, write_refs_rendering};
 use super::written::{new_record_capacity, Written, COMMIT_GROWTH};
 use super::{store_failure, Catalog};
 use crate::error::{ApiError, ApiResult, ErrorKind};
@@ -260,7 +260,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
                 }
                 Prepared::Change(change) => change,
             };
-            write_load_result(out, Some(prepared.written.location()), prepared.written.metadata(), config);
+            let (location, metadata) = (prepared.written.location(), prepared.written.metadata());
+            write_load_result_sliced(out, Some(location), metadata, config).await;
             match seal.apply(&self.store, &prepared.writes(), 200, out).await {
                 Ok(()) => {
                     self.after_commit(&prepared).await;

@@ -2,7 +2,8 @@
 //! JSON is edited, not parsed, and the new version's record is encoded from
 //! its slices. For a big table that work, and the compression of the new
 //! version, runs on the shard's blocking thread in one hand-off, so the
-//! shard only copies the stored document once to hand it over.
+//! shard only copies the stored document once to hand it over (a slice at a
+//! time, `bulk`).
 
 use super::compressed::{complete, complete_here, Codec, CODEC_PROPERTY};
 use super::record::RecordBuilder;
@@ -93,7 +94,7 @@ pub(crate) async fn slice_here(input: &SliceInput<'_>) -> ApiResult<Sliced<Vec<u
 /// The slice path and the compression together on the shard's blocking
 /// thread: for big tables, whose scan, copies and gzip would stall the shard.
 pub(crate) async fn slice_off_shard(input: &SliceInput<'_>) -> ApiResult<Sliced<Vec<u8>>> {
-    let doc = input.doc.to_vec();
+    let doc = crate::bulk::to_vec(input.doc).await;
     let previous = input.previous.to_owned();
     let (requirements, updates) = (input.requirements.to_vec(), input.updates.to_vec());
     let resolved = input.resolved.clone();

@@ -88,13 +88,29 @@ pub enum Encoding {
 
 /// Writes a `LoadTableResult` (or `CommitTableResponse` when `config` is false).
 pub(crate) fn write_load_result(out: &mut Vec<u8>, location: Option<&str>, metadata: &[u8], config: bool) {
+    load_result_head(out, location);
+    out.extend_from_slice(metadata);
+    load_result_tail(out, config);
+}
+
+/// [`write_load_result`] on a shard, for metadata of any size: a big
+/// table's document is copied a slice at a time (`bulk`).
+pub(crate) async fn write_load_result_sliced(out: &mut Vec<u8>, location: Option<&str>, metadata: &[u8], config: bool) {
+    load_result_head(out, location);
+    crate::bulk::extend(out, metadata).await;
+    load_result_tail(out, config);
+}
+
+fn load_result_head(out: &mut Vec<u8>, location: Option<&str>) {
     out.extend_from_slice(b"{\"metadata-location\":");
     match location {
         Some(l) => write_str(out, l),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"metadata\":");
-    out.extend_from_slice(metadata);
+}
+
+fn load_result_tail(out: &mut Vec<u8>, config: bool) {
     if config {
         out.extend_from_slice(b",\"config\":{}");
     }
@@ -159,9 +175,10 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             return Ok(Loaded::NotModified(tag));
         }
         match encoding {
-            Encoding::Gzip => out.extend_from_slice(stored),
+            Encoding::Gzip => crate::bulk::extend(out, stored).await,
             Encoding::Identity => {
-                write_load_result(out, Some(record.metadata_location), record.metadata_for(refs_only), true)
+                let metadata = record.metadata_for(refs_only);
+                write_load_result_sliced(out, Some(record.metadata_location), metadata, true).await
             }
         }
         Ok(Loaded::Body(tag, encoding))

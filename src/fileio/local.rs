@@ -65,11 +65,14 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` from offset `from` to the end of `file`.
+/// Writes `bytes` from offset `from` to the end of `file`. Each write's
+/// buffer (glommio owns it) is a copy of at most a slice (`bulk`): the shard
+/// never copies a big file whole in one step.
 async fn write_all_at(file: &BufferedFile, bytes: &[u8], from: usize) -> io::Result<()> {
     let mut pos = from;
     while pos < bytes.len() {
-        let n = file.write_at(bytes[pos..].to_vec(), pos as u64).await?;
+        let end = bytes.len().min(pos + crate::bulk::SLICE);
+        let n = file.write_at(bytes[pos..end].to_vec(), pos as u64).await?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
         }

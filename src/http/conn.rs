@@ -174,11 +174,11 @@ where
                 continue_sent = false;
                 request_started = (start < filled).then(Instant::now);
                 if close {
-                    let _ = stream.write_all(out).await;
+                    let _ = send_all(stream, out).await;
                     return false;
                 }
                 if out.len() >= FLUSH_AT {
-                    if stream.write_all(out).await.is_err() {
+                    if send_all(stream, out).await.is_err() {
                         return false;
                     }
                     out.clear();
@@ -195,7 +195,7 @@ where
                     continue_sent = true;
                 }
                 if let Some(pending) = out.as_mut().filter(|o| !o.is_empty()) {
-                    if stream.write_all(pending).await.is_err() {
+                    if send_all(stream, pending).await.is_err() {
                         return false;
                     }
                 }
@@ -320,7 +320,10 @@ async fn parse_and_answer<S: Service>(
     svc.call(&req, &mut resp).await;
     let close = close || resp.close;
     // Taken only now: no output buffer is held while the service runs.
-    write_response(out.get_or_insert_with(|| bufs.get()), &resp, method == Method::Head, close);
+    let out = out.get_or_insert_with(|| bufs.get());
+    if write_head(out, &resp, method == Method::Head, close) {
+        crate::bulk::extend(out, &resp.body).await;
+    }
     drop(resp);
     *chunked_body = None;
     Step::Answered { consumed: head_len + body_len, close }
@@ -333,7 +336,8 @@ fn header_has(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool
         .any(|h| std::str::from_utf8(h.value).is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
 }
 
-fn write_response(out: &mut Vec<u8>, resp: &Response, head_only: bool, close: bool) {
+/// Writes the status line and headers of `resp`; true when its body follows.
+fn write_head(out: &mut Vec<u8>, resp: &Response, head_only: bool, close: bool) -> bool {
     out.extend_from_slice(b"HTTP/1.1 ");
     write_u64(out, resp.status as u64);
     out.push(b' ');
@@ -352,9 +356,20 @@ fn write_response(out: &mut Vec<u8>, resp: &Response, head_only: bool, close: bo
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !bodiless && !head_only {
-        out.extend_from_slice(&resp.body);
+    !bodiless && !head_only
+}
+
+/// Sends `bytes`, a slice at a time with a pause between slices (`bulk`):
+/// each send of a big answer copies at most a slice into the socket, and the
+/// shard serves its other connections in between.
+async fn send_all<T: Transport>(stream: &mut T, bytes: &[u8]) -> std::io::Result<()> {
+    for (i, chunk) in bytes.chunks(crate::bulk::SLICE).enumerate() {
+        if i > 0 {
+            crate::bulk::pause().await;
+        }
+        stream.write_all(chunk).await?;
     }
+    Ok(())
 }
 
 /// The answer to a request that did not arrive whole in time.
@@ -373,5 +388,6 @@ async fn send_error<T: Transport>(stream: &mut T, out: &mut Option<PooledBuf>, b
 fn write_error(out: &mut Vec<u8>, err: &ApiError) {
     let mut resp = Response::new(PooledBuf::unpooled(256));
     resp.error(err);
-    write_response(out, &resp, false, true);
+    write_head(out, &resp, false, true);
+    out.extend_from_slice(&resp.body);
 }

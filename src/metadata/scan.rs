@@ -20,7 +20,7 @@ pub(crate) fn value_end(json: &[u8], at: usize) -> Option<usize> {
 fn string_end(json: &[u8], at: usize) -> Option<usize> {
     let mut i = at + 1;
     loop {
-        i += json.get(i..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
+        i += memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
         if json[i] == b'"' {
             return Some(i + 1);
         }

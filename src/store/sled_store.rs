@@ -64,6 +64,33 @@ fn holds(expect: Expect, current: Option<u64>) -> bool {
     }
 }
 
+/// The bytes a batch puts.
+fn put_bytes(writes: &[Write<'_>]) -> usize {
+    writes.iter().map(|w| if let Op::Put(v) = w.op { v.len() } else { 0 }).sum()
+}
+
+/// Applies `writes` in one sled transaction, if every expectation holds.
+fn transact(tree: &Tree, writes: &[Write<'_>]) -> Result<(), TransactionError<usize>> {
+    tree.transaction(|tx| {
+        for (index, w) in writes.iter().enumerate() {
+            let current = tx.get(w.key)?.map(|raw| split(&raw).version);
+            if !holds(w.expect, current) {
+                return Err(ConflictableTransactionError::Abort(index));
+            }
+            match w.op {
+                Op::Put(value) => {
+                    tx.insert(w.key, encode(current.unwrap_or(0) + 1, value))?;
+                }
+                Op::Delete => {
+                    tx.remove(w.key)?;
+                }
+                Op::Check => {}
+            }
+        }
+        Ok(())
+    })
+}
+
 fn io(e: sled::Error) -> StoreError {
     StoreError::Io(Cause::of_sled(&e), e.to_string())
 }
@@ -180,6 +207,40 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// [`transact`] on the shard's blocking thread, for a batch that puts
+    /// more than a slice: sled copies each value twice more (into its
+    /// transaction, then its log) and writes a big one to a blob file, tens
+    /// of ms for a 10,000-snapshot table that would stall the shard. The
+    /// shard only copies the batch over, a slice at a time.
+    async fn apply_off_shard(&self, writes: &[Write<'_>]) -> Result<(), TransactionError<usize>> {
+        // (key, expectation, value to put, whether a delete)
+        let mut ops = Vec::with_capacity(writes.len());
+        for w in writes {
+            let value = match w.op {
+                Op::Put(v) => Some(crate::bulk::to_vec(v).await),
+                _ => None,
+            };
+            ops.push((w.key.to_vec(), w.expect, value, matches!(w.op, Op::Delete)));
+        }
+        let tree = self.tree.clone();
+        let _applying = self.freeze.enter().await;
+        glommio::executor()
+            .spawn_blocking(move || {
+                let writes: Vec<Write<'_>> = ops
+                    .iter()
+                    .map(|(key, expect, value, delete)| match (value, delete) {
+                        (Some(v), _) => Write::put(key, *expect, v),
+                        (None, true) => Write::delete(key, *expect),
+                        (None, false) => Write::check(key, *expect),
+                    })
+                    .collect();
+                transact(&tree, &writes)
+            })
+            .await
+    }
+}
+
 impl Store for SledStore {
     type Value = SledValue;
 
@@ -242,29 +303,15 @@ impl Store for SledStore {
         if !self.writable() {
             return Err(StoreError::Io(Cause::Io, WRITES_REFUSED.into()));
         }
-        let applying = self.freeze.enter().await;
-        let outcome = match writes {
-            [Write { key, expect, op: Op::Put(value) }] => self.put_one(key, *expect, value),
-            _ => self.tree.transaction(|tx| {
-                for (index, w) in writes.iter().enumerate() {
-                    let current = tx.get(w.key)?.map(|raw| split(&raw).version);
-                    if !holds(w.expect, current) {
-                        return Err(ConflictableTransactionError::Abort(index));
-                    }
-                    match w.op {
-                        Op::Put(value) => {
-                            tx.insert(w.key, encode(current.unwrap_or(0) + 1, value))?;
-                        }
-                        Op::Delete => {
-                            tx.remove(w.key)?;
-                        }
-                        Op::Check => {}
-                    }
-                }
-                Ok(())
-            }),
+        let outcome = if put_bytes(writes) > crate::bulk::SLICE {
+            self.apply_off_shard(writes).await
+        } else {
+            let _applying = self.freeze.enter().await;
+            match writes {
+                [Write { key, expect, op: Op::Put(value) }] => self.put_one(key, *expect, value),
+                _ => transact(&self.tree, writes),
+            }
         };
-        drop(applying);
         match outcome {
             Ok(()) => {
                 // Before the acknowledgement: no shard may serve the old value.
@@ -331,6 +378,38 @@ mod tests {
             let v = s.get(b"k").await.unwrap().unwrap();
             assert_eq!((v.version, v.value.as_ref()), (2, &b"two"[..]));
         });
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A batch putting more than a slice is applied on the blocking thread,
+    /// with the same expectations, versions and all-or-nothing outcome.
+    #[test]
+    fn big_batches_apply_off_the_shard_alike() {
+        let (s, dir) = store();
+        let s = glommio::LocalExecutorBuilder::default()
+            .spawn(|| async move {
+                let big: Vec<u8> = (0..2 * crate::bulk::SLICE + 3).map(|i| (i % 253) as u8).collect();
+                s.apply(&[put(b"k", Expect::Absent, &big), put(b"n", Expect::Absent, b"1")]).await.unwrap();
+                let v = s.get(b"k").await.unwrap().unwrap();
+                assert_eq!((v.version, v.value.as_ref()), (1, &big[..]));
+                let refused = [put(b"k", Expect::Version(1), b"x"), Write::check(b"n", Expect::Version(9))];
+                let mut bigger = big.clone();
+                bigger.push(7);
+                let refused_big = [put(b"k", Expect::Version(1), &bigger), Write::check(b"n", Expect::Version(9))];
+                assert_eq!(s.apply(&refused_big).await, Err(StoreError::Conflict { index: 1 }));
+                assert_eq!(s.get(b"k").await.unwrap().unwrap().value.as_ref(), &big[..]);
+                assert_eq!(s.apply(&refused).await, Err(StoreError::Conflict { index: 1 }));
+                let swap = [put(b"k", Expect::Version(1), &bigger), Write::delete(b"n", Expect::Version(1))];
+                s.apply(&swap).await.unwrap();
+                let v = s.get(b"k").await.unwrap().unwrap();
+                assert_eq!((v.version, v.value.as_ref()), (2, &bigger[..]));
+                assert!(s.get(b"n").await.unwrap().is_none());
+                s
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        drop(s);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,0 +1,61 @@
+//! Copies of megabytes on a shard in bounded slices, with a reactor turn
+//! between them, so the shard's other connections (reads beside a commit
+//! of a 10,000-snapshot table) wait at most one slice, not the whole copy.
+//!
+//! A glommio task that only yields is run again before the reactor is
+//! polled (the queue stays busy until its preemption timer), so a slice ends
+//! with a 1 µs timer: the executor runs what is ready, polls for I/O, then
+//! resumes the copy.
+
+use std::time::Duration;
+
+/// The most a shard copies without a pause: 256 KiB (~20–40 µs of `memcpy`).
+pub const SLICE: usize = 256 * 1024;
+
+/// Lets the shard poll for I/O and run what became ready.
+pub async fn pause() {
+    glommio::timer::sleep(Duration::from_micros(1)).await;
+}
+
+/// Appends `src` to `dst` a slice at a time, pausing between slices; a
+/// source of one slice or less is copied at once.
+pub async fn extend(dst: &mut Vec<u8>, src: &[u8]) {
+    dst.reserve(src.len());
+    let mut chunks = src.chunks(SLICE);
+    if let Some(first) = chunks.next() {
+        dst.extend_from_slice(first);
+    }
+    for chunk in chunks {
+        pause().await;
+        dst.extend_from_slice(chunk);
+    }
+}
+
+/// `src` copied into a new `Vec` a slice at a time (see [`extend`]).
+pub async fn to_vec(src: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    extend(&mut out, src).await;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_every_byte_across_slices() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let src: Vec<u8> = (0..3 * SLICE + 17).map(|i| (i % 251) as u8).collect();
+                let mut dst = b"head".to_vec();
+                extend(&mut dst, &src).await;
+                assert_eq!(&dst[..4], b"head");
+                assert_eq!(&dst[4..], &src[..]);
+                assert_eq!(to_vec(&src[..10]).await, &src[..10]);
+                assert!(to_vec(&[]).await.is_empty());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+}
