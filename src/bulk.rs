@@ -17,18 +17,27 @@ pub async fn pause() {
     glommio::timer::sleep(Duration::from_micros(1)).await;
 }
 
-/// Appends `src` to `dst` a slice at a time, pausing between slices; a
-/// source of one slice or less is copied at once.
+/// Hands `src` to `each` a slice at a time, pausing between slices; a
+/// source of one slice or less goes at once. Stops at `each`'s first error.
+pub async fn for_each_slice<E>(src: &[u8], mut each: impl AsyncFnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+    for (i, chunk) in src.chunks(SLICE).enumerate() {
+        if i > 0 {
+            pause().await;
+        }
+        each(chunk).await?;
+    }
+    Ok(())
+}
+
+/// Appends `src` to `dst` a slice at a time (see [`for_each_slice`]).
 pub async fn extend(dst: &mut Vec<u8>, src: &[u8]) {
     dst.reserve(src.len());
-    let mut chunks = src.chunks(SLICE);
-    if let Some(first) = chunks.next() {
-        dst.extend_from_slice(first);
-    }
-    for chunk in chunks {
-        pause().await;
+    let copied: Result<(), std::convert::Infallible> = for_each_slice(src, async |chunk: &[u8]| {
         dst.extend_from_slice(chunk);
-    }
+        Ok(())
+    })
+    .await;
+    let Ok(()) = copied;
 }
 
 /// `src` copied into a new `Vec` a slice at a time (see [`extend`]).

@@ -363,13 +363,7 @@ fn write_head(out: &mut Vec<u8>, resp: &Response, head_only: bool, close: bool) 
 /// each send of a big answer copies at most a slice into the socket, and the
 /// shard serves its other connections in between.
 async fn send_all<T: Transport>(stream: &mut T, bytes: &[u8]) -> std::io::Result<()> {
-    for (i, chunk) in bytes.chunks(crate::bulk::SLICE).enumerate() {
-        if i > 0 {
-            crate::bulk::pause().await;
-        }
-        stream.write_all(chunk).await?;
-    }
-    Ok(())
+    crate::bulk::for_each_slice(bytes, async |chunk: &[u8]| stream.write_all(chunk).await).await
 }
 
 /// The answer to a request that did not arrive whole in time.
