@@ -100,27 +100,26 @@ pub(crate) async fn slice_off_shard(input: &SliceInput<'_>) -> ApiResult<Sliced<
     let resolved = input.resolved.clone();
     let (now_ms, version, default_codec, capacity, rewrite) =
         (input.now_ms, input.version, input.default_codec, input.capacity, input.rewrite);
-    glommio::executor()
-        .spawn_blocking(move || {
-            let input = SliceInput {
-                doc: &doc,
-                previous: &previous,
-                requirements: &requirements,
-                updates: &updates,
-                now_ms,
-                resolved: &resolved,
-                version,
-                default_codec,
-                capacity,
-                rewrite,
-            };
-            Ok(match slice(&input)? {
-                Sliced::Ready { record: (record, codec), expired, delete_expired } => {
-                    Sliced::Ready { record: complete_here(record, file_form(codec)), expired, delete_expired }
-                }
-                Sliced::Model => Sliced::Model,
-                Sliced::Unchanged => Sliced::Unchanged,
-            })
+    crate::offshard::run(move || {
+        let input = SliceInput {
+            doc: &doc,
+            previous: &previous,
+            requirements: &requirements,
+            updates: &updates,
+            now_ms,
+            resolved: &resolved,
+            version,
+            default_codec,
+            capacity,
+            rewrite,
+        };
+        Ok(match slice(&input)? {
+            Sliced::Ready { record: (record, codec), expired, delete_expired } => {
+                Sliced::Ready { record: complete_here(record, file_form(codec)), expired, delete_expired }
+            }
+            Sliced::Model => Sliced::Model,
+            Sliced::Unchanged => Sliced::Unchanged,
         })
-        .await
+    })
+    .await
 }

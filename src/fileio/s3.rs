@@ -192,7 +192,7 @@ fn refused(e: LocationError) -> io::Error {
 impl FileIo for S3FileIo {
     async fn write_new(&self, location: &str, bytes: &[u8]) -> io::Result<()> {
         let path = self.key(location).map_err(refused)?;
-        let payload = PutPayload::from(bytes.to_vec());
+        let payload = PutPayload::from(crate::bulk::to_vec(bytes).await);
         let store = self.store.clone();
         self.io
             .run(self.limit, async move {
@@ -284,7 +284,7 @@ impl FileIo for S3FileIo {
     async fn restore(&self, location: &str, bytes: &[u8]) -> io::Result<()> {
         // A PUT replaces an object atomically: readers see the old or the new.
         let path = self.key(location).map_err(refused)?;
-        let payload = PutPayload::from(bytes.to_vec());
+        let payload = PutPayload::from(crate::bulk::to_vec(bytes).await);
         let store = self.store.clone();
         self.io.run(self.limit, async move { store.put(&path, payload).await.map(drop).map_err(io_error) }).await
     }
