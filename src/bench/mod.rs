@@ -167,7 +167,13 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
     let mut handles = Vec::with_capacity(placement.len());
     for (i, (cpu, conns)) in placement.iter().cloned().enumerate() {
         let (plan, shared2) = (plan.clone(), shared.clone());
+        let writers = args.writers > 0 && i + 1 == placement.len();
         match runtime::spawn_shard(format!("bench-{i}"), cpu, shared.failed.clone(), move || {
+            if writers {
+                if let Err(e) = runtime::yield_cpu_to_readers() {
+                    eprintln!("bench: the writers' shard keeps the readers' priority: {e}");
+                }
+            }
             shard::run_shard(plan, shared2, conns)
         }) {
             Ok(h) => handles.push(h),

@@ -64,8 +64,9 @@ fn connection_range(connections: usize, shards: usize, shard: usize) -> Range<us
 
 /// Each shard's CPU and connections: the workload's spread over `cpus`, and
 /// the writers on a shard of their own on the first CPU, so that parsing a
-/// big table's answer never delays a reader's send or its clock (the kernel
-/// preempts a thread; a glommio task runs until it yields).
+/// big table's answer never delays a reader's send or its clock (a glommio
+/// task runs until it yields; the kernel preempts the writers' thread, which
+/// runs under `SCHED_IDLE`: `runtime::yield_cpu_to_readers`).
 pub fn placement(cpus: &[usize], connections: usize, writers: usize) -> Vec<(usize, Range<usize>)> {
     let mut shards: Vec<_> =
         cpus.iter().enumerate().map(|(i, &cpu)| (cpu, connection_range(connections, cpus.len(), i))).collect();
