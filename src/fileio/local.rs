@@ -4,7 +4,7 @@ use std::io::{self, Write as _};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 
-use glommio::io::{BufferedFile, Directory, OpenOptions};
+use glommio::io::{BufferedFile, OpenOptions};
 
 use super::location::{self, lexical, local_path, resolve_links, uri, LocationError};
 use super::{FileIo, ReadError, MAX_METADATA_FILE};
@@ -27,7 +27,7 @@ impl LocalFileIo {
         };
         std::fs::create_dir_all(path)?;
         let root = std::fs::canonicalize(path)?;
-        Ok(LocalFileIo { root_uri: uri(&root), root })
+        Ok(LocalFileIo { root_uri: uri(root.clone()), root })
     }
 
     /// The warehouse directory (canonical).
@@ -38,7 +38,7 @@ impl LocalFileIo {
     /// The real path of a location: lexically cleaned, links of its
     /// existing part resolved.
     fn real_path(location: &str) -> Result<PathBuf, LocationError> {
-        Ok(resolve_links(&lexical(local_path(location)?)))
+        Ok(resolve_links(lexical(local_path(location)?)))
     }
 
     /// The real path of a location strictly inside the warehouse.
@@ -58,11 +58,16 @@ fn refused(e: LocationError) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
 }
 
+/// Syncs a directory's entries. Opened on the shard like a new file (see
+/// [`write_file`]): a path lookup in memory, where glommio's open is an
+/// io_uring round trip with copies of the path; the sync waits for the disk.
 async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let d = Directory::open(dir).await?;
-    d.sync().await?;
-    d.close().await?;
-    Ok(())
+    let opened = std::fs::File::open(dir)?;
+    // SAFETY: the descriptor moves into `d`, its only owner, which closes it.
+    let d = unsafe { BufferedFile::from_raw_fd(opened.into_raw_fd()) };
+    let synced = d.fdatasync().await;
+    let closed = d.close().await;
+    synced.and(closed).map_err(io::Error::from)
 }
 
 /// Writes `bytes` from offset `from` to the end of `file`. Each write's
@@ -241,11 +246,11 @@ impl FileIo for LocalFileIo {
     }
 
     fn resolve(&self, location: &str) -> Result<String, LocationError> {
-        self.inside(location).map(|p| uri(&p))
+        self.inside(location).map(uri)
     }
 
     fn normalise(&self, location: &str) -> Result<String, LocationError> {
-        Self::real_path(location).map(|p| uri(&p))
+        Self::real_path(location).map(uri)
     }
 
     fn root(&self) -> &str {
@@ -254,16 +259,11 @@ impl FileIo for LocalFileIo {
 
     async fn delete(&self, location: &str) -> io::Result<()> {
         let path = self.inside(location).map_err(refused)?;
-        match glommio::io::remove(path).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let e: io::Error = e.into();
-                if e.kind() == io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
+        // On the shard, as a create (`write_file`): an unlink changes the
+        // directory in memory, and nothing syncs it.
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
     }
 

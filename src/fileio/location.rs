@@ -5,7 +5,10 @@
 //! Paths inside a URI are taken literally (no percent-decoding), as
 //! PyIceberg and iceberg-rust's local storage read them.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// The scheme every local location carries.
@@ -79,8 +82,9 @@ fn has_scheme(location: &str) -> bool {
 /// `path` without `.`, `..` (resolved lexically) and repeated or trailing
 /// slashes.
 pub fn lexical(path: &str) -> PathBuf {
-    // Sized once: the result is never longer than `path` with a root.
-    let mut out = PathBuf::with_capacity(path.len() + 1);
+    // Sized once: the result is never longer than `path` with a root, and
+    // [`uri`] turns it into a URI in place.
+    let mut out = PathBuf::with_capacity(SCHEME.len() + path.len() + 1);
     out.push("/");
     for c in Path::new(path).components() {
         match c {
@@ -94,10 +98,15 @@ pub fn lexical(path: &str) -> PathBuf {
     out
 }
 
-/// `path` (lexically clean) with its deepest existing ancestor's symbolic
-/// links resolved: the place a write to `path` would really go.
-pub fn resolve_links(path: &Path) -> PathBuf {
-    let mut existing = path;
+/// `path` (absolute, lexically clean) with its deepest existing ancestor's
+/// symbolic links resolved: the place a write to `path` would really go.
+pub fn resolve_links(path: PathBuf) -> PathBuf {
+    // The common case, no link on the way, keeps `path` as it is: the
+    // canonical form would be the same bytes in a new buffer.
+    if !may_have_links(&path) {
+        return path;
+    }
+    let mut existing = path.as_path();
     loop {
         if let Ok(real) = std::fs::canonicalize(existing) {
             let rest = path.strip_prefix(existing).expect("an ancestor of path");
@@ -105,17 +114,34 @@ pub fn resolve_links(path: &Path) -> PathBuf {
         }
         match existing.parent() {
             Some(parent) => existing = parent,
-            None => return path.to_path_buf(),
+            None => return path,
         }
     }
 }
 
-/// The `file://` URI of an absolute path.
-pub fn uri(path: &Path) -> String {
-    let path = path.to_string_lossy();
-    let mut out = String::with_capacity(SCHEME.len() + path.len());
-    out.push_str(SCHEME);
-    out.push_str(&path);
+/// Whether an existing component of `path` (absolute, lexically clean) may
+/// be a symbolic link: an `lstat` of each prefix from the root down (on
+/// std's stack buffer, no allocation), ending at the first that does not
+/// exist. An error other than a missing component says "may".
+fn may_have_links(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_bytes();
+    let ends = bytes.iter().enumerate().skip(1).filter(|&(_, &b)| b == b'/').map(|(i, _)| i);
+    for end in ends.chain(std::iter::once(bytes.len())) {
+        match std::fs::symlink_metadata(OsStr::from_bytes(&bytes[..end])) {
+            Ok(meta) if meta.file_type().is_symlink() => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return false,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// The `file://` URI of an absolute path, made in its own buffer (which
+/// [`lexical`] sizes for the scheme).
+pub fn uri(path: PathBuf) -> String {
+    let mut out = path.into_os_string().into_string().unwrap_or_else(|p| p.to_string_lossy().into_owned());
+    out.insert_str(0, SCHEME);
     out
 }
 
@@ -203,8 +229,9 @@ mod tests {
         std::fs::create_dir_all(dir.join("real")).unwrap();
         std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
         let real = std::fs::canonicalize(dir.join("real")).unwrap();
-        assert_eq!(resolve_links(&dir.join("link/new/t")), real.join("new/t"));
-        assert_eq!(resolve_links(&dir.join("link")), real);
+        assert_eq!(resolve_links(dir.join("link/new/t")), real.join("new/t"));
+        assert_eq!(resolve_links(dir.join("link")), real);
+        assert_eq!(resolve_links(real.join("new/t")), real.join("new/t"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
