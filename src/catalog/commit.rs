@@ -393,7 +393,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let sliced = if record.metadata.len() >= OFF_SHARD_BYTES {
             slice_off_shard(&input).await?
         } else {
-            slice_here(&input).await?
+            slice_here(&input, a).await?
         };
         let (record_bytes, expired, delete_expired) = match sliced {
             Sliced::Model => return self.prepare_by_model(a, key, current.version, &record, req, capacity).await,
