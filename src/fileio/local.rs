@@ -1,5 +1,6 @@
 //! The local filesystem warehouse.
 
+use std::borrow::Cow;
 use std::io::{self, Write as _};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ impl LocalFileIo {
         };
         std::fs::create_dir_all(path)?;
         let root = std::fs::canonicalize(path)?;
-        Ok(LocalFileIo { root_uri: uri(root.clone()), root })
+        Ok(LocalFileIo { root_uri: uri(&root), root })
     }
 
     /// The warehouse directory (canonical).
@@ -36,13 +37,13 @@ impl LocalFileIo {
     }
 
     /// The real path of a location: lexically cleaned, links of its
-    /// existing part resolved.
-    fn real_path(location: &str) -> Result<PathBuf, LocationError> {
+    /// existing part resolved; borrowed from `location` when that is it.
+    fn real_path(location: &str) -> Result<Cow<'_, Path>, LocationError> {
         Ok(resolve_links(lexical(local_path(location)?)))
     }
 
     /// The real path of a location strictly inside the warehouse.
-    fn inside(&self, location: &str) -> Result<PathBuf, LocationError> {
+    fn inside<'l>(&self, location: &'l str) -> Result<Cow<'l, Path>, LocationError> {
         let path = Self::real_path(location)?;
         if path == self.root {
             Err(LocationError::Root)
@@ -246,11 +247,11 @@ impl FileIo for LocalFileIo {
     }
 
     fn resolve(&self, location: &str) -> Result<String, LocationError> {
-        self.inside(location).map(uri)
+        self.inside(location).map(|p| uri(&p))
     }
 
     fn normalise(&self, location: &str) -> Result<String, LocationError> {
-        Self::real_path(location).map(uri)
+        Self::real_path(location).map(|p| uri(&p))
     }
 
     fn root(&self) -> &str {
@@ -261,15 +262,15 @@ impl FileIo for LocalFileIo {
         let path = self.inside(location).map_err(refused)?;
         // On the shard, as a create (`write_file`): an unlink changes the
         // directory in memory, and nothing syncs it.
-        match std::fs::remove_file(path) {
+        match std::fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
     }
 
     async fn delete_tree(&self, location: &str, keep: Vec<String>) -> io::Result<()> {
-        let path = self.inside(location).map_err(refused)?;
-        let keep: Vec<PathBuf> = keep.iter().filter_map(|k| Self::real_path(k).ok()).collect();
+        let path = self.inside(location).map_err(refused)?.into_owned();
+        let keep: Vec<PathBuf> = keep.iter().filter_map(|k| Self::real_path(k).ok().map(Cow::into_owned)).collect();
         let result = glommio::executor().spawn_blocking(move || remove_tree(&path, &keep)).await;
         match result {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

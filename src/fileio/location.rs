@@ -5,6 +5,7 @@
 //! Paths inside a URI are taken literally (no percent-decoding), as
 //! PyIceberg and iceberg-rust's local storage read them.
 
+use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
@@ -80,11 +81,15 @@ fn has_scheme(location: &str) -> bool {
 }
 
 /// `path` without `.`, `..` (resolved lexically) and repeated or trailing
-/// slashes.
-pub fn lexical(path: &str) -> PathBuf {
-    // Sized once: the result is never longer than `path` with a root, and
-    // [`uri`] turns it into a URI in place.
-    let mut out = PathBuf::with_capacity(SCHEME.len() + path.len() + 1);
+/// slashes; `path` itself when it has none (as every location this catalog
+/// writes).
+pub fn lexical(path: &str) -> Cow<'_, Path> {
+    let clean = path.starts_with('/') && path.split('/').skip(1).all(|c| !matches!(c, "" | "." | ".."));
+    if clean {
+        return Cow::Borrowed(Path::new(path));
+    }
+    // Sized once: the result is never longer than `path` with a root.
+    let mut out = PathBuf::with_capacity(path.len() + 1);
     out.push("/");
     for c in Path::new(path).components() {
         match c {
@@ -95,22 +100,22 @@ pub fn lexical(path: &str) -> PathBuf {
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// `path` (absolute, lexically clean) with its deepest existing ancestor's
 /// symbolic links resolved: the place a write to `path` would really go.
-pub fn resolve_links(path: PathBuf) -> PathBuf {
+pub fn resolve_links(path: Cow<'_, Path>) -> Cow<'_, Path> {
     // The common case, no link on the way, keeps `path` as it is: the
     // canonical form would be the same bytes in a new buffer.
     if !may_have_links(&path) {
         return path;
     }
-    let mut existing = path.as_path();
+    let mut existing = &*path;
     loop {
         if let Ok(real) = std::fs::canonicalize(existing) {
             let rest = path.strip_prefix(existing).expect("an ancestor of path");
-            return if rest.as_os_str().is_empty() { real } else { real.join(rest) };
+            return Cow::Owned(if rest.as_os_str().is_empty() { real } else { real.join(rest) });
         }
         match existing.parent() {
             Some(parent) => existing = parent,
@@ -137,11 +142,12 @@ fn may_have_links(path: &Path) -> bool {
     false
 }
 
-/// The `file://` URI of an absolute path, made in its own buffer (which
-/// [`lexical`] sizes for the scheme).
-pub fn uri(path: PathBuf) -> String {
-    let mut out = path.into_os_string().into_string().unwrap_or_else(|p| p.to_string_lossy().into_owned());
-    out.insert_str(0, SCHEME);
+/// The `file://` URI of an absolute path.
+pub fn uri(path: &Path) -> String {
+    let path = path.to_string_lossy();
+    let mut out = String::with_capacity(SCHEME.len() + path.len());
+    out.push_str(SCHEME);
+    out.push_str(&path);
     out
 }
 
@@ -218,9 +224,13 @@ mod tests {
 
     #[test]
     fn lexical_normalisation() {
-        assert_eq!(lexical("/w/a/../b/./c//"), PathBuf::from("/w/b/c"));
-        assert_eq!(lexical("/../../etc"), PathBuf::from("/etc"));
-        assert_eq!(lexical("/w/%2E%2E"), PathBuf::from("/w/%2E%2E"));
+        assert_eq!(lexical("/w/a/../b/./c//"), Path::new("/w/b/c"));
+        assert_eq!(lexical("/../../etc"), Path::new("/etc"));
+        assert_eq!(lexical("/w/%2E%2E"), Path::new("/w/%2E%2E"));
+        assert_eq!(lexical("/"), Path::new("/"));
+        assert_eq!(lexical("/w/t/"), Path::new("/w/t"));
+        assert_eq!(lexical("/w/.."), Path::new("/"));
+        assert!(matches!(lexical("/w/a.b/..c"), Cow::Borrowed(p) if p == Path::new("/w/a.b/..c")));
     }
 
     #[test]
@@ -229,9 +239,10 @@ mod tests {
         std::fs::create_dir_all(dir.join("real")).unwrap();
         std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
         let real = std::fs::canonicalize(dir.join("real")).unwrap();
-        assert_eq!(resolve_links(dir.join("link/new/t")), real.join("new/t"));
-        assert_eq!(resolve_links(dir.join("link")), real);
-        assert_eq!(resolve_links(real.join("new/t")), real.join("new/t"));
+        let resolved = |p: PathBuf| resolve_links(Cow::Owned(p)).into_owned();
+        assert_eq!(resolved(dir.join("link/new/t")), real.join("new/t"));
+        assert_eq!(resolved(dir.join("link")), real);
+        assert_eq!(resolved(real.join("new/t")), real.join("new/t"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
