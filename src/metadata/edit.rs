@@ -212,13 +212,37 @@ fn object<'a, V>(doc: &'a [u8], at: usize, value: impl Fn(&'a [u8]) -> Option<V>
     let mut map = BTreeMap::new();
     for field in fields(doc, at) {
         let (key, range) = field?;
-        let key = match std::str::from_utf8(key).ok()? {
-            k if k.contains('\\') => Cow::Owned(sonic_rs::from_str::<String>(&format!("\"{k}\"")).ok()?),
-            k => Cow::Borrowed(k),
-        };
-        map.insert(key, value(&doc[range])?);
+        map.insert(key_text(key)?, value(&doc[range])?);
     }
     Some(map)
+}
+
+/// Whether the JSON object at `at` holds exactly `map` (its keys are unique,
+/// as this catalog writes them), compared without building its map.
+fn same_object<'a, V: PartialEq>(
+    doc: &'a [u8],
+    at: usize,
+    map: &BTreeMap<Cow<'a, str>, V>,
+    value: impl Fn(&'a [u8]) -> Option<V>,
+) -> bool {
+    let mut count = 0;
+    for field in fields(doc, at) {
+        let Some((key, range)) = field else { return false };
+        let same = key_text(key).is_some_and(|k| map.get(&*k).is_some_and(|v| value(&doc[range]).as_ref() == Some(v)));
+        if !same {
+            return false;
+        }
+        count += 1;
+    }
+    count == map.len()
+}
+
+/// The text of an object's key (`key` without its quotes).
+fn key_text(key: &[u8]) -> Option<Cow<'_, str>> {
+    match std::str::from_utf8(key).ok()? {
+        k if k.contains('\\') => sonic_rs::from_str::<String>(&format!("\"{k}\"")).ok().map(Cow::Owned),
+        k => Some(Cow::Borrowed(k)),
+    }
 }
 
 fn int(raw: &[u8]) -> Option<i64> {
@@ -443,13 +467,11 @@ impl<'a> TableEdit<'a> {
             }
         };
         let snapshots_changed = !self.removed.is_empty() || self.added.iter().any(|(_, kept)| *kept);
-        let props_changed = self.properties_edited
-            && object(self.doc, self.at[PROPERTIES].clone().unwrap_or_default().start, json_str).as_ref()
-                != Some(&self.properties);
-        let refs_changed = self.refs_edited
-            && object(self.doc, self.at[REFS].clone().unwrap_or_default().start, |r| sonic_rs::from_slice(r).ok())
-                .as_ref()
-                != Some(&self.refs);
+        let stored_at = |i: usize| self.at[i].clone().unwrap_or_default().start;
+        let props_changed =
+            self.properties_edited && !same_object(self.doc, stored_at(PROPERTIES), &self.properties, json_str);
+        let refs_changed =
+            self.refs_edited && !same_object(self.doc, stored_at(REFS), &self.refs, |r| sonic_rs::from_slice(r).ok());
         self.changed = snapshots_changed
             || log_changed
             || props_changed
