@@ -393,7 +393,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let sliced = if record.metadata.len() >= OFF_SHARD_BYTES {
             slice_off_shard(&input).await?
         } else {
-            slice_here(&input).await?
+            slice_here(&input, a).await?
         };
         let (record_bytes, expired, delete_expired) = match sliced {
             Sliced::Model => return self.prepare_by_model(a, key, current.version, &record, req, capacity).await,
@@ -408,8 +408,13 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         };
         self.heal_base(key, current.version, &record).await;
         let location = resolved?;
-        let old = self.files.normalise(&base_location).ok();
-        let claim = self.claim_location(a, key, &location, old.as_deref()).await?;
+        // Unmoved, the base location normalises to `location`: the claim stays.
+        let claim = if target == base_location {
+            Vec::new()
+        } else {
+            let old = self.files.normalise(&base_location).ok();
+            self.claim_location(a, key, &location, old.as_deref()).await?
+        };
         let written = self.write_record(record_bytes).await?;
         let moved_to = (!claim.is_empty()).then_some(location);
         Ok(Prepared::Change(Change {

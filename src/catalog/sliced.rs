@@ -5,6 +5,8 @@
 //! shard only copies the stored document once to hand it over (a slice at a
 //! time, `bulk`).
 
+use bumpalo::Bump;
+
 use super::compressed::{complete, complete_here, Codec, CODEC_PROPERTY};
 use super::record::RecordBuilder;
 use super::written::{encode_record, file_form};
@@ -53,16 +55,17 @@ pub(crate) struct SliceInput<'r> {
 }
 
 /// Applies the commit and encodes the new version's record (without its
-/// compressed forms, told by the `FileForm` of its codec).
-fn slice(input: &SliceInput<'_>) -> ApiResult<Sliced<(RecordBuilder, Codec)>> {
-    let Some(edit) = edit_commit(input.doc, input.requirements, input.updates, input.now_ms) else {
+/// compressed forms, told by the `FileForm` of its codec); the edit's lists
+/// go in `arena`.
+fn slice<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> ApiResult<Sliced<(RecordBuilder, Codec)>> {
+    let Some(edit) = edit_commit(input.doc, input.requirements, input.updates, input.now_ms, arena) else {
         return Ok(Sliced::Model);
     };
     let mut edit = edit?;
     if !edit.changed() {
         return Ok(Sliced::Unchanged);
     }
-    edit.set_location(input.resolved.clone()?);
+    edit.set_location(input.resolved.as_ref().map_err(Clone::clone)?);
     let Some(expired) = edit.record_previous(input.previous, input.rewrite) else {
         return Ok(Sliced::Model);
     };
@@ -79,10 +82,11 @@ fn slice(input: &SliceInput<'_>) -> ApiResult<Sliced<(RecordBuilder, Codec)>> {
     Ok(Sliced::Ready { record: (record, codec), expired, delete_expired })
 }
 
-/// The slice path on this thread, compressing on the blocking thread when
-/// the new version needs it (as every writer does).
-pub(crate) async fn slice_here(input: &SliceInput<'_>) -> ApiResult<Sliced<Vec<u8>>> {
-    Ok(match slice(input)? {
+/// The slice path on this thread (its lists in the request's `arena`),
+/// compressing on the blocking thread when the new version needs it (as
+/// every writer does).
+pub(crate) async fn slice_here<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> ApiResult<Sliced<Vec<u8>>> {
+    Ok(match slice(input, arena)? {
         Sliced::Ready { record: (record, codec), expired, delete_expired } => {
             Sliced::Ready { record: complete(record, file_form(codec)).await, expired, delete_expired }
         }
@@ -113,7 +117,7 @@ pub(crate) async fn slice_off_shard(input: &SliceInput<'_>) -> ApiResult<Sliced<
             capacity,
             rewrite,
         };
-        Ok(match slice(&input)? {
+        Ok(match slice(&input, &Bump::new())? {
             Sliced::Ready { record: (record, codec), expired, delete_expired } => {
                 Sliced::Ready { record: complete_here(record, file_form(codec)), expired, delete_expired }
             }

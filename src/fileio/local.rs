@@ -1,10 +1,11 @@
 //! The local filesystem warehouse.
 
+use std::borrow::Cow;
 use std::io::{self, Write as _};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 
-use glommio::io::{BufferedFile, Directory, OpenOptions};
+use glommio::io::{BufferedFile, OpenOptions};
 
 use super::location::{self, lexical, local_path, resolve_links, uri, LocationError};
 use super::{FileIo, ReadError, MAX_METADATA_FILE};
@@ -36,13 +37,13 @@ impl LocalFileIo {
     }
 
     /// The real path of a location: lexically cleaned, links of its
-    /// existing part resolved.
-    fn real_path(location: &str) -> Result<PathBuf, LocationError> {
-        Ok(resolve_links(&lexical(local_path(location)?)))
+    /// existing part resolved; borrowed from `location` when that is it.
+    fn real_path(location: &str) -> Result<Cow<'_, Path>, LocationError> {
+        Ok(resolve_links(lexical(local_path(location)?)))
     }
 
     /// The real path of a location strictly inside the warehouse.
-    fn inside(&self, location: &str) -> Result<PathBuf, LocationError> {
+    fn inside<'l>(&self, location: &'l str) -> Result<Cow<'l, Path>, LocationError> {
         let path = Self::real_path(location)?;
         if path == self.root {
             Err(LocationError::Root)
@@ -58,11 +59,16 @@ fn refused(e: LocationError) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, e.to_string())
 }
 
+/// Syncs a directory's entries. Opened on the shard like a new file (see
+/// [`write_file`]): a path lookup in memory, where glommio's open is an
+/// io_uring round trip with copies of the path; the sync waits for the disk.
 async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let d = Directory::open(dir).await?;
-    d.sync().await?;
-    d.close().await?;
-    Ok(())
+    let opened = std::fs::File::open(dir)?;
+    // SAFETY: the descriptor moves into `d`, its only owner, which closes it.
+    let d = unsafe { BufferedFile::from_raw_fd(opened.into_raw_fd()) };
+    let synced = d.fdatasync().await;
+    let closed = d.close().await;
+    synced.and(closed).map_err(io::Error::from)
 }
 
 /// Creates `dir` and any missing parents up from `root`, syncing each
@@ -251,22 +257,17 @@ impl FileIo for LocalFileIo {
 
     async fn delete(&self, location: &str) -> io::Result<()> {
         let path = self.inside(location).map_err(refused)?;
-        match glommio::io::remove(path).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let e: io::Error = e.into();
-                if e.kind() == io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
+        // On the shard, as a create (`write_file`): an unlink changes the
+        // directory in memory, and nothing syncs it.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
     }
 
     async fn delete_tree(&self, location: &str, keep: Vec<String>) -> io::Result<()> {
-        let path = self.inside(location).map_err(refused)?;
-        let keep: Vec<PathBuf> = keep.iter().filter_map(|k| Self::real_path(k).ok()).collect();
+        let path = self.inside(location).map_err(refused)?.into_owned();
+        let keep: Vec<PathBuf> = keep.iter().filter_map(|k| Self::real_path(k).ok().map(Cow::into_owned)).collect();
         let result = crate::offshard::run(move || remove_tree(&path, &keep)).await;
         match result {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

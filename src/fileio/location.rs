@@ -5,7 +5,11 @@
 //! Paths inside a URI are taken literally (no percent-decoding), as
 //! PyIceberg and iceberg-rust's local storage read them.
 
+use std::borrow::Cow;
+use std::ffi::OsStr;
 use std::fmt;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// The scheme every local location carries.
@@ -77,8 +81,13 @@ fn has_scheme(location: &str) -> bool {
 }
 
 /// `path` without `.`, `..` (resolved lexically) and repeated or trailing
-/// slashes.
-pub fn lexical(path: &str) -> PathBuf {
+/// slashes; `path` itself when it has none (as every location this catalog
+/// writes).
+pub fn lexical(path: &str) -> Cow<'_, Path> {
+    let clean = path.starts_with('/') && path.split('/').skip(1).all(|c| !matches!(c, "" | "." | ".."));
+    if clean {
+        return Cow::Borrowed(Path::new(path));
+    }
     // Sized once: the result is never longer than `path` with a root.
     let mut out = PathBuf::with_capacity(path.len() + 1);
     out.push("/");
@@ -91,23 +100,46 @@ pub fn lexical(path: &str) -> PathBuf {
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
     }
-    out
+    Cow::Owned(out)
 }
 
-/// `path` (lexically clean) with its deepest existing ancestor's symbolic
-/// links resolved: the place a write to `path` would really go.
-pub fn resolve_links(path: &Path) -> PathBuf {
-    let mut existing = path;
+/// `path` (absolute, lexically clean) with its deepest existing ancestor's
+/// symbolic links resolved: the place a write to `path` would really go.
+pub fn resolve_links(path: Cow<'_, Path>) -> Cow<'_, Path> {
+    // The common case, no link on the way, keeps `path` as it is: the
+    // canonical form would be the same bytes in a new buffer.
+    if !may_have_links(&path) {
+        return path;
+    }
+    let mut existing = &*path;
     loop {
         if let Ok(real) = std::fs::canonicalize(existing) {
             let rest = path.strip_prefix(existing).expect("an ancestor of path");
-            return if rest.as_os_str().is_empty() { real } else { real.join(rest) };
+            return Cow::Owned(if rest.as_os_str().is_empty() { real } else { real.join(rest) });
         }
         match existing.parent() {
             Some(parent) => existing = parent,
-            None => return path.to_path_buf(),
+            None => return path,
         }
     }
+}
+
+/// Whether an existing component of `path` (absolute, lexically clean) may
+/// be a symbolic link: an `lstat` of each prefix from the root down (on
+/// std's stack buffer, no allocation), ending at the first that does not
+/// exist. An error other than a missing component says "may".
+fn may_have_links(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_bytes();
+    let ends = bytes.iter().enumerate().skip(1).filter(|&(_, &b)| b == b'/').map(|(i, _)| i);
+    for end in ends.chain(std::iter::once(bytes.len())) {
+        match std::fs::symlink_metadata(OsStr::from_bytes(&bytes[..end])) {
+            Ok(meta) if meta.file_type().is_symlink() => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return false,
+            Err(_) => return true,
+        }
+    }
+    false
 }
 
 /// The `file://` URI of an absolute path.
@@ -192,9 +224,13 @@ mod tests {
 
     #[test]
     fn lexical_normalisation() {
-        assert_eq!(lexical("/w/a/../b/./c//"), PathBuf::from("/w/b/c"));
-        assert_eq!(lexical("/../../etc"), PathBuf::from("/etc"));
-        assert_eq!(lexical("/w/%2E%2E"), PathBuf::from("/w/%2E%2E"));
+        assert_eq!(lexical("/w/a/../b/./c//"), Path::new("/w/b/c"));
+        assert_eq!(lexical("/../../etc"), Path::new("/etc"));
+        assert_eq!(lexical("/w/%2E%2E"), Path::new("/w/%2E%2E"));
+        assert_eq!(lexical("/"), Path::new("/"));
+        assert_eq!(lexical("/w/t/"), Path::new("/w/t"));
+        assert_eq!(lexical("/w/.."), Path::new("/"));
+        assert!(matches!(lexical("/w/a.b/..c"), Cow::Borrowed(p) if p == Path::new("/w/a.b/..c")));
     }
 
     #[test]
@@ -203,8 +239,10 @@ mod tests {
         std::fs::create_dir_all(dir.join("real")).unwrap();
         std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
         let real = std::fs::canonicalize(dir.join("real")).unwrap();
-        assert_eq!(resolve_links(&dir.join("link/new/t")), real.join("new/t"));
-        assert_eq!(resolve_links(&dir.join("link")), real);
+        let resolved = |p: PathBuf| resolve_links(Cow::Owned(p)).into_owned();
+        assert_eq!(resolved(dir.join("link/new/t")), real.join("new/t"));
+        assert_eq!(resolved(dir.join("link")), real);
+        assert_eq!(resolved(real.join("new/t")), real.join("new/t"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -19,6 +19,9 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use bumpalo::collections::Vec as ArenaVec;
+use bumpalo::Bump;
+
 use super::commit::{check_ref_update, SnapshotTable};
 use super::create::FORMAT_VERSION_PROPERTY;
 use super::error::{invalid, MetadataError};
@@ -107,15 +110,27 @@ enum LogItem {
 }
 
 /// The metadata log after [`TableEdit::record_previous`].
-struct MetadataLog {
+struct MetadataLog<'a> {
     /// The stored entries kept, as one slice.
     kept: Option<Range<usize>>,
-    new: MetadataLogEntry,
+    new: NewLogEntry<'a>,
 }
 
-/// Stored table metadata with a commit applied, ready to be written.
+/// The entry a new version adds to the metadata log: a
+/// [`MetadataLogEntry`] borrowing its file.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct NewLogEntry<'a> {
+    timestamp_ms: i64,
+    metadata_file: &'a str,
+}
+
+/// Stored table metadata with a commit applied, ready to be written. Its
+/// lists live in the request's arena: a typical commit's edit allocates
+/// nothing of its own but the maps of `refs` and `properties`.
 pub struct TableEdit<'a> {
     doc: &'a [u8],
+    arena: &'a Bump,
     at: [Option<Range<usize>>; 23],
     format_version: u8,
     table_uuid: Cow<'a, str>,
@@ -134,15 +149,15 @@ pub struct TableEdit<'a> {
     next_row_id: i64,
     refs: BTreeMap<Cow<'a, str>, SnapshotReference>,
     refs_edited: bool,
-    snapshots: Vec<Stored>,
+    snapshots: ArenaVec<'a, Stored>,
     /// Snapshots added by this commit; false once removed again.
-    added: Vec<(&'a Snapshot, bool)>,
+    added: ArenaVec<'a, (&'a Snapshot, bool)>,
     /// The ids of each remove-snapshots that removed something.
-    removed: Vec<&'a [i64]>,
-    log_added: Vec<SnapshotLogEntry>,
-    log_settled: Option<Vec<LogItem>>,
-    main_history: Vec<i64>,
-    metadata_log: Option<MetadataLog>,
+    removed: ArenaVec<'a, &'a [i64]>,
+    log_added: ArenaVec<'a, SnapshotLogEntry>,
+    log_settled: Option<ArenaVec<'a, LogItem>>,
+    main_history: ArenaVec<'a, i64>,
+    metadata_log: Option<MetadataLog<'a>>,
     now_ms: i64,
     changed: bool,
 }
@@ -155,11 +170,12 @@ pub fn edit_commit<'a>(
     requirements: &[TableRequirement],
     updates: &'a [TableUpdate],
     now_ms: i64,
+    arena: &'a Bump,
 ) -> Option<Result<TableEdit<'a>, MetadataError>> {
     if !updates.iter().all(on_slice_path) {
         return None;
     }
-    let mut edit = TableEdit::scan(doc, now_ms)?;
+    let mut edit = TableEdit::scan(doc, now_ms, arena)?;
     Some((|| {
         requirements.iter().try_for_each(|r| r.check(&edit))?;
         for update in updates {
@@ -196,13 +212,37 @@ fn object<'a, V>(doc: &'a [u8], at: usize, value: impl Fn(&'a [u8]) -> Option<V>
     let mut map = BTreeMap::new();
     for field in fields(doc, at) {
         let (key, range) = field?;
-        let key = match std::str::from_utf8(key).ok()? {
-            k if k.contains('\\') => Cow::Owned(sonic_rs::from_str::<String>(&format!("\"{k}\"")).ok()?),
-            k => Cow::Borrowed(k),
-        };
-        map.insert(key, value(&doc[range])?);
+        map.insert(key_text(key)?, value(&doc[range])?);
     }
     Some(map)
+}
+
+/// Whether the JSON object at `at` holds exactly `map` (its keys are unique,
+/// as this catalog writes them), compared without building its map.
+fn same_object<'a, V: PartialEq>(
+    doc: &'a [u8],
+    at: usize,
+    map: &BTreeMap<Cow<'a, str>, V>,
+    value: impl Fn(&'a [u8]) -> Option<V>,
+) -> bool {
+    let mut count = 0;
+    for field in fields(doc, at) {
+        let Some((key, range)) = field else { return false };
+        let same = key_text(key).is_some_and(|k| map.get(&*k).is_some_and(|v| value(&doc[range]).as_ref() == Some(v)));
+        if !same {
+            return false;
+        }
+        count += 1;
+    }
+    count == map.len()
+}
+
+/// The text of an object's key (`key` without its quotes).
+fn key_text(key: &[u8]) -> Option<Cow<'_, str>> {
+    match std::str::from_utf8(key).ok()? {
+        k if k.contains('\\') => sonic_rs::from_str::<String>(&format!("\"{k}\"")).ok().map(Cow::Owned),
+        k => Some(Cow::Borrowed(k)),
+    }
 }
 
 fn int(raw: &[u8]) -> Option<i64> {
@@ -212,7 +252,7 @@ fn int(raw: &[u8]) -> Option<i64> {
 impl<'a> TableEdit<'a> {
     /// Reads the fields a commit needs and indexes the snapshots; `None`
     /// unless `doc` is laid out exactly as this catalog writes v2 and v3.
-    fn scan(doc: &'a [u8], now_ms: i64) -> Option<TableEdit<'a>> {
+    fn scan(doc: &'a [u8], now_ms: i64, arena: &'a Bump) -> Option<TableEdit<'a>> {
         let mut at: [Option<Range<usize>>; 23] = Default::default();
         let (mut k, mut compact_len) = (0, 2);
         for field in fields(doc, 0) {
@@ -247,7 +287,7 @@ impl<'a> TableEdit<'a> {
         };
         let next_row_id = if format_version == 3 { int(raw(NEXT_ROW_ID))? } else { 0 };
         let snapshots_at = at[SNAPSHOTS].clone()?.start;
-        let mut snapshots = Vec::new();
+        let mut snapshots = ArenaVec::new_in(arena);
         for element in elements(doc, snapshots_at) {
             let range = element?;
             snapshots.push(Stored { id: int_member(&doc[range.clone()], "snapshot-id")?, range, kept: true });
@@ -256,6 +296,7 @@ impl<'a> TableEdit<'a> {
         let last_updated_ms = int(raw(LAST_UPDATED_MS))?;
         Some(TableEdit {
             doc,
+            arena,
             format_version,
             table_uuid: json_str(raw(TABLE_UUID))?,
             base_location: location.clone(),
@@ -274,11 +315,11 @@ impl<'a> TableEdit<'a> {
             refs: object(doc, at[REFS].clone()?.start, |r| sonic_rs::from_slice(r).ok())?,
             refs_edited: false,
             snapshots,
-            added: Vec::new(),
-            removed: Vec::new(),
-            log_added: Vec::new(),
+            added: ArenaVec::new_in(arena),
+            removed: ArenaVec::new_in(arena),
+            log_added: ArenaVec::new_in(arena),
             log_settled: None,
-            main_history: Vec::new(),
+            main_history: ArenaVec::new_in(arena),
             metadata_log: None,
             now_ms,
             changed: false,
@@ -393,18 +434,20 @@ impl<'a> TableEdit<'a> {
     fn finish(&mut self) {
         let current = self.current_snapshot_id;
         let added_now = |id: i64| self.added.iter().any(|(s, _)| s.snapshot_id == id);
-        let intermediate: Vec<i64> =
-            self.main_history.iter().copied().filter(|&id| added_now(id) && Some(id) != current).collect();
+        let intermediate = ArenaVec::from_iter_in(
+            self.main_history.iter().copied().filter(|&id| added_now(id) && Some(id) != current),
+            self.arena,
+        );
         let stored_log = self.at[SNAPSHOT_LOG].clone().unwrap_or_default().start;
         if !intermediate.is_empty() || !self.removed.is_empty() {
-            let mut live: Vec<i64> = self.snapshots.iter().filter(|s| s.kept).map(|s| s.id).collect();
+            let mut live = ArenaVec::from_iter_in(self.snapshots.iter().filter(|s| s.kept).map(|s| s.id), self.arena);
             live.extend(self.added.iter().filter(|(_, kept)| *kept).map(|(s, _)| s.snapshot_id));
             live.sort_unstable();
             let entries = elements(self.doc, stored_log)
                 .map_while(|e| e)
                 .map(|r| (int_member(&self.doc[r.clone()], "snapshot-id").unwrap_or(i64::MIN), LogItem::Stored(r)))
                 .chain(self.log_added.iter().enumerate().map(|(i, e)| (e.snapshot_id, LogItem::Added(i))));
-            let mut log = Vec::new();
+            let mut log = ArenaVec::new_in(self.arena);
             for (id, item) in entries {
                 if live.binary_search(&id).is_ok() {
                     if !intermediate.contains(&id) {
@@ -424,13 +467,11 @@ impl<'a> TableEdit<'a> {
             }
         };
         let snapshots_changed = !self.removed.is_empty() || self.added.iter().any(|(_, kept)| *kept);
-        let props_changed = self.properties_edited
-            && object(self.doc, self.at[PROPERTIES].clone().unwrap_or_default().start, json_str).as_ref()
-                != Some(&self.properties);
-        let refs_changed = self.refs_edited
-            && object(self.doc, self.at[REFS].clone().unwrap_or_default().start, |r| sonic_rs::from_slice(r).ok())
-                .as_ref()
-                != Some(&self.refs);
+        let stored_at = |i: usize| self.at[i].clone().unwrap_or_default().start;
+        let props_changed =
+            self.properties_edited && !same_object(self.doc, stored_at(PROPERTIES), &self.properties, json_str);
+        let refs_changed =
+            self.refs_edited && !same_object(self.doc, stored_at(REFS), &self.refs, |r| sonic_rs::from_slice(r).ok());
         self.changed = snapshots_changed
             || log_changed
             || props_changed
@@ -455,8 +496,8 @@ impl<'a> TableEdit<'a> {
     }
 
     /// Replaces the location with the catalog's resolved form of it.
-    pub fn set_location(&mut self, resolved: String) {
-        self.location = Cow::Owned(resolved);
+    pub fn set_location(&mut self, resolved: &'a str) {
+        self.location = Cow::Borrowed(resolved);
     }
 
     /// A table property after the commit.
@@ -469,7 +510,7 @@ impl<'a> TableEdit<'a> {
     /// last-updated-ms), trims the log to its limit and returns the trimmed
     /// files, oldest first. `None` when a stored entry's file is one
     /// `rewrite` wants changed (the model path rewrites it).
-    pub fn record_previous(&mut self, previous: &str, rewrite: impl Fn(&str) -> bool) -> Option<Vec<String>> {
+    pub fn record_previous(&mut self, previous: &'a str, rewrite: impl Fn(&str) -> bool) -> Option<Vec<String>> {
         let max = previous_versions_max(self.property(PREVIOUS_VERSIONS_MAX));
         let log_at = self.at[METADATA_LOG].clone()?.start;
         let mut stored = 0;
@@ -491,7 +532,7 @@ impl<'a> TableEdit<'a> {
             }
         }
         // `max` is at least 1: the new entry is always kept.
-        let new = MetadataLogEntry { timestamp_ms: self.base_last_updated_ms, metadata_file: previous.to_owned() };
+        let new = NewLogEntry { timestamp_ms: self.base_last_updated_ms, metadata_file: previous };
         self.metadata_log = Some(MetadataLog { kept, new });
         Some(expired)
     }
@@ -702,8 +743,9 @@ mod tests {
         requirements: &[TableRequirement],
         updates: &[TableUpdate],
     ) -> Result<Written, MetadataError> {
-        let mut edit =
-            edit_commit(base, requirements, updates, NOW).unwrap_or_else(|| panic!("not sliced: {updates:?}"))?;
+        let arena = Bump::new();
+        let mut edit = edit_commit(base, requirements, updates, NOW, &arena)
+            .unwrap_or_else(|| panic!("not sliced: {updates:?}"))?;
         if !edit.changed() {
             return Ok(None);
         }
@@ -868,15 +910,18 @@ mod tests {
     #[test]
     fn documents_not_written_by_this_catalog_take_the_model() {
         let append = parse::<Vec<TableUpdate>>(r#"[{"action":"set-properties","updates":{"a":"b"}}]"#);
+        let a = Bump::new();
         // As Java writes it (pretty), v1, and a format upgrade.
-        assert!(edit_commit(crate::metadata::test_support::fixture("v2_full").as_bytes(), &[], &append, NOW).is_none());
-        assert!(edit_commit(&stored("v1_current"), &[], &append, NOW).is_none());
+        assert!(
+            edit_commit(crate::metadata::test_support::fixture("v2_full").as_bytes(), &[], &append, NOW, &a).is_none()
+        );
+        assert!(edit_commit(&stored("v1_current"), &[], &append, NOW, &a).is_none());
         let upgrade = parse::<Vec<TableUpdate>>(r#"[{"action":"set-properties","updates":{"format-version":"3"}}]"#);
-        assert!(edit_commit(&stored("v2_full"), &[], &upgrade, NOW).is_none());
+        assert!(edit_commit(&stored("v2_full"), &[], &upgrade, NOW, &a).is_none());
         let v2 = stored("v2_full");
-        assert!(edit_commit(&v2, &[], &append, NOW).is_some());
+        assert!(edit_commit(&v2, &[], &append, NOW, &a).is_some());
         // A metadata log entry the catalog rewrites (a bare path) sends the commit to the model.
-        let mut edit = edit_commit(&v2, &[], &append, NOW).unwrap().unwrap();
+        let mut edit = edit_commit(&v2, &[], &append, NOW, &a).unwrap().unwrap();
         assert!(edit.record_previous(PREVIOUS, |f| f.starts_with("s3://lake")).is_none());
     }
 }

@@ -203,9 +203,10 @@ def test_request_alloc_counter_is_live(alloc_server):
 
 
 # Request-path allocations per commit on a typical table (issue 14's "<= 60"):
-# measured 77.x on this tree; the bound fails a regression, and is lowered
-# with every cut (docs/performance.md, "Allocations per commit").
-COMMIT_ALLOCS_MAX = 80
+# measured 40.6 to 41.2 on this tree (sled's own work varies a little); the
+# bound is the issue's target and fails a regression past it
+# (docs/performance.md, "Allocations per commit").
+COMMIT_ALLOCS_MAX = 60
 COMMITS = 100
 
 
