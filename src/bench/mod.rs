@@ -201,7 +201,7 @@ pub fn execute(args: &BenchArgs) -> io::Result<Report> {
 
     let observed = observe(&handles, &phases, args, &scraper);
     let stats = join_all(handles)?;
-    let cpu_after = args.server_pid.and_then(server_cpu::cpu_seconds);
+    let cpu_after = args.server_pid.and_then(server_cpu::usage);
     let rss = rss_before.zip(observed.rss_during).map(|(before, during)| {
         let (after, after_s) = rss_after_close(args, before);
         RssReport::new(before, during, after, after_s, stats.open_at_start)
@@ -251,7 +251,7 @@ struct Observed {
     /// The server's RSS halfway through the measured window.
     rss_during: Option<u64>,
     /// The server's CPU seconds at the end of warm-up.
-    cpu_before: Option<f64>,
+    cpu_before: Option<server_cpu::Usage>,
 }
 
 /// How long the idle scenario waits for the server to give memory back.
@@ -288,7 +288,7 @@ fn observe<T>(handles: &[JoinHandle<T>], phases: &Phases, args: &BenchArgs, scra
             rss_during = Some(args.server_pid.and_then(soak::read_rss));
         }
         if !scraped && now >= phases.warmup_end {
-            cpu_before = args.server_pid.and_then(server_cpu::cpu_seconds);
+            cpu_before = args.server_pid.and_then(server_cpu::usage);
             before = scraper.scrape();
             scraped = true;
         }

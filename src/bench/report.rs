@@ -221,9 +221,10 @@ impl Report {
         if let Some(c) = &self.server_cpu {
             let _ = writeln!(
                 s,
-                "  server cpu   {:.3} s in the measured window, {} ms per operation",
+                "  server cpu   {:.3} s in the measured window, {} ms and {} context switches per operation",
                 c.seconds,
-                fmt(c.ms_per_op, &|v| format!("{v:.3}"))
+                fmt(c.ms_per_op, &|v| format!("{v:.3}")),
+                fmt(c.switches_per_op, &|v| format!("{v:.1}"))
             );
         }
         if let Some(m) = &self.rss {

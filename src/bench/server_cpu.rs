@@ -1,6 +1,9 @@
 //! The server's CPU time (`--server-pid`), read from `/proc/<pid>/stat`
-//! (user + system, every thread) at the end of warm-up and after the run,
-//! and reported per operation.
+//! (user + system, every thread), and its threads' context switches, from
+//! `/proc/<pid>/task/*/status`, at the end of warm-up and after the run,
+//! and reported per operation. Switches per operation show hand-offs
+//! between the server's threads (a shard and its blocking thread, the
+//! group-commit thread, io_uring workers) that CPU time alone hides.
 
 use serde::Serialize;
 
@@ -10,21 +13,50 @@ pub struct CpuReport {
     pub seconds: f64,
     /// `seconds` over the measured operations, in milliseconds.
     pub ms_per_op: Option<f64>,
+    /// Context switches of the server's threads over the measured operations.
+    pub switches_per_op: Option<f64>,
+}
+
+/// What the server had used at one moment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage {
+    pub cpu_s: f64,
+    /// Voluntary and involuntary, summed over the threads alive then.
+    pub switches: u64,
 }
 
 impl CpuReport {
-    pub fn new(before_s: f64, after_s: f64, ops: u64) -> CpuReport {
-        let seconds = (after_s - before_s).max(0.0);
-        CpuReport { seconds, ms_per_op: (ops > 0).then(|| seconds * 1e3 / ops as f64) }
+    pub fn new(before: Usage, after: Usage, ops: u64) -> CpuReport {
+        let seconds = (after.cpu_s - before.cpu_s).max(0.0);
+        let switches = after.switches.saturating_sub(before.switches) as f64;
+        CpuReport {
+            seconds,
+            ms_per_op: (ops > 0).then(|| seconds * 1e3 / ops as f64),
+            switches_per_op: (ops > 0).then(|| switches / ops as f64),
+        }
     }
 }
 
-/// User + system CPU seconds of process `pid`, all threads.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+/// CPU seconds (user + system) and context switches of process `pid`, all threads.
+pub fn usage(pid: u32) -> Option<Usage> {
     let ticks = cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
     // SAFETY: sysconf has no preconditions.
     let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (per_s > 0).then(|| ticks as f64 / per_s as f64)
+    let switches = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .map(|status| switches(&status))
+        .sum();
+    (per_s > 0).then(|| Usage { cpu_s: ticks as f64 / per_s as f64, switches })
+}
+
+/// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of a thread's status.
+fn switches(status: &str) -> u64 {
+    status
+        .lines()
+        .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// utime + stime (fields 14 and 15 of proc(5)), in clock ticks. The command
@@ -51,24 +83,37 @@ mod tests {
     }
 
     #[test]
-    fn this_process_has_spent_some_cpu() {
-        let before = cpu_seconds(std::process::id()).expect("readable /proc/self/stat");
+    fn this_process_has_spent_some_cpu_and_switched() {
+        let cpu = || usage(std::process::id()).expect("readable /proc/self").cpu_s;
+        let before = usage(std::process::id()).expect("readable /proc/self");
         // Busy until the clock-tick counters move (bounded, on a loaded box).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut x = 0u64;
-        while cpu_seconds(std::process::id()).unwrap() <= before && std::time::Instant::now() < deadline {
+        while cpu() <= before.cpu_s && std::time::Instant::now() < deadline {
             for _ in 0..100_000 {
                 x = std::hint::black_box(x.wrapping_add(1));
             }
         }
-        assert!(cpu_seconds(std::process::id()).unwrap() > before);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let after = usage(std::process::id()).unwrap();
+        assert!(after.cpu_s > before.cpu_s);
+        assert!(after.switches > before.switches, "a sleep is a voluntary switch");
     }
 
     #[test]
-    fn per_operation_in_milliseconds() {
-        let r = CpuReport::new(10.0, 12.5, 500);
-        assert_eq!((r.seconds, r.ms_per_op), (2.5, Some(5.0)));
-        assert_eq!(CpuReport::new(1.0, 1.0, 0).ms_per_op, None);
-        assert_eq!(CpuReport::new(2.0, 1.0, 10).seconds, 0.0, "never negative");
+    fn switches_sum_both_kinds() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(switches(status), 127);
+        assert_eq!(switches("Name:\tx\n"), 0);
+    }
+
+    #[test]
+    fn per_operation_in_milliseconds_and_switches() {
+        let at = |cpu_s, switches| Usage { cpu_s, switches };
+        let r = CpuReport::new(at(10.0, 100), at(12.5, 1100), 500);
+        assert_eq!((r.seconds, r.ms_per_op, r.switches_per_op), (2.5, Some(5.0), Some(2.0)));
+        assert_eq!(CpuReport::new(at(1.0, 0), at(1.0, 0), 0).ms_per_op, None);
+        assert_eq!(CpuReport::new(at(2.0, 5), at(1.0, 1), 10).seconds, 0.0, "never negative");
+        assert_eq!(CpuReport::new(at(2.0, 5), at(1.0, 1), 10).switches_per_op, Some(0.0));
     }
 }
