@@ -1,4 +1,5 @@
-//! Work a shard hands to its blocking thread: gzip of a new version's
+//! Work a shard hands to its blocking thread (and long work of other
+//! threads on its core): gzip of a new version's
 //! stored forms, the edit and store batch of a big table's commit, a big
 //! metadata file's write, a recursive purge, a client secret's PBKDF2, a
 //! `/metrics` rendering.
@@ -37,6 +38,16 @@ pub async fn run_long<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
             f()
         })
         .await
+}
+
+/// Runs `f` on the calling thread under `SCHED_IDLE`, then puts the thread
+/// back: long work on a thread whose other work commits wait for (the
+/// group-commit thread's check and sync of a big record's blob).
+pub fn below_shard<T>(f: impl FnOnce() -> T) -> T {
+    set_idle(true);
+    let out = f();
+    set_idle(false);
+    out
 }
 
 thread_local! {
@@ -84,6 +95,8 @@ mod tests {
                 assert_eq!(run(policy).await, libc::SCHED_OTHER, "short work after long work kept SCHED_IDLE");
                 assert_eq!(run_long(policy).await, libc::SCHED_IDLE);
                 assert_eq!(policy(), libc::SCHED_OTHER, "the shard itself was lowered");
+                assert_eq!(below_shard(policy), libc::SCHED_IDLE);
+                assert_eq!(policy(), libc::SCHED_OTHER, "below_shard did not put the thread back");
             })
             .unwrap()
             .join()

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::io::{self, Write as _};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 
 use glommio::io::{BufferedFile, OpenOptions};
@@ -152,16 +152,11 @@ async fn write_file(path: &Path, bytes: &[u8], dir: Option<&Path>) -> io::Result
                 // A slice per system call: a kernel without preemption
                 // (PREEMPT_NONE, the usual server setting) lets the shard in
                 // only between them, and one 5.9 MB copy into the page cache,
-                // or its writeback started by fdatasync, takes ms. So each
-                // slice's writeback is started as it is written, and the
-                // fdatasync (the durability) has only waiting left to do.
-                let mut at = 0;
+                // or its writeback started by fdatasync, takes ms.
                 for chunk in owned.chunks(crate::bulk::SLICE) {
                     created.write_all(chunk)?;
-                    start_writeback(&created, at, chunk.len())?;
-                    at += chunk.len();
                 }
-                created.sync_data()
+                crate::bulk::sync_data(&created, owned.len() as u64)
             })
             .await;
         }
@@ -187,18 +182,6 @@ async fn write_file(path: &Path, bytes: &[u8], dir: Option<&Path>) -> io::Result
             tracing::warn!(error = %e, "cannot remove a partly written metadata file");
         }
         return Err(e);
-    }
-    Ok(())
-}
-
-/// Starts the writeback of `len` bytes at `offset` without waiting for it
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Not a sync: it neither waits
-/// nor flushes the disk's cache; the caller's `fdatasync` still does.
-fn start_writeback(file: &std::fs::File, offset: usize, len: usize) -> io::Result<()> {
-    // SAFETY: a plain system call on a descriptor `file` owns.
-    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

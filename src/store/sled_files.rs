@@ -100,8 +100,13 @@ impl SledFiles {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            if complete_blob(&mut file)? {
-                file.sync_data()?;
+            // Megabytes to read and sync (a big table's record): below the
+            // shards' priority, a slice per system call.
+            let synced = crate::offshard::below_shard(|| match complete_blob(&mut file)? {
+                Some(len) => crate::bulk::sync_data(&file, len).map(|()| true),
+                None => Ok::<_, io::Error>(false),
+            })?;
+            if synced {
                 synced_any = true;
                 self.synced_blobs.insert(name.clone());
             }
@@ -150,15 +155,31 @@ fn names(dir: &Path) -> io::Result<Vec<OsString>> {
     std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect()
 }
 
-/// Whether a blob file holds all its bytes: its CRC matches its content.
-fn complete_blob(file: &mut File) -> io::Result<bool> {
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    if bytes.len() <= BLOB_CRC_LEN {
-        return Ok(false);
+/// The length of a blob file that holds all its bytes (its CRC matches its
+/// content), or `None`. Read a slice at a time: a blob is megabytes (a big
+/// table's record), and this thread shares a shard's core (`bulk::sync_data`).
+fn complete_blob(file: &mut File) -> io::Result<Option<u64>> {
+    let mut crc = [0; BLOB_CRC_LEN];
+    match file.read_exact(&mut crc) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
     }
-    let (crc, rest) = bytes.split_at(BLOB_CRC_LEN);
-    Ok(crc32fast::hash(rest).to_le_bytes() == crc)
+    let mut hasher = crc32fast::Hasher::new();
+    let mut slice = vec![0; crate::bulk::SLICE];
+    let mut len = BLOB_CRC_LEN as u64;
+    loop {
+        let n = match file.read(&mut slice) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&slice[..n]);
+        len += n as u64;
+    }
+    let complete = len > BLOB_CRC_LEN as u64 && hasher.finalize().to_le_bytes() == crc;
+    Ok(complete.then_some(len))
 }
 
 #[cfg(test)]
@@ -170,12 +191,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bingsan-blob-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("7");
-        let body = b"\x01some value bytes";
-        let mut whole = crc32fast::hash(body).to_le_bytes().to_vec();
-        whole.extend_from_slice(body);
-        for (len, want) in [(0, false), (4, false), (whole.len() - 1, false), (whole.len(), true)] {
-            std::fs::write(&path, &whole[..len]).unwrap();
-            assert_eq!(complete_blob(&mut File::open(&path).unwrap()).unwrap(), want, "{len} bytes");
+        // Small, and over several of the slices it is read in.
+        for body in [b"\x01some value bytes".to_vec(), (0..3 * crate::bulk::SLICE + 17).map(|i| i as u8).collect()] {
+            let mut whole = crc32fast::hash(&body).to_le_bytes().to_vec();
+            whole.extend_from_slice(&body);
+            let n = whole.len();
+            for (len, want) in [(0, None), (4, None), (n - 1, None), (n, Some(n as u64))] {
+                std::fs::write(&path, &whole[..len]).unwrap();
+                assert_eq!(complete_blob(&mut File::open(&path).unwrap()).unwrap(), want, "{len} bytes");
+            }
         }
         std::fs::remove_dir_all(dir).unwrap();
     }
