@@ -84,12 +84,7 @@ pub(crate) async fn complete(record: RecordBuilder, file: FileForm) -> Vec<u8> {
     if !is_big(&record) && matches!(file, FileForm::Plain) {
         return record.finish();
     }
-    // A big table's gzip runs for ms: long work, below the shard's priority.
-    if record.as_bytes().len() >= super::sliced::OFF_SHARD_BYTES {
-        crate::offshard::run_long(move || complete_here(record, file)).await
-    } else {
-        crate::offshard::run(move || complete_here(record, file)).await
-    }
+    crate::offshard::run(move || complete_here(record, file)).await
 }
 
 /// [`complete`] on this thread: for a caller already on the blocking thread.
@@ -150,7 +145,7 @@ pub enum GunzipError {
 /// Decompresses a gzip file of at most `max` bytes once decompressed, on
 /// the blocking thread.
 pub async fn gunzip(bytes: Vec<u8>, max: u64) -> Result<Vec<u8>, GunzipError> {
-    crate::offshard::run_long(move || gunzip_now(&bytes, max)).await
+    crate::offshard::run(move || gunzip_now(&bytes, max)).await
 }
 
 fn gunzip_now(bytes: &[u8], max: u64) -> Result<Vec<u8>, GunzipError> {

@@ -104,7 +104,7 @@ pub(crate) async fn slice_off_shard(input: &SliceInput<'_>) -> ApiResult<Sliced<
     let resolved = input.resolved.clone();
     let (now_ms, version, default_codec, capacity, rewrite) =
         (input.now_ms, input.version, input.default_codec, input.capacity, input.rewrite);
-    crate::offshard::run_long(move || {
+    crate::offshard::run(move || {
         let input = SliceInput {
             doc: &doc,
             previous: &previous,

@@ -148,7 +148,7 @@ async fn write_file(path: &Path, bytes: &[u8], dir: Option<&Path>) -> io::Result
     let data = async {
         if bytes.len() > INLINE_WRITE_MAX {
             let owned = crate::bulk::to_vec(bytes).await;
-            return crate::offshard::run_long(move || {
+            return crate::offshard::run(move || {
                 // A slice per system call: a kernel without preemption
                 // (PREEMPT_NONE, the usual server setting) lets the shard in
                 // only between them, and one 5.9 MB copy into the page cache,
@@ -274,7 +274,7 @@ impl FileIo for LocalFileIo {
     async fn delete_tree(&self, location: &str, keep: Vec<String>) -> io::Result<()> {
         let path = self.inside(location).map_err(refused)?.into_owned();
         let keep: Vec<PathBuf> = keep.iter().filter_map(|k| Self::real_path(k).ok().map(Cow::into_owned)).collect();
-        let result = crate::offshard::run_long(move || remove_tree(&path, &keep)).await;
+        let result = crate::offshard::run(move || remove_tree(&path, &keep)).await;
         match result {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,

@@ -100,13 +100,10 @@ impl SledFiles {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            // Megabytes to read and sync (a big table's record): below the
-            // shards' priority, a slice per system call.
-            let synced = crate::offshard::below_shard(|| match complete_blob(&mut file)? {
-                Some(len) => crate::bulk::sync_data(&file, len).map(|()| true),
-                None => Ok::<_, io::Error>(false),
-            })?;
-            if synced {
+            // Megabytes to read and sync (a big table's record) on a shard's
+            // core: a slice per system call.
+            if let Some(len) = complete_blob(&mut file)? {
+                crate::bulk::sync_data(&file, len)?;
                 synced_any = true;
                 self.synced_blobs.insert(name.clone());
             }

@@ -225,7 +225,7 @@ impl SledStore {
         }
         let tree = self.tree.clone();
         let _applying = self.freeze.enter().await;
-        crate::offshard::run_long(move || {
+        crate::offshard::run(move || {
             let writes: Vec<Write<'_>> = ops
                 .iter()
                 .map(|(key, expect, value, delete)| match (value, delete) {
