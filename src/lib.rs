@@ -19,7 +19,6 @@ pub mod http;
 pub mod json;
 pub mod metadata;
 pub mod metrics;
-pub mod offshard;
 pub mod pool;
 pub mod routes;
 pub mod server;

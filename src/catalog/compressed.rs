@@ -84,7 +84,7 @@ pub(crate) async fn complete(record: RecordBuilder, file: FileForm) -> Vec<u8> {
     if !is_big(&record) && matches!(file, FileForm::Plain) {
         return record.finish();
     }
-    crate::offshard::run(move || complete_here(record, file)).await
+    glommio::executor().spawn_blocking(move || complete_here(record, file)).await
 }
 
 /// [`complete`] on this thread: for a caller already on the blocking thread.
@@ -145,7 +145,7 @@ pub enum GunzipError {
 /// Decompresses a gzip file of at most `max` bytes once decompressed, on
 /// the blocking thread.
 pub async fn gunzip(bytes: Vec<u8>, max: u64) -> Result<Vec<u8>, GunzipError> {
-    crate::offshard::run(move || gunzip_now(&bytes, max)).await
+    glommio::executor().spawn_blocking(move || gunzip_now(&bytes, max)).await
 }
 
 fn gunzip_now(bytes: &[u8], max: u64) -> Result<Vec<u8>, GunzipError> {

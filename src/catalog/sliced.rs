@@ -104,26 +104,27 @@ pub(crate) async fn slice_off_shard(input: &SliceInput<'_>) -> ApiResult<Sliced<
     let resolved = input.resolved.clone();
     let (now_ms, version, default_codec, capacity, rewrite) =
         (input.now_ms, input.version, input.default_codec, input.capacity, input.rewrite);
-    crate::offshard::run(move || {
-        let input = SliceInput {
-            doc: &doc,
-            previous: &previous,
-            requirements: &requirements,
-            updates: &updates,
-            now_ms,
-            resolved: &resolved,
-            version,
-            default_codec,
-            capacity,
-            rewrite,
-        };
-        Ok(match slice(&input, &Bump::new())? {
-            Sliced::Ready { record: (record, codec), expired, delete_expired } => {
-                Sliced::Ready { record: complete_here(record, file_form(codec)), expired, delete_expired }
-            }
-            Sliced::Model => Sliced::Model,
-            Sliced::Unchanged => Sliced::Unchanged,
+    glommio::executor()
+        .spawn_blocking(move || {
+            let input = SliceInput {
+                doc: &doc,
+                previous: &previous,
+                requirements: &requirements,
+                updates: &updates,
+                now_ms,
+                resolved: &resolved,
+                version,
+                default_codec,
+                capacity,
+                rewrite,
+            };
+            Ok(match slice(&input, &Bump::new())? {
+                Sliced::Ready { record: (record, codec), expired, delete_expired } => {
+                    Sliced::Ready { record: complete_here(record, file_form(codec)), expired, delete_expired }
+                }
+                Sliced::Model => Sliced::Model,
+                Sliced::Unchanged => Sliced::Unchanged,
+            })
         })
-    })
-    .await
+        .await
 }

@@ -105,14 +105,15 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
         let key = target.keys.current().await.map_err(unavailable)?;
         let d = self.shared.delegation.clone();
         let loc = location.to_owned();
-        let result = crate::offshard::run(move || {
-            let target = d.holding(&loc).ok_or_else(|| unavailable("no warehouse holds the table"))?;
-            vend_blocking(target, &key, &loc).map_err(|e| {
-                tracing::warn!(error = %e, location = loc, "vending failed");
-                sts_unavailable(&e)
+        let result = glommio::executor()
+            .spawn_blocking(move || {
+                let target = d.holding(&loc).ok_or_else(|| unavailable("no warehouse holds the table"))?;
+                vend_blocking(target, &key, &loc).map_err(|e| {
+                    tracing::warn!(error = %e, location = loc, "vending failed");
+                    sts_unavailable(&e)
+                })
             })
-        })
-        .await;
+            .await;
         let v = Rc::new(result?);
         self.vend_cache.put(location, v.clone(), now);
         Ok(v)

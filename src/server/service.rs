@@ -194,7 +194,7 @@ impl<S: Store, F: FileIo> ShardService<S, F> {
             },
             Operation::Metrics => {
                 let handle = self.shared.metrics.clone();
-                let text = crate::offshard::run(move || handle.render()).await;
+                let text = glommio::executor().spawn_blocking(move || handle.render()).await;
                 out.extend_from_slice(&text);
                 resp.content_type = "text/plain; version=0.0.4";
             }

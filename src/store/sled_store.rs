@@ -225,18 +225,19 @@ impl SledStore {
         }
         let tree = self.tree.clone();
         let _applying = self.freeze.enter().await;
-        crate::offshard::run(move || {
-            let writes: Vec<Write<'_>> = ops
-                .iter()
-                .map(|(key, expect, value, delete)| match (value, delete) {
-                    (Some(v), _) => Write::put(key, *expect, v),
-                    (None, true) => Write::delete(key, *expect),
-                    (None, false) => Write::check(key, *expect),
-                })
-                .collect();
-            transact(&tree, &writes)
-        })
-        .await
+        glommio::executor()
+            .spawn_blocking(move || {
+                let writes: Vec<Write<'_>> = ops
+                    .iter()
+                    .map(|(key, expect, value, delete)| match (value, delete) {
+                        (Some(v), _) => Write::put(key, *expect, v),
+                        (None, true) => Write::delete(key, *expect),
+                        (None, false) => Write::check(key, *expect),
+                    })
+                    .collect();
+                transact(&tree, &writes)
+            })
+            .await
     }
 }
 
