@@ -182,7 +182,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
     pub async fn end_interrupted_purges(&self) -> Result<usize, StoreError> {
         let mut locations = Vec::new();
         self.store
-            .scan(&[keys::PURGING], None, |key, _| {
+            .scan_keys(&[keys::PURGING], None, |key| {
                 locations.push(String::from_utf8_lossy(&key[1..]).into_owned());
                 true
             })
@@ -212,7 +212,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let prefix = keys::locations_inside(a, location);
         let mut found = Vec::new();
         self.store
-            .scan(prefix, None, |key, _| {
+            .scan_keys(prefix, None, |key| {
                 found.push(String::from_utf8_lossy(&key[1..]).into_owned());
                 true
             })

@@ -225,7 +225,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         for prefix in prefixes {
             let mut any = false;
             self.store
-                .scan(prefix, None, |_, _| {
+                .scan_keys(prefix, None, |_| {
                     any = true;
                     false
                 })
@@ -336,7 +336,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
         let mut more: Option<&'a [u8]> = None;
         let mut last_name: &'a [u8] = &[];
         self.store
-            .scan(prefix, after, |key, _| {
+            .scan_keys(prefix, after, |key| {
                 let name = &key[prefix.len()..];
                 if count == page.size {
                     more = Some(last_name);

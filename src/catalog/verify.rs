@@ -147,7 +147,7 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             loop {
                 let mut batch: Vec<Vec<u8>> = Vec::with_capacity(SCAN_BATCH);
                 self.store
-                    .scan(&prefix, after.as_deref(), |k, _| {
+                    .scan_keys(&prefix, after.as_deref(), |k| {
                         batch.push(k.to_vec());
                         batch.len() < SCAN_BATCH
                     })

@@ -83,6 +83,19 @@ impl<S: Store> Store for Keyspace<S> {
         self.inner.scan(&prefix.0, after.as_ref().map(|k| k.0.as_slice()), |k, v| visit(&k[n..], v)).await
     }
 
+    async fn scan_keys<F>(&self, prefix: &[u8], after: Option<&[u8]>, mut visit: F) -> Result<(), StoreError>
+    where
+        F: FnMut(&[u8]) -> bool,
+    {
+        if self.space.is_empty() {
+            return self.inner.scan_keys(prefix, after, visit).await;
+        }
+        let prefix = Scoped::new(&self.space, prefix);
+        let after = after.map(|k| Scoped::new(&self.space, k));
+        let n = self.space.len();
+        self.inner.scan_keys(&prefix.0, after.as_ref().map(|k| k.0.as_slice()), |k| visit(&k[n..])).await
+    }
+
     async fn apply(&self, writes: &[Write<'_>]) -> Result<(), StoreError> {
         if self.space.is_empty() {
             return self.inner.apply(writes).await;

@@ -14,6 +14,7 @@ mod keyspace;
 pub mod pg;
 mod sled_files;
 mod sled_store;
+mod sled_values;
 mod timer;
 
 pub use keyspace::{guard_default, Keyspace};
@@ -127,6 +128,16 @@ pub trait Store: 'static {
     async fn scan<F>(&self, prefix: &[u8], after: Option<&[u8]>, visit: F) -> Result<(), StoreError>
     where
         F: FnMut(&[u8], Versioned<&[u8]>) -> bool;
+
+    /// [`scan`](Self::scan) for a caller that needs only the keys (listings,
+    /// "is it empty"): a backend may skip reading values (sled: a big value
+    /// kept out of line is not read from its file).
+    async fn scan_keys<F>(&self, prefix: &[u8], after: Option<&[u8]>, mut visit: F) -> Result<(), StoreError>
+    where
+        F: FnMut(&[u8]) -> bool,
+    {
+        self.scan(prefix, after, |k, _| visit(k)).await
+    }
 
     /// Applies every write or none; returns once the batch is durable.
     async fn apply(&self, writes: &[Write<'_>]) -> Result<(), StoreError>;
