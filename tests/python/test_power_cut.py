@@ -3,7 +3,8 @@
 The server's data directory and warehouse live on `lazyfs.py`, a FUSE
 filesystem that keeps file data in memory until it is fsynced. Writers of
 every kind (namespaces and their properties, tables, table commits (one on a table whose record is so large that sled keeps
-it as a blob file), views,
+it as a blob file, one on a table whose record is kept out of sled in a
+file of its own), views,
 view replacements, multi-table transactions, `Idempotency-Key` retries) run
 concurrently; then the filesystem daemon and the server are SIGKILLed at
 once (a power cut: unsynced data is gone), the mount is lazily detached, a
@@ -20,7 +21,9 @@ A second test cuts the power at the moment sled unlinks a file in its
 `blobs/` (a blob whose record was replaced, or one of an abandoned write):
 sled decides when on its own idea of what is stable (`sync_file_range`),
 not on our syncs, and sled's recovery skips a record whose blob is missing.
-Every acknowledged write must survive that cut as well.
+Every acknowledged write must survive that cut as well. A third test cuts
+the power the moment the server removes the file of an out-of-line value
+(`values/`) that a commit replaced.
 """
 
 from __future__ import annotations
@@ -56,9 +59,11 @@ WRITERS = int(os.environ.get("BINGSAN_POWER_CUT_WRITERS", "16"))
 BLOB_CUTS = int(os.environ.get("BINGSAN_BLOB_CUTS", "3"))
 BLOB_CUT_WAIT = 60
 #: Fewest acknowledged writes for the run to mean something, by kind of cut.
-MIN_ACKED = {"timed_cut": 1000, "cut_on_blob_removal": 50}
+MIN_ACKED = {"timed_cut": 1000, "cut_on_unlink_in_blobs": 50, "cut_on_unlink_in_values": 50}
 #: A table property this large makes the table's store record a sled blob.
 BLOB_BYTES = 200 * 1024
+#: One this large keeps the record out of sled, in a file of its own (over 256 KiB).
+OUT_OF_LINE_BYTES = 320 * 1024
 
 
 # ---------------------------------------------------------------- the model
@@ -142,14 +147,14 @@ class Writer:
     def setup(self) -> None:
         s, ns = self.s, self.ns
         self.create(("ns", ns), "POST", s.api("namespaces"), {"namespace": list(ns)})
-        for t in ("c0", "tx_a", "tx_b", "big"):
+        for t in ("c0", "tx_a", "tx_b", "big", "huge"):
             self.create(("table", ns, t), "POST", table_url(s, ns), {"name": t, "schema": SIMPLE_SCHEMA_JSON})
         self.create(("view", ns, "v0"), "POST", view_url(s, ns), view_body("v0", ns))
         self.model.pairs.append((("table", ns, "tx_a"), ("table", ns, "tx_b")))
 
     def step(self, i: int) -> None:
         s, ns, v = self.s, self.ns, str(i)
-        kind = i % 9
+        kind = i % 10
         if kind == 0:
             child = (*ns, f"n{i}")
             self.create(("ns", child), "POST", s.api("namespaces"), {"namespace": list(child), "properties": {"i": v}})
@@ -174,6 +179,11 @@ class Writer:
             change = self.table_change("big", v, "v")
             change["updates"][0]["updates"]["pad"] = v * (BLOB_BYTES // len(v))
             self.set_props([("table", ns, "big")], "v", v, table_url(s, ns, "big"), change)
+        elif kind == 9:
+            # A record over a slice: kept out of sled, in a file of its own.
+            change = self.table_change("huge", v, "v")
+            change["updates"][0]["updates"]["pad"] = v * (OUT_OF_LINE_BYTES // len(v))
+            self.set_props([("table", ns, "huge")], "v", v, table_url(s, ns, "huge"), change)
         else:
             # An idempotent create, retried as a client that lost the answer would.
             child = (*ns, f"k{i}")
@@ -316,7 +326,17 @@ def test_power_cuts_as_sled_removes_a_replaced_blob(lazy_mount, tmp_path, binary
     and the old record (an acknowledged commit) needs that blob until the
     replacing one is on disk. The cut comes within a second of each round's
     start, so writes in flight are mostly first writes."""
-    cut_while_writing(lazy_mount, tmp_path, WRITERS, BLOB_CUTS, cut_on_blob_removal)
+    cut_while_writing(lazy_mount, tmp_path, WRITERS, BLOB_CUTS, cut_on_unlink_in("blobs"))
+
+
+@SLED_ONLY
+@pytest.mark.timeout(300)
+def test_power_cuts_as_a_replaced_value_file_is_removed(lazy_mount, tmp_path, binary):
+    """The cut comes the moment the server removes the file of an
+    out-of-line value a commit replaced: it does so only once the batch
+    holding the new pointer is durable, so the acknowledged commit before
+    it is never left pointing at a missing file."""
+    cut_while_writing(lazy_mount, tmp_path, WRITERS, BLOB_CUTS, cut_on_unlink_in("values"))
 
 
 def timed_cut(lazy_mount, cut: threading.Event) -> bool:
@@ -327,20 +347,26 @@ def timed_cut(lazy_mount, cut: threading.Event) -> bool:
     return True
 
 
-def cut_on_blob_removal(lazy_mount, cut: threading.Event) -> bool:
-    """Cuts at the first unlink in the store's blobs/ (lazyfs kills itself
-    right after it); whether that came within BLOB_CUT_WAIT seconds."""
-    from lazyfs import CUT_ON_UNLINK
+def cut_on_unlink_in(directory: str):
+    """A cut at the first unlink in the store's `directory` (lazyfs kills
+    itself right after it); it tells whether that came within BLOB_CUT_WAIT
+    seconds."""
 
-    lazy_mount.fault(CUT_ON_UNLINK, "/data/blobs/")
-    cut.set()  # from here on any write may fail: the cut can come at any moment
-    deadline = time.monotonic() + BLOB_CUT_WAIT
-    while lazy_mount.proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    removed = lazy_mount.proc.poll() is not None
-    lazy_mount.kill()
-    lazy_mount.fault(CUT_ON_UNLINK, None)
-    return removed
+    def cut_on_unlink(lazy_mount, cut: threading.Event) -> bool:
+        from lazyfs import CUT_ON_UNLINK
+
+        lazy_mount.fault(CUT_ON_UNLINK, f"/data/{directory}/")
+        cut.set()  # from here on any write may fail: the cut can come at any moment
+        deadline = time.monotonic() + BLOB_CUT_WAIT
+        while lazy_mount.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        removed = lazy_mount.proc.poll() is not None
+        lazy_mount.kill()
+        lazy_mount.fault(CUT_ON_UNLINK, None)
+        return removed
+
+    cut_on_unlink.__name__ = f"cut_on_unlink_in_{directory}"
+    return cut_on_unlink
 
 
 def cut_while_writing(lazy_mount, tmp_path, writer_count: int, cuts: int, power_cut) -> None:
