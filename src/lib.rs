@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod alloc;
 pub mod auth;
+pub mod background;
 pub mod backup;
 pub mod bench;
 pub mod bulk;

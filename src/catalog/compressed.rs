@@ -79,10 +79,14 @@ pub(crate) enum FileForm {
 }
 
 /// Ends a record that holds a location, metadata and refs rendering with
-/// its compressed forms, computed on the blocking thread when there is any.
+/// its compressed forms, computed on the blocking thread when there is any
+/// (the background thread for a big table's, `crate::background`).
 pub(crate) async fn complete(record: RecordBuilder, file: FileForm) -> Vec<u8> {
     if !is_big(&record) && matches!(file, FileForm::Plain) {
         return record.finish();
+    }
+    if record.as_bytes().len() >= super::sliced::OFF_SHARD_BYTES {
+        return crate::background::run(move || complete_here(record, file)).await;
     }
     glommio::executor().spawn_blocking(move || complete_here(record, file)).await
 }

@@ -1,7 +1,7 @@
 //! A table commit on the slice path (`metadata::edit_commit`): the stored
 //! JSON is edited, not parsed, and the new version's record is encoded from
 //! its slices. For a big table that work, and the compression of the new
-//! version, runs on the shard's blocking thread in one hand-off, so the
+//! version, runs on the shard's background thread in one hand-off, so the
 //! shard only copies the stored document once to hand it over (a slice at a
 //! time, `bulk`).
 
@@ -13,7 +13,7 @@ use super::written::{encode_record, file_form};
 use crate::error::ApiResult;
 use crate::metadata::{edit_commit, TableRequirement, TableUpdate};
 
-/// Stored metadata at least this long is edited on the blocking thread;
+/// Stored metadata at least this long is edited on the background thread;
 /// below it the edit (a scan and copies of at most this much) stays on the
 /// shard, which spares a typical table's commit the hand-off.
 pub(crate) const OFF_SHARD_BYTES: usize = 128 * 1024;
@@ -95,7 +95,7 @@ pub(crate) async fn slice_here<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> A
     })
 }
 
-/// The slice path and the compression together on the shard's blocking
+/// The slice path and the compression together on the shard's background
 /// thread: for big tables, whose scan, copies and gzip would stall the shard.
 pub(crate) async fn slice_off_shard(input: &SliceInput<'_>) -> ApiResult<Sliced<Vec<u8>>> {
     let doc = crate::bulk::to_vec(input.doc).await;
@@ -104,27 +104,26 @@ pub(crate) async fn slice_off_shard(input: &SliceInput<'_>) -> ApiResult<Sliced<
     let resolved = input.resolved.clone();
     let (now_ms, version, default_codec, capacity, rewrite) =
         (input.now_ms, input.version, input.default_codec, input.capacity, input.rewrite);
-    glommio::executor()
-        .spawn_blocking(move || {
-            let input = SliceInput {
-                doc: &doc,
-                previous: &previous,
-                requirements: &requirements,
-                updates: &updates,
-                now_ms,
-                resolved: &resolved,
-                version,
-                default_codec,
-                capacity,
-                rewrite,
-            };
-            Ok(match slice(&input, &Bump::new())? {
-                Sliced::Ready { record: (record, codec), expired, delete_expired } => {
-                    Sliced::Ready { record: complete_here(record, file_form(codec)), expired, delete_expired }
-                }
-                Sliced::Model => Sliced::Model,
-                Sliced::Unchanged => Sliced::Unchanged,
-            })
+    crate::background::run(move || {
+        let input = SliceInput {
+            doc: &doc,
+            previous: &previous,
+            requirements: &requirements,
+            updates: &updates,
+            now_ms,
+            resolved: &resolved,
+            version,
+            default_codec,
+            capacity,
+            rewrite,
+        };
+        Ok(match slice(&input, &Bump::new())? {
+            Sliced::Ready { record: (record, codec), expired, delete_expired } => {
+                Sliced::Ready { record: complete_here(record, file_form(codec)), expired, delete_expired }
+            }
+            Sliced::Model => Sliced::Model,
+            Sliced::Unchanged => Sliced::Unchanged,
         })
-        .await
+    })
+    .await
 }

@@ -97,9 +97,15 @@ pub(crate) fn write_load_result(out: &mut Vec<u8>, location: Option<&str>, metad
 /// table's document is copied a slice at a time (`bulk`).
 pub(crate) async fn write_load_result_sliced(out: &mut Vec<u8>, location: Option<&str>, metadata: &[u8], config: bool) {
     load_result_head(out, location);
+    // Room for the tail too: growing a buffer of megabytes by its last byte
+    // would copy it all at once, on the shard.
+    out.reserve(metadata.len() + LOAD_RESULT_TAIL_MAX);
     crate::bulk::extend(out, metadata).await;
     load_result_tail(out, config);
 }
+
+/// The longest tail [`load_result_tail`] writes.
+const LOAD_RESULT_TAIL_MAX: usize = ",\"config\":{}}".len();
 
 fn load_result_head(out: &mut Vec<u8>, location: Option<&str>) {
     out.extend_from_slice(b"{\"metadata-location\":");

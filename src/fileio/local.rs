@@ -139,27 +139,27 @@ const INLINE_WRITE_MAX: usize = 128 * 1024;
 /// hand-offs (the open, and glommio's `statx` of every file it opens). A
 /// small file's data is written there too and synced by an io_uring request.
 /// A bigger one (a 10,000-snapshot table's 5.9 MB) is copied over a slice at
-/// a time and written and synced on the blocking thread, which shares the
-/// shard's core: a slice per `write` and per started writeback
-/// (`bulk::sync_data`), so the shard waits at most one slice's system call,
-/// where io_uring workers copied half a millisecond at a time.
+/// a time and written and synced on the background thread, which shares the
+/// shard's core at a lower priority (`crate::background`): a slice per
+/// `write` and per started writeback (`bulk::sync_data`), so the shard waits
+/// at most one slice's system call, where io_uring workers copied half a
+/// millisecond at a time.
 async fn write_file(path: &Path, bytes: &[u8], dir: Option<&Path>) -> io::Result<()> {
     let mut created = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
     let data = async {
         if bytes.len() > INLINE_WRITE_MAX {
             let owned = crate::bulk::to_vec(bytes).await;
-            return glommio::executor()
-                .spawn_blocking(move || {
-                    // A slice per system call: a kernel without preemption
-                    // (PREEMPT_NONE, the usual server setting) lets the shard in
-                    // only between them, and one 5.9 MB copy into the page cache,
-                    // or its writeback started by fdatasync, takes ms.
-                    for chunk in owned.chunks(crate::bulk::SLICE) {
-                        created.write_all(chunk)?;
-                    }
-                    crate::bulk::sync_data(&created, owned.len() as u64)
-                })
-                .await;
+            return crate::background::run(move || {
+                // A slice per system call: a kernel without preemption
+                // (PREEMPT_NONE, the usual server setting) lets the shard in
+                // only between them, and one 5.9 MB copy into the page cache,
+                // or its writeback started by fdatasync, takes ms.
+                for chunk in owned.chunks(crate::bulk::SLICE) {
+                    created.write_all(chunk)?;
+                }
+                crate::bulk::sync_data(&created, owned.len() as u64)
+            })
+            .await;
         }
         let written = created.write_all(bytes);
         // SAFETY: the descriptor moves into `file`, its only owner, which closes it.
@@ -264,9 +264,17 @@ impl FileIo for LocalFileIo {
 
     async fn delete(&self, location: &str) -> io::Result<()> {
         let path = self.inside(location).map_err(refused)?;
-        // On the shard, as a create (`write_file`): an unlink changes the
-        // directory in memory, and nothing syncs it.
-        match std::fs::remove_file(&path) {
+        // A small file on the shard, as a create (`write_file`): an unlink
+        // changes the directory in memory, and nothing syncs it. A big one's
+        // blocks take the file system milliseconds to free: off the shard.
+        let big = std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() > INLINE_WRITE_MAX as u64);
+        let removed = if big {
+            let path = path.into_owned();
+            crate::background::run(move || std::fs::remove_file(path)).await
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -275,7 +283,7 @@ impl FileIo for LocalFileIo {
     async fn delete_tree(&self, location: &str, keep: Vec<String>) -> io::Result<()> {
         let path = self.inside(location).map_err(refused)?.into_owned();
         let keep: Vec<PathBuf> = keep.iter().filter_map(|k| Self::real_path(k).ok().map(Cow::into_owned)).collect();
-        let result = glommio::executor().spawn_blocking(move || remove_tree(&path, &keep)).await;
+        let result = crate::background::run(move || remove_tree(&path, &keep)).await;
         match result {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,

@@ -275,7 +275,7 @@ impl SledStore {
 }
 
 impl SledStore {
-    /// A batch that puts more than a slice, on the shard's blocking thread:
+    /// A batch that puts more than a slice, on the shard's background thread:
     /// each value over a slice is written to a file of its own (`sled_values`,
     /// a slice per `write`, synced), outside the writer pause; then the
     /// transaction stores pointers to them. The shard only copies the batch
@@ -292,58 +292,57 @@ impl SledStore {
             ops.push((w.key.to_vec(), w.expect, value, matches!(w.op, Op::Delete)));
         }
         let values = self.values.clone();
-        let (ops, out) = glommio::executor()
-            .spawn_blocking(move || {
-                let mut out = Vec::with_capacity(ops.len());
-                let written = (|| {
-                    for (key, _, value, _) in &ops {
-                        let big = value.as_deref().filter(|v| v.len() > OUT_OF_LINE);
-                        out.push(big.map(|v| values.write(key, v)).transpose()?);
-                    }
-                    values.sync_dir()
-                })();
-                let ids: Vec<u64> = out.iter().flatten().map(|p: &Pointer| p.id).collect();
-                match written {
-                    Ok(()) => Ok((ops, out)),
-                    Err(e) => {
-                        values.remove(&ids);
-                        Err(file_io(e))
-                    }
+        let (ops, out) = crate::background::run(move || {
+            let mut out = Vec::with_capacity(ops.len());
+            let written = (|| {
+                for (key, _, value, _) in &ops {
+                    let big = value.as_deref().filter(|v| v.len() > OUT_OF_LINE);
+                    out.push(big.map(|v| values.write(key, v)).transpose()?);
                 }
-            })
-            .await?;
+                values.sync_dir()
+            })();
+            let ids: Vec<u64> = out.iter().flatten().map(|p: &Pointer| p.id).collect();
+            match written {
+                Ok(()) => Ok((ops, out)),
+                Err(e) => {
+                    values.remove(&ids);
+                    Err(file_io(e))
+                }
+            }
+        })
+        .await?;
         let (tree, values) = (self.tree.clone(), self.values.clone());
         let _applying = self.freeze.enter().await;
-        glommio::executor()
-            .spawn_blocking(move || {
-                let writes: Vec<Write<'_>> = ops
-                    .iter()
-                    .map(|(key, expect, value, delete)| match (value, delete) {
-                        (Some(v), _) => Write::put(key, *expect, v),
-                        (None, true) => Write::delete(key, *expect),
-                        (None, false) => Write::check(key, *expect),
-                    })
-                    .collect();
-                let applied = transact(&tree, &writes, &out).map_err(transaction_failure);
-                if applied.is_err() {
-                    values.remove(&out.iter().flatten().map(|p| p.id).collect::<Vec<_>>());
-                }
-                applied
-            })
-            .await
+        crate::background::run(move || {
+            let writes: Vec<Write<'_>> = ops
+                .iter()
+                .map(|(key, expect, value, delete)| match (value, delete) {
+                    (Some(v), _) => Write::put(key, *expect, v),
+                    (None, true) => Write::delete(key, *expect),
+                    (None, false) => Write::check(key, *expect),
+                })
+                .collect();
+            let applied = transact(&tree, &writes, &out).map_err(transaction_failure);
+            if applied.is_err() {
+                values.remove(&out.iter().flatten().map(|p| p.id).collect::<Vec<_>>());
+            }
+            applied
+        })
+        .await
     }
 
     /// The stored bytes of `key` as an inline value: `raw` itself, or the
-    /// value its pointer names, read on the blocking thread. A file removed
+    /// value its pointer names, read on the background thread. A file removed
     /// meanwhile means the value was replaced: it is read again from sled.
     async fn resolve(&self, key: &[u8], mut raw: Option<IVec>) -> Result<Option<IVec>, StoreError> {
         for _ in 0..RESOLVE_ATTEMPTS {
             let Some(pointer) = raw.as_deref().map(pointer_of).transpose()?.flatten() else { return Ok(raw) };
             let version = split(raw.as_deref().expect("a pointer is stored bytes")).version;
             let (values, owned_key) = (self.values.clone(), key.to_vec());
-            let read = glommio::executor().spawn_blocking(move || values.read(&owned_key, version, pointer)).await;
+            // The copy into an `IVec` too: megabytes.
+            let read = crate::background::run(move || values.read(&owned_key, version, pointer).map(IVec::from)).await;
             match read {
-                Ok(bytes) => return Ok(Some(IVec::from(bytes))),
+                Ok(bytes) => return Ok(Some(bytes)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => raw = self.tree.get(key).map_err(io)?,
                 Err(e) => return Err(file_io(e)),
             }
@@ -483,8 +482,12 @@ impl Store for SledStore {
         }
         self.group.durable().await.map_err(|e| StoreError::Io(Cause::Io, e))?;
         // Only now: until the batch is durable, a crash would bring back
-        // the pointers to these files.
-        self.values.remove(&replaced);
+        // the pointers to these files. Off the shard: unlinking megabytes
+        // takes the file system milliseconds.
+        if !replaced.is_empty() {
+            let values = self.values.clone();
+            crate::background::run(move || values.remove(&replaced)).await;
+        }
         Ok(())
     }
 
@@ -543,7 +546,7 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// A batch putting more than a slice is applied on the blocking thread,
+    /// A batch putting more than a slice is applied on the background thread,
     /// with the same expectations, versions and all-or-nothing outcome.
     #[test]
     fn big_batches_apply_off_the_shard_alike() {
@@ -715,7 +718,7 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// Runs `f` on a glommio executor (big values need its blocking thread).
+    /// Runs `f` on a glommio executor (big values are copied with its timers, `bulk`).
     fn on_executor<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
         glommio::LocalExecutorBuilder::default().spawn(move || async move { f().await }).unwrap().join().unwrap()
     }
@@ -791,11 +794,10 @@ mod tests {
             .unwrap();
             assert_eq!(keys, [b"p/b".to_vec(), b"p/c".to_vec()]);
             let backed_up = s.snapshot().unwrap();
-            assert_eq!(backed_up.iter().map(|(_, raw)| split(raw).value.to_vec()).collect::<Vec<_>>(), [
-                big(1),
-                b"small".to_vec(),
-                big(2)
-            ]);
+            assert_eq!(
+                backed_up.iter().map(|(_, raw)| split(raw).value.to_vec()).collect::<Vec<_>>(),
+                [big(1), b"small".to_vec(), big(2)]
+            );
             s.values.write(b"p/a", &big(9)).unwrap();
             assert_eq!(value_files(&d), 3);
             s

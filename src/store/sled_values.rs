@@ -57,7 +57,7 @@ impl Pointer {
     }
 }
 
-/// The `values/` directory of one store; cheap to clone onto a blocking thread.
+/// The `values/` directory of one store; cheap to clone onto another thread.
 #[derive(Clone)]
 pub struct ValueFiles {
     dir: PathBuf,
@@ -88,7 +88,7 @@ impl ValueFiles {
 
     /// Writes `value` of `key` to a new file and syncs it (not its
     /// directory: [`sync_dir`](Self::sync_dir) once for a batch). Blocking:
-    /// run it on the blocking thread. A failed write leaves no file.
+    /// run it on the background thread. A failed write leaves no file.
     pub fn write(&self, key: &[u8], value: &[u8]) -> io::Result<Pointer> {
         let (id, file) = loop {
             let id = uuid::Uuid::new_v4().as_u64_pair().0;
@@ -109,7 +109,7 @@ impl ValueFiles {
             for slice in value.chunks(crate::bulk::SLICE) {
                 file.write_all(slice)?;
             }
-            crate::bulk::sync_data(&file, header_len(key) + value.len() as u64)
+            crate::bulk::sync_data(file, header_len(key) + value.len() as u64)
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(self.path(id));
@@ -211,11 +211,14 @@ mod tests {
         let (v, dir) = files();
         let value: Vec<u8> = (0..3 * crate::bulk::SLICE + 5).map(|i| (i % 251) as u8).collect();
         let p = v.write(b"key", &value).unwrap();
-        assert_eq!(Pointer::decode(&{
-            let mut b = Vec::new();
-            p.encode(&mut b);
-            b
-        }), Some(p));
+        assert_eq!(
+            Pointer::decode(&{
+                let mut b = Vec::new();
+                p.encode(&mut b);
+                b
+            }),
+            Some(p)
+        );
         let raw = v.read(b"key", 7, p).unwrap();
         assert_eq!((&raw[..8], &raw[8..]), (&7u64.to_le_bytes()[..], &value[..]));
         assert_eq!(v.read(b"other", 7, p).unwrap_err().kind(), io::ErrorKind::InvalidData);
