@@ -4,31 +4,33 @@
 //! purges), away from the shard's executor and from glommio's blocking
 //! thread.
 //!
-//! It shares the shard's core (the caller's affinity) at the lowest
-//! priority (nice 19), and while it works a timer makes it yield every
-//! 100 µs. Both are needed: a kernel preempts a running thread only at its
-//! tick (4 ms at HZ 250) unless another wakes, and a shard busy with
-//! requests is runnable, not woken, so at equal priority this work held the
-//! core for ticks at a time while the shard waited with requests in hand
-//! (reads beside big commits: p99 5–7 ms against 0.2–0.4 alone,
-//! `docs/performance.md`). At nice 19 the shard's claim comes first and the
-//! yield hands the core back at once.
+//! It shares the shard's core (the caller's affinity) at the shard's
+//! priority, and while it works a timer checks every 100 µs whether the
+//! shard waits for the core, and if so yields it. A kernel preempts a
+//! running thread only at its tick (4 ms at HZ 250) unless another wakes,
+//! and a shard busy with requests is runnable, not woken: without the check
+//! this work held the core for ticks at a time while the shard waited with
+//! requests in hand (reads beside big commits: p99 4–7 ms against 0.2–0.4
+//! alone, `docs/performance.md`).
+//!
+//! Why not a lower priority, or yield always: at nice 19 (or `SCHED_IDLE`)
+//! any other busy process on the core starves this work, and each
+//! `sched_yield` costs the thread a whole scheduler slice of its fair share
+//! (EEVDF moves its deadline on), so yielding every 100 µs starved it just
+//! the same: 0 commits in 2 s on a 300-snapshot table beside two busy loops,
+//! where glommio's blocking thread made 28. Yielding only to a waiting shard
+//! gives up share to the shard alone.
 //!
 //! Short work (a typical table's gzip, ~50 µs) stays on glommio's blocking
-//! thread at the shard's priority: at nice 19 a busy shard starves it, and
-//! commits across 256 tables fell to 0.55× (`docs/performance.md`).
+//! thread, which costs no hand-off to a thread of ours.
 
 use std::cell::RefCell;
 use std::sync::mpsc;
 use std::sync::Once;
 use std::time::Duration;
 
-/// How long the thread works before it offers the core back.
+/// How often the working thread checks whether its shard waits for the core.
 pub const YIELD_EVERY: Duration = Duration::from_micros(100);
-
-/// The thread's nice value: the lowest priority short of `SCHED_IDLE`,
-/// which other processes on the core could starve outright.
-const NICE: libc::c_int = 19;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -65,16 +67,20 @@ where
 fn spawn() -> mpsc::Sender<Job> {
     let (tx, rx) = mpsc::channel::<Job>();
     let cpus = affinity();
-    let name = std::thread::current().name().and_then(|n| n.rsplit('-').next()).unwrap_or("").to_owned();
+    // SAFETY: gettid has no preconditions.
+    let caller = unsafe { libc::gettid() };
+    // The kernel's name (`bingsan-shard-3`), which glommio sets; the suffix
+    // names the shard.
+    let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default();
+    let suffix = comm.trim_end().rsplit('-').next().unwrap_or("").to_owned();
     std::thread::Builder::new()
-        .name(format!("bingsan-bg-{name}"))
+        .name(format!("bingsan-bg-{suffix}"))
         .spawn(move || {
             if let Some(cpus) = cpus {
                 // SAFETY: a plain system call on this thread with a set it owns.
                 unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus) };
             }
-            // SAFETY: a plain system call; on Linux it sets this thread's nice value.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE) };
+            let _watched = Watched::open(caller);
             let timer = YieldTimer::new();
             for job in rx {
                 if let Some(t) = &timer {
@@ -104,17 +110,65 @@ fn yield_signal() -> libc::c_int {
     libc::SIGRTMIN() + 5
 }
 
+// Const thread-locals of the background thread: the signal handler reads
+// them without ever initialising one.
 thread_local! {
-    /// Times this thread was signalled to offer its core back (tests; a
-    /// const thread-local, so the signal handler never initialises it).
+    /// `/proc/self/task/<shard>/stat`, open, or -1.
+    static WATCHED: std::cell::Cell<libc::c_int> = const { std::cell::Cell::new(-1) };
+    /// Timer signals taken (tests).
+    static SIGNALS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Times the core was yielded to the waiting shard (tests).
     static YIELDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
+/// The caller's `stat` file, open on this thread for the signal handler.
+struct Watched;
+
+impl Watched {
+    fn open(tid: libc::pid_t) -> Self {
+        if let Ok(path) = std::ffi::CString::new(format!("/proc/self/task/{tid}/stat")) {
+            // SAFETY: a plain system call with a NUL-terminated path.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            WATCHED.with(|w| w.set(fd));
+        }
+        Watched
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let fd = WATCHED.with(|w| w.replace(-1));
+        if fd >= 0 {
+            // SAFETY: `fd` was opened by `open` and is closed once.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Whether the watched thread is runnable: its state in `stat` (the field
+/// after the parenthesised name) is `R`. Async-signal-safe: one `pread`
+/// into the stack.
+fn watched_runnable() -> bool {
+    let fd = WATCHED.with(|w| w.get());
+    let mut buf = [0u8; 128];
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let Ok(n) = usize::try_from(n) else { return false };
+    let stat = &buf[..n];
+    stat.iter().rposition(|&b| b == b')').and_then(|i| stat.get(i + 2)) == Some(&b'R')
+}
+
 extern "C" fn on_yield_signal(_: libc::c_int) {
-    YIELDS.with(|y| y.set(y.get() + 1));
-    // SAFETY: a system call with no arguments, which cannot fail on Linux
-    // (so errno, which the interrupted code may read, is left alone).
-    unsafe { libc::sched_yield() };
+    // SAFETY: errno belongs to the interrupted code: saved and restored.
+    let errno = unsafe { *libc::__errno_location() };
+    SIGNALS.with(|s| s.set(s.get() + 1));
+    if watched_runnable() {
+        YIELDS.with(|y| y.set(y.get() + 1));
+        // SAFETY: a system call with no arguments.
+        unsafe { libc::sched_yield() };
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
 }
 
 /// A `CLOCK_MONOTONIC` timer that signals this thread alone.
@@ -126,8 +180,9 @@ impl YieldTimer {
     fn new() -> Option<Self> {
         static HANDLER: Once = Once::new();
         HANDLER.call_once(|| {
-            // SAFETY: installs a handler that only bumps an atomic and calls
-            // sched_yield; SA_RESTART resumes the system calls it interrupts.
+            // SAFETY: installs a handler that only reads a file into its stack,
+            // bumps counters and may call sched_yield; SA_RESTART resumes the
+            // system calls it interrupts.
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
                 action.sa_sigaction = on_yield_signal as extern "C" fn(libc::c_int) as usize;
@@ -169,6 +224,8 @@ impl Drop for YieldTimer {
 mod tests {
     use super::*;
     use futures_lite::FutureExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::time::Instant;
 
     fn on_executor<F: std::future::Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'static) {
@@ -181,38 +238,59 @@ mod tests {
         (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, set) }).collect()
     }
 
+    /// A job that works 20 periods; what its thread's counters did meanwhile.
+    fn spin_job() -> (u64, u64) {
+        let (signals, yields) = (SIGNALS.with(|s| s.get()), YIELDS.with(|y| y.get()));
+        let start = Instant::now();
+        while start.elapsed() < 20 * YIELD_EVERY {
+            std::hint::spin_loop();
+        }
+        (SIGNALS.with(|s| s.get()) - signals, YIELDS.with(|y| y.get()) - yields)
+    }
+
     #[test]
-    fn runs_jobs_on_one_low_priority_thread_on_the_callers_cpus() {
+    fn runs_jobs_on_one_thread_on_the_callers_cpus() {
         on_executor(|| async {
             let here = std::thread::current().id();
-            let (first, nice, cpus) = run(|| {
-                // SAFETY: a plain system call about this thread.
-                let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
-                (std::thread::current().id(), nice, affinity().map(|s| cpus_of(&s)))
-            })
-            .await;
+            let (first, cpus) = run(|| (std::thread::current().id(), affinity().map(|s| cpus_of(&s)))).await;
             assert_ne!(first, here);
-            assert_eq!(nice, NICE);
             assert_eq!(cpus, affinity().map(|s| cpus_of(&s)));
             assert_eq!(run(|| std::thread::current().id()).await, first, "one thread per caller");
         });
     }
 
     #[test]
-    fn a_long_job_offers_its_core_back_and_an_idle_thread_is_left_alone() {
+    fn a_working_thread_yields_to_a_runnable_caller_only() {
         on_executor(|| async {
-            let (during, after) = run(|| {
-                let before = YIELDS.with(|y| y.get());
-                let start = Instant::now();
-                while start.elapsed() < 20 * YIELD_EVERY {
-                    std::hint::spin_loop();
-                }
-                (YIELDS.with(|y| y.get()) - before, YIELDS.with(|y| y.get()))
-            })
-            .await;
-            assert!(during > 0, "a job of 20 periods was never signalled");
+            // The caller sleeps in its executor while the job runs.
+            let (signals, yields) = run(spin_job).await;
+            assert!(signals > 0, "a job of 20 periods was never signalled");
+            assert_eq!(yields, 0, "yielded to a sleeping caller");
+
+            // The caller stays runnable (a task spinning) until the job ends.
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            let job = glommio::spawn_local(run(move || {
+                let counts = spin_job();
+                flag.store(true, Ordering::Release);
+                counts
+            }))
+            .detach();
+            futures_lite::future::yield_now().await;
+            while !done.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+            let (signals, yields) = job.await.unwrap();
+            assert!(signals > 0 && yields > 0, "never yielded to a runnable caller: {signals} signals");
+        });
+    }
+
+    #[test]
+    fn an_idle_thread_takes_no_signals() {
+        on_executor(|| async {
+            let after = run(|| SIGNALS.with(|s| s.get())).await;
             std::thread::sleep(20 * YIELD_EVERY);
-            let next = run(|| YIELDS.with(|y| y.get())).await;
+            let next = run(|| SIGNALS.with(|s| s.get())).await;
             // One signal may land between the count and the disarm.
             assert!(next <= after + 1, "the timer ran between jobs: {after} then {next}");
         });
