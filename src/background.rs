@@ -5,7 +5,7 @@
 //! thread.
 //!
 //! It shares the shard's core (the caller's affinity) at the shard's
-//! priority, and while it works a timer checks every 100 µs whether the
+//! priority, and while it works a timer checks every 250 µs whether the
 //! shard waits for the core, and if so yields it. A kernel preempts a
 //! running thread only at its tick (4 ms at HZ 250) unless another wakes,
 //! and a shard busy with requests is runnable, not woken: without the check
@@ -29,8 +29,13 @@ use std::sync::mpsc;
 use std::sync::Once;
 use std::time::Duration;
 
-/// How often the working thread checks whether its shard waits for the core.
-pub const YIELD_EVERY: Duration = Duration::from_micros(100);
+/// How often the working thread checks whether its shard waits for the
+/// core: the longest a runnable shard waits for it. Each check is a signal
+/// (its delivery saves and restores the thread's vector registers): every
+/// 100 µs they cost a 10,000-snapshot commit 1.2× the CPU, every 250 µs
+/// about nothing, with reads beside such commits still within 1.5× of their
+/// p99 alone (`docs/performance.md`).
+pub const YIELD_EVERY: Duration = Duration::from_micros(250);
 
 type Job = Box<dyn FnOnce() + Send>;
 
