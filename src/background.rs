@@ -1,8 +1,8 @@
-//! The shard's background thread: the long work of big tables (a
-//! 10,000-snapshot table's edit and compression, its store batch and value
-//! files, its metadata file's writes and syncs, removals of big files,
-//! purges), away from the shard's executor and from glommio's blocking
-//! thread.
+//! The shard's background thread: long work (a big table's edit and
+//! compression, its store batch and value files, its metadata file's writes
+//! and syncs, removals of big files, purges, a registered gzip file's
+//! gunzip, a client secret's PBKDF2), away from the shard's executor and
+//! from glommio's blocking thread.
 //!
 //! It shares the shard's core (the caller's affinity) at the shard's
 //! priority, and while it works a timer checks every 250 µs whether the

@@ -294,7 +294,8 @@ impl Authenticator {
         let client = match r.client {
             Some((id, secret)) => {
                 let (clients, owned_id, secret) = (clients.clone(), id.to_string(), secret.to_string());
-                let ok = glommio::executor().spawn_blocking(move || clients.verify(&owned_id, &secret)).await;
+                // Tens to hundreds of ms of PBKDF2: long work (`background`).
+                let ok = crate::background::run(move || clients.verify(&owned_id, &secret)).await;
                 if !ok {
                     tracing::info!(client = ?id, basic = r.basic, "token refused: client authentication failed");
                     return Err(OAuthError::invalid_client("client authentication failed"));

@@ -4,7 +4,8 @@
 //! a table or view whose metadata files are gzip (`write.metadata.compression-codec`).
 //!
 //! The compression runs on the shard's blocking thread (glommio's
-//! `spawn_blocking`), never on its executor: a shard spends no CPU on
+//! `spawn_blocking`; a record of 128 KiB or more on its background thread,
+//! `crate::background`), never on its executor: a shard spends no CPU on
 //! compression, on writes or on loads. The writer waits for it (a 6 MB
 //! document: tens of ms, see `docs/performance.md`) before its metadata
 //! file and record are written, so a record never lacks its compressed forms.
@@ -147,9 +148,9 @@ pub enum GunzipError {
 }
 
 /// Decompresses a gzip file of at most `max` bytes once decompressed, on
-/// the blocking thread.
+/// the background thread (megabytes: long work).
 pub async fn gunzip(bytes: Vec<u8>, max: u64) -> Result<Vec<u8>, GunzipError> {
-    glommio::executor().spawn_blocking(move || gunzip_now(&bytes, max)).await
+    crate::background::run(move || gunzip_now(&bytes, max)).await
 }
 
 fn gunzip_now(bytes: &[u8], max: u64) -> Result<Vec<u8>, GunzipError> {
