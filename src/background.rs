@@ -67,11 +67,11 @@ where
     }
 }
 
-/// Starts a background thread on the caller's CPUs; it ends when the
-/// returned sender (the caller's thread-local) is dropped.
+/// Starts a background thread on the caller's CPUs (a new thread inherits
+/// its creator's affinity); it ends when the returned sender (the caller's
+/// thread-local) is dropped.
 fn spawn() -> mpsc::Sender<Job> {
     let (tx, rx) = mpsc::channel::<Job>();
-    let cpus = affinity();
     // SAFETY: gettid has no preconditions.
     let caller = unsafe { libc::gettid() };
     // The kernel's name (`bingsan-shard-3`), which glommio sets; the suffix
@@ -81,10 +81,6 @@ fn spawn() -> mpsc::Sender<Job> {
     std::thread::Builder::new()
         .name(format!("bingsan-bg-{suffix}"))
         .spawn(move || {
-            if let Some(cpus) = cpus {
-                // SAFETY: a plain system call on this thread with a set it owns.
-                unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus) };
-            }
             let _watched = Watched::open(caller);
             let timer = YieldTimer::new();
             for job in rx {
@@ -99,15 +95,6 @@ fn spawn() -> mpsc::Sender<Job> {
         })
         .expect("start the background thread");
     tx
-}
-
-/// The calling thread's CPU affinity.
-fn affinity() -> Option<libc::cpu_set_t> {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the kernel writes at most the size given into `set`.
-    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
-    ok.then_some(set)
 }
 
 /// Signals to the background thread that it has worked `YIELD_EVERY`.
@@ -237,12 +224,6 @@ mod tests {
         glommio::LocalExecutorBuilder::default().spawn(test).unwrap().join().unwrap();
     }
 
-    /// The CPUs of a set.
-    fn cpus_of(set: &libc::cpu_set_t) -> Vec<usize> {
-        // SAFETY: CPU_ISSET reads the set within its size.
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, set) }).collect()
-    }
-
     /// A job that works 20 periods; what its thread's counters did meanwhile.
     fn spin_job() -> (u64, u64) {
         let (signals, yields) = (SIGNALS.with(|s| s.get()), YIELDS.with(|y| y.get()));
@@ -257,9 +238,10 @@ mod tests {
     fn runs_jobs_on_one_thread_on_the_callers_cpus() {
         on_executor(|| async {
             let here = std::thread::current().id();
-            let (first, cpus) = run(|| (std::thread::current().id(), affinity().map(|s| cpus_of(&s)))).await;
+            let cpus = || crate::server::os::allowed_cpus().unwrap();
+            let (first, theirs) = run(move || (std::thread::current().id(), cpus())).await;
             assert_ne!(first, here);
-            assert_eq!(cpus, affinity().map(|s| cpus_of(&s)));
+            assert_eq!(theirs, cpus());
             assert_eq!(run(|| std::thread::current().id()).await, first, "one thread per caller");
         });
     }

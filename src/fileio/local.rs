@@ -140,7 +140,7 @@ const INLINE_WRITE_MAX: usize = 128 * 1024;
 /// small file's data is written there too and synced by an io_uring request.
 /// A bigger one (a 10,000-snapshot table's 5.9 MB) is copied over a slice at
 /// a time and written and synced on the background thread, which shares the
-/// shard's core at a lower priority (`crate::background`): a slice per
+/// shard's core and yields it to a waiting shard (`crate::background`): a slice per
 /// `write` and per started writeback (`bulk::sync_data`), so the shard waits
 /// at most one slice's system call, where io_uring workers copied half a
 /// millisecond at a time.

@@ -5,7 +5,7 @@ mod admin;
 mod cpus;
 mod delegate;
 mod idempotency;
-mod os;
+pub(crate) mod os;
 mod served;
 mod service;
 mod shard;
