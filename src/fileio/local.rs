@@ -140,26 +140,14 @@ const INLINE_WRITE_MAX: usize = 128 * 1024;
 /// small file's data is written there too and synced by an io_uring request.
 /// A bigger one (a 10,000-snapshot table's 5.9 MB) is copied over a slice at
 /// a time and written and synced on the background thread, which shares the
-/// shard's core and yields it to a waiting shard (`crate::background`): a slice per
-/// `write` and per started writeback (`bulk::sync_data`), so the shard waits
-/// at most one slice's system call, where io_uring workers copied half a
-/// millisecond at a time.
+/// shard's core and yields it to a waiting shard (`crate::background`),
+/// around the page cache (`bulk::write_synced`).
 async fn write_file(path: &Path, bytes: &[u8], dir: Option<&Path>) -> io::Result<()> {
     let mut created = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
     let data = async {
         if bytes.len() > INLINE_WRITE_MAX {
             let owned = crate::bulk::to_vec(bytes).await;
-            return crate::background::run(move || {
-                // A slice per system call: a kernel without preemption
-                // (PREEMPT_NONE, the usual server setting) lets the shard in
-                // only between them, and one 5.9 MB copy into the page cache,
-                // or its writeback started by fdatasync, takes ms.
-                for chunk in owned.chunks(crate::bulk::SLICE) {
-                    created.write_all(chunk)?;
-                }
-                crate::bulk::sync_data(&created, owned.len() as u64)
-            })
-            .await;
+            return crate::background::run(move || crate::bulk::write_synced(&created, &[&owned])).await;
         }
         let written = created.write_all(bytes);
         // SAFETY: the descriptor moves into `file`, its only owner, which closes it.

@@ -4,9 +4,10 @@
 //! for a 10,000-snapshot table: 5–8 ms in the kernel, which a kernel
 //! without preemption does not interrupt for the shard sharing the core),
 //! and copies it twice more on the way. A value over a slice is therefore
-//! written here instead, a slice per `write` on the shard's blocking
-//! thread, synced (`bulk::sync_data`) with its directory before sled holds
-//! the pointer to it, so a durable pointer never names a file that is not.
+//! written here instead, on the shard's background thread, around the page
+//! cache (`bulk::write_synced`), synced with its directory before sled
+//! holds the pointer to it, so a durable pointer never names a file that
+//! is not.
 //!
 //! In sled, such a value is its version with [`FLAG`] set, then the
 //! pointer: file id, length, CRC32 of the value. The file is
@@ -17,7 +18,7 @@
 //! open ([`ValueFiles::sweep`]), found by the key its header names.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write as _};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -99,17 +100,11 @@ impl ValueFiles {
             }
         };
         let written = (|| {
-            let mut file = &file;
             let mut head = Vec::with_capacity(header_len(key) as usize);
             head.extend_from_slice(MAGIC);
             head.extend_from_slice(&(key.len() as u32).to_le_bytes());
             head.extend_from_slice(key);
-            file.write_all(&head)?;
-            // A slice per system call: see the module comment.
-            for slice in value.chunks(crate::bulk::SLICE) {
-                file.write_all(slice)?;
-            }
-            crate::bulk::sync_data(file, header_len(key) + value.len() as u64)
+            crate::bulk::write_synced(&file, &[&head, value])
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(self.path(id));
