@@ -389,6 +389,8 @@ impl<S: Store, F: FileIo> Catalog<S, F> {
             default_codec: self.settings.metadata_codec,
             capacity,
             rewrite: |file| with_scheme(file).is_some(),
+            gzip_load: record.gzip_load,
+            gzip_table: record.gzip_table,
         };
         let sliced = if record.metadata.len() >= OFF_SHARD_BYTES {
             slice_off_shard(&input).await?

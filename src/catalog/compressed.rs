@@ -3,6 +3,9 @@
 //! client that accepts gzip is served as stored bytes, and the file bytes of
 //! a table or view whose metadata files are gzip (`write.metadata.compression-codec`).
 //!
+//! A big table's gzip load answer is chunked (`chunked.rs`): a commit
+//! compresses again only the chunks its edits touched.
+//!
 //! The compression runs on the shard's blocking thread (glommio's
 //! `spawn_blocking`; a record of 128 KiB or more on its background thread,
 //! `crate::background`), never on its executor: a shard spends no CPU on
@@ -16,8 +19,9 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
+use super::chunked::Reuse;
 use super::record::{Record, RecordBuilder};
-use super::tables::write_load_result;
+use super::tables::{load_result_head, load_result_tail, write_load_result, LOAD_RESULT_TAIL_MAX};
 use crate::error::{ApiError, ApiResult};
 
 /// Load answers shorter than this are not compressed (`docs/performance.md`):
@@ -87,18 +91,20 @@ pub(crate) async fn complete(record: RecordBuilder, file: FileForm) -> Vec<u8> {
         return record.finish();
     }
     if record.as_bytes().len() >= super::sliced::OFF_SHARD_BYTES {
-        return crate::background::run(move || complete_here(record, file)).await;
+        return crate::background::run(move || complete_here(record, file, None)).await;
     }
-    glommio::executor().spawn_blocking(move || complete_here(record, file)).await
+    glommio::executor().spawn_blocking(move || complete_here(record, file, None)).await
 }
 
-/// [`complete`] on this thread: for a caller already on the blocking thread.
-pub(crate) fn complete_here(record: RecordBuilder, file: FileForm) -> Vec<u8> {
+/// [`complete`] on this thread: for a caller already on the blocking
+/// thread, with the gzip answer of the version before when the new one
+/// copied its document from that version's (`chunked.rs`).
+pub(crate) fn complete_here(record: RecordBuilder, file: FileForm, reuse: Option<Reuse<'_>>) -> Vec<u8> {
     let big = is_big(&record);
     if !big && matches!(file, FileForm::Plain) {
         return record.finish();
     }
-    add_compressed(record, file, big)
+    add_compressed(record, file, big, reuse)
 }
 
 /// Whether a record's load answer is big enough to be kept compressed.
@@ -112,7 +118,7 @@ fn load_len(location: &str, metadata: &[u8]) -> usize {
     metadata.len() + location.len() + 48
 }
 
-fn add_compressed(mut record: RecordBuilder, file: FileForm, big: bool) -> Vec<u8> {
+fn add_compressed(mut record: RecordBuilder, file: FileForm, big: bool, reuse: Option<Reuse<'_>>) -> Vec<u8> {
     let r = Record::decode(record.as_bytes()).expect("a record of location, metadata and refs");
     let file = match file {
         FileForm::Plain => Vec::new(),
@@ -124,10 +130,18 @@ fn add_compressed(mut record: RecordBuilder, file: FileForm, big: bool) -> Vec<u
         write_load_result(&mut body, Some(r.metadata_location), metadata, true);
         gzip(&body)
     };
-    let all = if big { load(r.metadata) } else { Vec::new() };
+    let (all, table) = if big {
+        let mut head = Vec::with_capacity(r.metadata_location.len() + 48);
+        load_result_head(&mut head, Some(r.metadata_location));
+        let mut tail = Vec::with_capacity(LOAD_RESULT_TAIL_MAX);
+        load_result_tail(&mut tail, true);
+        super::chunked::gzip_load(&head, r.metadata, &tail, LEVEL, reuse)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let refs = r.refs_metadata;
     let refs = if big && load_len(r.metadata_location, refs) >= GZIP_MIN_BODY { load(refs) } else { Vec::new() };
-    for field in [&file, &all, &refs] {
+    for field in [&file, &all, &refs, &table] {
         record.bytes(field);
     }
     record.finish()
@@ -195,7 +209,7 @@ mod tests {
             b
         };
         let big = format!("{{\"snapshots\":[{}]}}", vec!["{\"snapshot-id\":1}"; 1000].join(","));
-        let raw = add_compressed(record(big.as_bytes(), b"{}"), FileForm::Gzip, true);
+        let raw = add_compressed(record(big.as_bytes(), b"{}"), FileForm::Gzip, true, None);
         let r = Record::decode(&raw).unwrap();
         assert_eq!(gunzip_now(r.file_bytes(), 1 << 20).unwrap(), big.as_bytes());
         let mut plain = Vec::new();
@@ -205,7 +219,7 @@ mod tests {
         // The small refs rendering stays uncompressed.
         assert!(r.gzip_load_for(true).is_empty());
 
-        let raw = add_compressed(record(b"{}", b""), FileForm::Plain, false);
+        let raw = add_compressed(record(b"{}", b""), FileForm::Plain, false, None);
         let r = Record::decode(&raw).unwrap();
         assert_eq!((r.file_bytes(), r.gzip_load_for(false)), (&b"{}"[..], &b""[..]));
     }

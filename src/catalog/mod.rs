@@ -3,6 +3,7 @@
 //! Handlers write their JSON answer straight into the response buffer and
 //! return an [`ApiError`] on failure; HTTP concerns stay in `server`.
 
+mod chunked;
 mod commit;
 mod compressed;
 mod ident;

@@ -4,7 +4,8 @@
 //!
 //! Three optional trailing fields follow (`compressed.rs`): the exact bytes
 //! of the metadata file when they are not the JSON (a gzip file), and the
-//! gzip-compressed load answers (all snapshots, refs only) of a big object.
+//! gzip-compressed load answers (all snapshots, refs only) of a big object;
+//! then, optional again, the chunk table of that gzip answer (`chunked.rs`).
 //! A record without them (small objects, records from before) reads them as
 //! empty; a reader that does not know them ignores them.
 
@@ -25,6 +26,8 @@ pub struct Record<'a> {
     pub gzip_load: &'a [u8],
     /// The same for `snapshots=refs`; empty when not kept or like `gzip_load`.
     pub gzip_load_refs: &'a [u8],
+    /// Where `gzip_load`'s chunks are (`chunked.rs`); empty: not chunked.
+    pub gzip_table: &'a [u8],
 }
 
 /// Encodes a record field by field (location, metadata, refs rendering),
@@ -91,6 +94,7 @@ impl<'a> Record<'a> {
             let mut next = || take(&mut rest).ok_or_else(corrupt);
             [next()?, next()?, next()?]
         };
+        let gzip_table = if rest.is_empty() { &[][..] } else { take(&mut rest).ok_or_else(corrupt)? };
         Ok(Record {
             metadata_location: std::str::from_utf8(location).map_err(|_| corrupt())?,
             metadata,
@@ -98,6 +102,7 @@ impl<'a> Record<'a> {
             file,
             gzip_load,
             gzip_load_refs,
+            gzip_table,
         })
     }
 
@@ -167,6 +172,14 @@ mod tests {
         let back = Record::decode(&raw).unwrap();
         assert_eq!(back.file_bytes(), b"FILE");
         assert_eq!((back.gzip_load_for(false), back.gzip_load_for(true)), (&b"ALL"[..], &b"REFS"[..]));
+        assert!(back.gzip_table.is_empty());
+        assert!(Record::decode(&raw[..raw.len() - 1]).is_err());
+        let mut b = RecordBuilder::with_capacity(0);
+        for field in [&b"/w/m.json"[..], b"{}", b"", b"", b"ALL", b"", b"TABLE"] {
+            b.bytes(field);
+        }
+        let raw = b.finish();
+        assert_eq!(Record::decode(&raw).unwrap().gzip_table, b"TABLE");
         assert!(Record::decode(&raw[..raw.len() - 1]).is_err());
     }
 

@@ -5,13 +5,15 @@
 //! shard only copies the stored document once to hand it over (a slice at a
 //! time, `bulk`).
 
+use bumpalo::collections::Vec as ArenaVec;
 use bumpalo::Bump;
 
+use super::chunked::Reuse;
 use super::compressed::{complete, complete_here, Codec, CODEC_PROPERTY};
 use super::record::RecordBuilder;
 use super::written::{encode_record, file_form};
 use crate::error::ApiResult;
-use crate::metadata::{edit_commit, TableRequirement, TableUpdate};
+use crate::metadata::{edit_commit, Copied, TableRequirement, TableUpdate};
 
 /// Stored metadata at least this long is edited on the background thread;
 /// below it the edit (a scan and copies of at most this much) stays on the
@@ -52,12 +54,19 @@ pub(crate) struct SliceInput<'r> {
     pub capacity: usize,
     /// Whether the catalog rewrites a metadata log entry's file.
     pub rewrite: fn(&str) -> bool,
+    /// The stored gzip load answer and its chunk table (`chunked.rs`).
+    pub gzip_load: &'r [u8],
+    pub gzip_table: &'r [u8],
 }
+
+/// A new version's record without its compressed forms, with its codec and
+/// where its document copied the stored one's.
+type Edited<'r> = (RecordBuilder, Codec, ArenaVec<'r, Copied>);
 
 /// Applies the commit and encodes the new version's record (without its
 /// compressed forms, told by the `FileForm` of its codec); the edit's lists
 /// go in `arena`.
-fn slice<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> ApiResult<Sliced<(RecordBuilder, Codec)>> {
+fn slice<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> ApiResult<Sliced<Edited<'r>>> {
     let Some(edit) = edit_commit(input.doc, input.requirements, input.updates, input.now_ms, arena) else {
         return Ok(Sliced::Model);
     };
@@ -70,16 +79,17 @@ fn slice<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> ApiResult<Sliced<(Recor
         return Ok(Sliced::Model);
     };
     let codec = Codec::of(edit.property(CODEC_PROPERTY), input.default_codec)?;
+    let mut copies = ArenaVec::new_in(arena);
     let record = encode_record(
         edit.location(),
         input.version,
         codec,
         input.capacity,
-        |out| edit.write(out),
+        |out| edit.write(out, &mut copies),
         |out| edit.write_refs(out),
     )?;
     let delete_expired = delete_after_commit(edit.property(DELETE_AFTER_COMMIT));
-    Ok(Sliced::Ready { record: (record, codec), expired, delete_expired })
+    Ok(Sliced::Ready { record: (record, codec, copies), expired, delete_expired })
 }
 
 /// The slice path on this thread (its lists in the request's `arena`),
@@ -87,7 +97,7 @@ fn slice<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> ApiResult<Sliced<(Recor
 /// every writer does).
 pub(crate) async fn slice_here<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> ApiResult<Sliced<Vec<u8>>> {
     Ok(match slice(input, arena)? {
-        Sliced::Ready { record: (record, codec), expired, delete_expired } => {
+        Sliced::Ready { record: (record, codec, _), expired, delete_expired } => {
             Sliced::Ready { record: complete(record, file_form(codec)).await, expired, delete_expired }
         }
         Sliced::Model => Sliced::Model,
@@ -97,8 +107,11 @@ pub(crate) async fn slice_here<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> A
 
 /// The slice path and the compression together on the shard's background
 /// thread: for big tables, whose scan, copies and gzip would stall the shard.
+/// The gzip load answer reuses the stored one's chunks (`chunked.rs`).
 pub(crate) async fn slice_off_shard(input: &SliceInput<'_>) -> ApiResult<Sliced<Vec<u8>>> {
     let doc = crate::bulk::to_vec(input.doc).await;
+    let gzip_load = crate::bulk::to_vec(input.gzip_load).await;
+    let gzip_table = input.gzip_table.to_vec();
     let previous = input.previous.to_owned();
     let (requirements, updates) = (input.requirements.to_vec(), input.updates.to_vec());
     let resolved = input.resolved.clone();
@@ -116,10 +129,18 @@ pub(crate) async fn slice_off_shard(input: &SliceInput<'_>) -> ApiResult<Sliced<
             default_codec,
             capacity,
             rewrite,
+            gzip_load: &gzip_load,
+            gzip_table: &gzip_table,
         };
         Ok(match slice(&input, &Bump::new())? {
-            Sliced::Ready { record: (record, codec), expired, delete_expired } => {
-                Sliced::Ready { record: complete_here(record, file_form(codec)), expired, delete_expired }
+            Sliced::Ready { record: (record, codec, copies), expired, delete_expired } => {
+                let reuse = (!gzip_table.is_empty()).then_some(Reuse {
+                    gzip: &gzip_load,
+                    table: &gzip_table,
+                    doc_len: doc.len(),
+                    copies: &copies,
+                });
+                Sliced::Ready { record: complete_here(record, file_form(codec), reuse), expired, delete_expired }
             }
             Sliced::Model => Sliced::Model,
             Sliced::Unchanged => Sliced::Unchanged,

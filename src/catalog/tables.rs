@@ -105,9 +105,9 @@ pub(crate) async fn write_load_result_sliced(out: &mut Vec<u8>, location: Option
 }
 
 /// The longest tail [`load_result_tail`] writes.
-const LOAD_RESULT_TAIL_MAX: usize = ",\"config\":{}}".len();
+pub(crate) const LOAD_RESULT_TAIL_MAX: usize = ",\"config\":{}}".len();
 
-fn load_result_head(out: &mut Vec<u8>, location: Option<&str>) {
+pub(crate) fn load_result_head(out: &mut Vec<u8>, location: Option<&str>) {
     out.extend_from_slice(b"{\"metadata-location\":");
     match location {
         Some(l) => write_str(out, l),
@@ -116,7 +116,7 @@ fn load_result_head(out: &mut Vec<u8>, location: Option<&str>) {
     out.extend_from_slice(b",\"metadata\":");
 }
 
-fn load_result_tail(out: &mut Vec<u8>, config: bool) {
+pub(crate) fn load_result_tail(out: &mut Vec<u8>, config: bool) {
     if config {
         out.extend_from_slice(b",\"config\":{}");
     }

@@ -537,9 +537,10 @@ impl<'a> TableEdit<'a> {
         Some(expired)
     }
 
-    /// Writes the new metadata JSON.
-    pub fn write(&self, out: &mut Vec<u8>) -> sonic_rs::Result<()> {
-        self.write_doc(out, false)
+    /// Writes the new metadata JSON, and into `copies` where it copied the
+    /// stored document's bytes (merged where consecutive).
+    pub fn write(&self, out: &mut Vec<u8>, copies: &mut ArenaVec<'a, Copied>) -> sonic_rs::Result<()> {
+        self.write_doc(out, &mut Copier { base: out.len(), copies: Some(copies) }, false)
     }
 
     /// Writes the `snapshots=refs` rendering, or nothing when it is the same.
@@ -549,14 +550,14 @@ impl<'a> TableEdit<'a> {
         if all {
             return Ok(());
         }
-        self.write_doc(out, true)
+        self.write_doc(out, &mut Copier { base: out.len(), copies: None }, true)
     }
 
     fn referenced(&self, id: i64) -> bool {
         self.refs.values().any(|r| r.snapshot_id == id)
     }
 
-    fn write_doc(&self, out: &mut Vec<u8>, refs_only: bool) -> sonic_rs::Result<()> {
+    fn write_doc(&self, out: &mut Vec<u8>, copier: &mut Copier<'_, 'a>, refs_only: bool) -> sonic_rs::Result<()> {
         out.push(b'{');
         for (i, range) in self.at.iter().enumerate() {
             let Some(range) = range else { continue };
@@ -578,7 +579,7 @@ impl<'a> TableEdit<'a> {
                 },
                 NEXT_ROW_ID => sonic_rs::to_writer(&mut *out, &self.next_row_id)?,
                 REFS if self.refs_edited => sonic_rs::to_writer(&mut *out, &self.refs)?,
-                SNAPSHOTS => self.write_snapshots(out, refs_only)?,
+                SNAPSHOTS => self.write_snapshots(out, copier, refs_only)?,
                 STATISTICS | PARTITION_STATISTICS if !self.removed.is_empty() => {
                     let kept = |e: &[u8]| {
                         let id = int_member(e, "snapshot-id");
@@ -588,32 +589,32 @@ impl<'a> TableEdit<'a> {
                         out,
                         elements(self.doc, range.start).map_while(|e| e).filter(|e| kept(&self.doc[e.clone()])),
                         |out, e| {
-                            out.extend_from_slice(&self.doc[e]);
+                            copier.copy(out, self.doc, e);
                             Ok(())
                         },
                     )?;
                 }
-                SNAPSHOT_LOG => self.write_snapshot_log(out, range.clone())?,
+                SNAPSHOT_LOG => self.write_snapshot_log(out, copier, range.clone())?,
                 METADATA_LOG => match &self.metadata_log {
-                    None => out.extend_from_slice(&self.doc[range.clone()]),
+                    None => copier.copy(out, self.doc, range.clone()),
                     Some(log) => {
                         out.push(b'[');
                         if let Some(kept) = &log.kept {
-                            out.extend_from_slice(&self.doc[kept.clone()]);
+                            copier.copy(out, self.doc, kept.clone());
                             out.push(b',');
                         }
                         sonic_rs::to_writer(&mut *out, &log.new)?;
                         out.push(b']');
                     }
                 },
-                _ => out.extend_from_slice(&self.doc[range.clone()]),
+                _ => copier.copy(out, self.doc, range.clone()),
             }
         }
         out.push(b'}');
         Ok(())
     }
 
-    fn write_snapshots(&self, out: &mut Vec<u8>, refs_only: bool) -> sonic_rs::Result<()> {
+    fn write_snapshots(&self, out: &mut Vec<u8>, copier: &mut Copier<'_, 'a>, refs_only: bool) -> sonic_rs::Result<()> {
         let stored = self.snapshots.iter().filter(|s| s.kept && (!refs_only || self.referenced(s.id)));
         let added = self.added.iter().filter(|(s, kept)| *kept && (!refs_only || self.referenced(s.snapshot_id)));
         let mut first = true;
@@ -621,12 +622,12 @@ impl<'a> TableEdit<'a> {
         if self.removed.is_empty() && !refs_only && !self.snapshots.is_empty() {
             // Nothing removed: the stored elements are one slice.
             let (start, end) = (self.snapshots[0].range.start, self.snapshots[self.snapshots.len() - 1].range.end);
-            out.extend_from_slice(&self.doc[start..end]);
+            copier.copy(out, self.doc, start..end);
             first = false;
         } else {
             for s in stored {
                 separate(out, &mut first);
-                out.extend_from_slice(&self.doc[s.range.clone()]);
+                copier.copy(out, self.doc, s.range.clone());
             }
         }
         for (s, _) in added {
@@ -637,23 +638,27 @@ impl<'a> TableEdit<'a> {
         Ok(())
     }
 
-    fn write_snapshot_log(&self, out: &mut Vec<u8>, range: Range<usize>) -> sonic_rs::Result<()> {
+    fn write_snapshot_log(
+        &self,
+        out: &mut Vec<u8>,
+        copier: &mut Copier<'_, 'a>,
+        range: Range<usize>,
+    ) -> sonic_rs::Result<()> {
         match &self.log_settled {
             Some(log) => list(out, log.iter(), |out, item| match item {
                 LogItem::Stored(r) => {
-                    out.extend_from_slice(&self.doc[r.clone()]);
+                    copier.copy(out, self.doc, r.clone());
                     Ok(())
                 }
                 LogItem::Added(i) => sonic_rs::to_writer(&mut *out, &self.log_added[*i]),
             }),
             None if self.log_added.is_empty() => {
-                out.extend_from_slice(&self.doc[range]);
+                copier.copy(out, self.doc, range);
                 Ok(())
             }
             None => {
-                let stored = &self.doc[range];
-                let mut first = stored == b"[]";
-                out.extend_from_slice(&stored[..stored.len() - 1]);
+                let mut first = &self.doc[range.clone()] == b"[]";
+                copier.copy(out, self.doc, range.start..range.end - 1);
                 for entry in &self.log_added {
                     separate(out, &mut first);
                     sonic_rs::to_writer(&mut *out, entry)?;
@@ -662,6 +667,43 @@ impl<'a> TableEdit<'a> {
                 Ok(())
             }
         }
+    }
+}
+
+/// Bytes of the new document copied from the stored one: `from` in the
+/// stored document, at `at` in the new one (`catalog/chunked.rs` reuses
+/// their compressed form).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Copied {
+    pub at: usize,
+    pub from: Range<usize>,
+}
+
+/// Copies stored bytes into the new document, noting where when asked.
+struct Copier<'c, 'a> {
+    /// Where the new document starts in `out`.
+    base: usize,
+    copies: Option<&'c mut ArenaVec<'a, Copied>>,
+}
+
+impl Copier<'_, '_> {
+    /// Copies `doc[from]`. A copy that follows the last one with the same
+    /// bytes between them in both documents (a separator, a kept key)
+    /// extends it: runs of kept snapshots note one copy, not one each.
+    fn copy(&mut self, out: &mut Vec<u8>, doc: &[u8], from: Range<usize>) {
+        if let Some(copies) = self.copies.as_deref_mut() {
+            let at = out.len() - self.base;
+            match copies.last_mut() {
+                Some(last)
+                    if from.start >= last.from.end
+                        && doc[last.from.end..from.start] == out[self.base + last.at + last.from.len()..] =>
+                {
+                    last.from.end = from.end
+                }
+                _ => copies.push(Copied { at, from: from.clone() }),
+            }
+        }
+        out.extend_from_slice(&doc[from]);
     }
 }
 
@@ -750,8 +792,16 @@ mod tests {
             return Ok(None);
         }
         let expired = edit.record_previous(PREVIOUS, |_| false).expect("no file to rewrite");
-        let (mut json, mut refs) = (Vec::new(), Vec::new());
-        edit.write(&mut json).unwrap();
+        let (mut json, mut refs, mut copies) = (b"before".to_vec(), Vec::new(), ArenaVec::new_in(&arena));
+        edit.write(&mut json, &mut copies).unwrap();
+        json.drain(..6);
+        // Every copy noted is where it says, in order, apart and merged.
+        let mut end = 0;
+        for c in &copies {
+            assert!(c.at > end || (end == 0 && c.at == 0), "{copies:?}");
+            assert_eq!(json[c.at..c.at + c.from.len()], base[c.from.clone()]);
+            end = c.at + c.from.len();
+        }
         edit.write_refs(&mut refs).unwrap();
         Ok(Some((json, refs, expired)))
     }

@@ -29,7 +29,7 @@ mod view_commit;
 
 pub use commit::{apply_commit, apply_create, CommitOutcome};
 pub use create::new_table_metadata;
-pub use edit::{commit_locations, edit_commit, TableEdit};
+pub use edit::{commit_locations, edit_commit, Copied, TableEdit};
 pub use encryption::EncryptedKey;
 pub use error::MetadataError;
 pub use metadata_log::record_previous;

@@ -99,13 +99,11 @@ impl ValueFiles {
                 Err(e) => return Err(e),
             }
         };
-        let written = (|| {
-            let mut head = Vec::with_capacity(header_len(key) as usize);
-            head.extend_from_slice(MAGIC);
-            head.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            head.extend_from_slice(key);
-            crate::bulk::write_synced(&file, &[&head, value])
-        })();
+        let mut head = Vec::with_capacity(header_len(key) as usize);
+        head.extend_from_slice(MAGIC);
+        head.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        head.extend_from_slice(key);
+        let written = crate::bulk::write_synced(&file, &[&head, value]);
         if let Err(e) = written {
             let _ = fs::remove_file(self.path(id));
             return Err(e);
