@@ -91,8 +91,10 @@ impl ConnState {
 
 /// What one parse of the read buffer found.
 enum Step {
-    /// A request was answered; it took this many bytes of the buffer.
-    Answered { consumed: usize, close: bool },
+    /// A request was answered; it took this many bytes of the buffer. A
+    /// body over a slice is not copied after its head: it is sent from its
+    /// own buffer.
+    Answered { consumed: usize, close: bool, body: Option<PooledBuf> },
     /// The request is incomplete; `send_continue` if the client waits for
     /// `100 Continue` before sending the body.
     NeedMore { send_continue: bool },
@@ -168,11 +170,18 @@ where
             Step::NeedMore { send_continue: false }
         };
         match step {
-            Step::Answered { consumed, close } => {
+            Step::Answered { consumed, close, body } => {
                 let out = out.as_mut().expect("an answer was written");
                 start += consumed;
                 continue_sent = false;
                 request_started = (start < filled).then(Instant::now);
+                if let Some(body) = body {
+                    // After the answers before it and its own head.
+                    if send_all(stream, out).await.is_err() || send_all(stream, &body).await.is_err() {
+                        return false;
+                    }
+                    out.clear();
+                }
                 if close {
                     let _ = send_all(stream, out).await;
                     return false;
@@ -321,12 +330,18 @@ async fn parse_and_answer<S: Service>(
     let close = close || resp.close;
     // Taken only now: no output buffer is held while the service runs.
     let out = out.get_or_insert_with(|| bufs.get());
+    let mut body = None;
     if write_head(out, &resp, method == Method::Head, close) {
-        crate::bulk::extend(out, &resp.body).await;
+        if resp.body.len() > crate::bulk::SLICE {
+            // Sent from where it is: copying megabytes into `out` would cost
+            // the shard a copy, and `out` a buffer of that size.
+            body = Some(resp.body);
+        } else {
+            out.extend_from_slice(&resp.body);
+        }
     }
-    drop(resp);
     *chunked_body = None;
-    Step::Answered { consumed: head_len + body_len, close }
+    Step::Answered { consumed: head_len + body_len, close, body }
 }
 
 fn header_has(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from harness import RawConn, assert_error, unique
+from harness import RawConn, assert_error, create_table_raw, table_url, unique
 
 pytestmark = pytest.mark.single_node(reason="the node's own HTTP/1.1 framing, limits and timeouts: through nginx these would test nginx")
 
@@ -52,6 +52,38 @@ def test_pipelined_requests_in_one_write(server):
         # Still usable afterwards.
         assert c.request("GET", "/health/live").status == 200
         assert c.buf == b"", "unexpected extra bytes after the responses"
+
+
+def test_pipelined_big_answers_keep_their_order(server):
+    """An answer over 256 KiB is sent from its own buffer, after the
+    answers before it: pipelined around and after it, every answer comes
+    whole and in order, and `Connection: close` still closes after it."""
+    ns = unique()
+    with requests.Session() as http:
+        assert http.post(server.api("namespaces"), json={"namespace": [ns]}).status_code == 200
+        create_table_raw(http, server, ns, "big")
+        big = {"updates": [{"action": "set-properties", "updates": {"pad": "x" * 600_000}}]}
+        assert http.post(table_url(server, ns, "big"), json=big).status_code == 200
+    path = server.api_path(f"namespaces/{ns}/tables/big")
+    with server.raw() as c:
+        c.send(
+            RawConn.build("GET", "/v1/config")
+            + RawConn.build("GET", path)
+            + RawConn.build("GET", f"/v1/namespaces/{ns}")
+            + RawConn.build("HEAD", path)
+            + RawConn.build("GET", path, headers={"Connection": "close"})
+        )
+        assert "endpoints" in c.read_response().json()
+        first = c.read_response()
+        assert first.status == 200 and len(first.body) > 600_000
+        assert first.json()["metadata"]["properties"]["pad"] == "x" * 600_000
+        assert c.read_response().json() == {"namespace": [ns], "properties": {}}
+        head = c.read_response(head=True)
+        assert head.status == 204 and head.body == b""
+        last = c.read_response()
+        assert last.body == first.body
+        c.sock.settimeout(5)
+        assert c.sock.recv(1) == b"", "the connection stays open after Connection: close"
 
 
 def test_pipelined_requests_split_across_writes(server):
