@@ -55,7 +55,12 @@ fn specials(block: &[u8; 16]) -> u32 {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn specials(block: &[u8; 16]) -> u32 {
-    block.iter().enumerate().filter(|(_, &b)| special(b)).fold(0, |m, (k, _)| m | 1 << k)
+    specials_in(block)
+}
+
+/// [`specials`] of up to 32 bytes, one at a time.
+fn specials_in(bytes: &[u8]) -> u32 {
+    bytes.iter().enumerate().filter(|(_, &b)| special(b)).fold(0, |m, (k, _)| m | 1 << k)
 }
 
 /// The end of the object or array starting at `at`. A 6 MB document of
@@ -70,7 +75,7 @@ fn nested_end(json: &[u8], at: usize) -> Option<usize> {
     while block < json.len() {
         let mut mask = match json.get(block..block + 16) {
             Some(b) => specials(b.try_into().expect("16 bytes")),
-            None => json[block..].iter().enumerate().filter(|(_, &b)| special(b)).fold(0, |m, (k, _)| m | 1 << k),
+            None => specials_in(&json[block..]),
         };
         while mask != 0 {
             let pos = block + mask.trailing_zeros() as usize;
