@@ -21,7 +21,7 @@ use flate2::Compression;
 
 use super::chunked::Reuse;
 use super::record::{Record, RecordBuilder};
-use super::tables::{load_result_head, load_result_tail, write_load_result, LOAD_RESULT_TAIL_MAX};
+use super::tables::{load_result_head, load_result_tail, LOAD_RESULT_TAIL_MAX};
 use crate::error::{ApiError, ApiResult};
 
 /// Load answers shorter than this are not compressed (`docs/performance.md`):
@@ -125,22 +125,17 @@ fn add_compressed(mut record: RecordBuilder, file: FileForm, big: bool, reuse: O
         FileForm::Gzip => gzip(r.metadata),
         FileForm::AsRead(bytes) => bytes,
     };
-    let load = |metadata: &[u8]| {
-        let mut body = Vec::with_capacity(load_len(r.metadata_location, metadata));
-        write_load_result(&mut body, Some(r.metadata_location), metadata, true);
-        gzip(&body)
-    };
-    let (all, table) = if big {
-        let mut head = Vec::with_capacity(r.metadata_location.len() + 48);
-        load_result_head(&mut head, Some(r.metadata_location));
-        let mut tail = Vec::with_capacity(LOAD_RESULT_TAIL_MAX);
-        load_result_tail(&mut tail, true);
-        super::chunked::gzip_load(&head, r.metadata, &tail, LEVEL, reuse)
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    // Both load answers are chunked members (`chunked.rs`); only the full
+    // one keeps its table, as only its document is edited by commits.
+    let mut head = Vec::with_capacity(r.metadata_location.len() + 48);
+    load_result_head(&mut head, Some(r.metadata_location));
+    let mut tail = Vec::with_capacity(LOAD_RESULT_TAIL_MAX);
+    load_result_tail(&mut tail, true);
+    let load = |metadata: &[u8], reuse| super::chunked::gzip_load(&head, metadata, &tail, LEVEL, reuse);
+    let (all, table) = if big { load(r.metadata, reuse) } else { (Vec::new(), Vec::new()) };
     let refs = r.refs_metadata;
-    let refs = if big && load_len(r.metadata_location, refs) >= GZIP_MIN_BODY { load(refs) } else { Vec::new() };
+    let refs =
+        if big && load_len(r.metadata_location, refs) >= GZIP_MIN_BODY { load(refs, None).0 } else { Vec::new() };
     for field in [&file, &all, &refs, &table] {
         record.bytes(field);
     }
@@ -178,6 +173,7 @@ fn gunzip_now(bytes: &[u8], max: u64) -> Result<Vec<u8>, GunzipError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tables::write_load_result;
     use super::*;
 
     #[test]

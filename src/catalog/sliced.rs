@@ -65,8 +65,9 @@ type Edited<'r> = (RecordBuilder, Codec, ArenaVec<'r, Copied>);
 
 /// Applies the commit and encodes the new version's record (without its
 /// compressed forms, told by the `FileForm` of its codec); the edit's lists
-/// go in `arena`.
-fn slice<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> ApiResult<Sliced<Edited<'r>>> {
+/// go in `arena`, and where it copied the stored document when
+/// `note_copies` (for a gzip answer that reuses the stored one's chunks).
+fn slice<'r>(input: &SliceInput<'r>, arena: &'r Bump, note_copies: bool) -> ApiResult<Sliced<Edited<'r>>> {
     let Some(edit) = edit_commit(input.doc, input.requirements, input.updates, input.now_ms, arena) else {
         return Ok(Sliced::Model);
     };
@@ -85,7 +86,7 @@ fn slice<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> ApiResult<Sliced<Edited
         input.version,
         codec,
         input.capacity,
-        |out| edit.write(out, &mut copies),
+        |out| edit.write(out, note_copies.then_some(&mut copies)),
         |out| edit.write_refs(out),
     )?;
     let delete_expired = delete_after_commit(edit.property(DELETE_AFTER_COMMIT));
@@ -96,7 +97,7 @@ fn slice<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> ApiResult<Sliced<Edited
 /// compressing on the blocking thread when the new version needs it (as
 /// every writer does).
 pub(crate) async fn slice_here<'r>(input: &SliceInput<'r>, arena: &'r Bump) -> ApiResult<Sliced<Vec<u8>>> {
-    Ok(match slice(input, arena)? {
+    Ok(match slice(input, arena, false)? {
         Sliced::Ready { record: (record, codec, _), expired, delete_expired } => {
             Sliced::Ready { record: complete(record, file_form(codec)).await, expired, delete_expired }
         }
@@ -132,9 +133,10 @@ pub(crate) async fn slice_off_shard(input: &SliceInput<'_>) -> ApiResult<Sliced<
             gzip_load: &gzip_load,
             gzip_table: &gzip_table,
         };
-        Ok(match slice(&input, &Bump::new())? {
+        let reusable = !gzip_table.is_empty();
+        Ok(match slice(&input, &Bump::new(), reusable)? {
             Sliced::Ready { record: (record, codec, copies), expired, delete_expired } => {
-                let reuse = (!gzip_table.is_empty()).then_some(Reuse {
+                let reuse = reusable.then_some(Reuse {
                     gzip: &gzip_load,
                     table: &gzip_table,
                     doc_len: doc.len(),

@@ -537,10 +537,10 @@ impl<'a> TableEdit<'a> {
         Some(expired)
     }
 
-    /// Writes the new metadata JSON, and into `copies` where it copied the
-    /// stored document's bytes (merged where consecutive).
-    pub fn write(&self, out: &mut Vec<u8>, copies: &mut ArenaVec<'a, Copied>) -> sonic_rs::Result<()> {
-        self.write_doc(out, &mut Copier { base: out.len(), copies: Some(copies) }, false)
+    /// Writes the new metadata JSON, and into `copies`, when given, where it
+    /// copied the stored document's bytes (merged where consecutive).
+    pub fn write(&self, out: &mut Vec<u8>, copies: Option<&mut ArenaVec<'a, Copied>>) -> sonic_rs::Result<()> {
+        self.write_doc(out, &mut Copier { base: out.len(), copies }, false)
     }
 
     /// Writes the `snapshots=refs` rendering, or nothing when it is the same.
@@ -793,7 +793,7 @@ mod tests {
         }
         let expired = edit.record_previous(PREVIOUS, |_| false).expect("no file to rewrite");
         let (mut json, mut refs, mut copies) = (b"before".to_vec(), Vec::new(), ArenaVec::new_in(&arena));
-        edit.write(&mut json, &mut copies).unwrap();
+        edit.write(&mut json, Some(&mut copies)).unwrap();
         json.drain(..6);
         // Every copy noted is where it says, in order, apart and merged.
         let mut end = 0;
