@@ -16,6 +16,7 @@
 //! and CRC32 (u32, little endian). A decoder sees one ordinary deflate
 //! stream.
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 use crc32fast::Hasher;
@@ -29,6 +30,14 @@ use crate::metadata::Copied;
 pub(crate) const CHUNK: usize = 64 * 1024;
 
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+thread_local! {
+    /// This thread's last deflate stream and its level, kept for the next
+    /// member: a new one allocates and clears ~300 KiB of window and hash
+    /// tables, more than deflating a typical table's answer costs
+    /// (`docs/performance.md`); a reset clears only the hash heads.
+    static DEFLATE: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
+}
 
 /// A chunked member and its table, from the stored record of the version
 /// before, with the copies the new document made of that version's.
@@ -77,6 +86,7 @@ impl Table {
 struct Member {
     out: Vec<u8>,
     deflate: Compress,
+    level: u32,
     crc: Hasher,
     table: Vec<u8>,
 }
@@ -85,16 +95,28 @@ impl Member {
     fn new(capacity: usize, level: u32) -> Member {
         let mut out = Vec::with_capacity(capacity);
         out.extend_from_slice(&HEADER);
-        Member { out, deflate: Compress::new(Compression::new(level), false), crc: Hasher::new(), table: Vec::new() }
+        let deflate = match DEFLATE.with(|d| d.borrow_mut().take()) {
+            Some((kept, mut deflate)) if kept == level => {
+                deflate.reset();
+                deflate
+            }
+            _ => Compress::new(Compression::new(level), false),
+        };
+        Member { out, deflate, level, crc: Hasher::new(), table: Vec::new() }
     }
 
     /// Deflates `bytes` and ends them with a full flush.
     fn fresh(&mut self, bytes: &[u8]) -> Chunk {
+        self.deflate_with(bytes, FlushCompress::Full)
+    }
+
+    /// Deflates `bytes`, ended by `flush`.
+    fn deflate_with(&mut self, bytes: &[u8], flush: FlushCompress) -> Chunk {
         let (at, fed) = (self.out.len(), self.deflate.total_in());
         loop {
             self.out.reserve(bytes.len() / 2 + 64);
             let done = (self.deflate.total_in() - fed) as usize;
-            self.deflate.compress_vec(&bytes[done..], &mut self.out, FlushCompress::Full).expect("deflate into a Vec");
+            self.deflate.compress_vec(&bytes[done..], &mut self.out, flush).expect("deflate into a Vec");
             // Done once all input is in and the flush left room to spare.
             if (self.deflate.total_in() - fed) as usize == bytes.len() && self.out.len() < self.out.capacity() {
                 break;
@@ -143,6 +165,8 @@ impl Member {
         let crc = self.crc.finalize();
         self.out.extend_from_slice(&crc.to_le_bytes());
         self.out.extend_from_slice(&(len as u32).to_le_bytes());
+        let level = self.level;
+        DEFLATE.with(|d| *d.borrow_mut() = Some((level, self.deflate)));
         (self.out, self.table)
     }
 }
@@ -174,7 +198,9 @@ fn placements<'a>(reuse: &Reuse<'a>) -> Vec<(usize, Chunk, &'a [u8])> {
 
 /// The gzip member of `head`, `doc`, `tail` (a load answer) and its table;
 /// the chunks of `reuse` whose bytes the document copied are not
-/// compressed again.
+/// compressed again. A document shorter than a chunk is one deflate
+/// stream with no table: a commit changes its document, so no chunk of it
+/// could be reused, and every full flush clears the 128 KiB hash heads.
 pub(crate) fn gzip_load(
     head: &[u8],
     doc: &[u8],
@@ -182,6 +208,9 @@ pub(crate) fn gzip_load(
     level: u32,
     reuse: Option<Reuse<'_>>,
 ) -> (Vec<u8>, Vec<u8>) {
+    if doc.len() < CHUNK {
+        return (gzip_whole(&[head, doc, tail], level), Vec::new());
+    }
     let mut m = Member::new(doc.len() / 8 + 256, level);
     m.fresh(head);
     m.table.extend_from_slice(&(m.out.len() as u32).to_le_bytes());
@@ -197,6 +226,16 @@ pub(crate) fn gzip_load(
     m.fresh_doc(&doc[at..]);
     m.fresh(tail);
     m.finish(head.len() + doc.len() + tail.len())
+}
+
+/// One gzip member of `parts` in a row, with this thread's deflate stream.
+pub(crate) fn gzip_whole(parts: &[&[u8]], level: u32) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut m = Member::new(len / 8 + 64, level);
+    for part in parts {
+        m.deflate_with(part, FlushCompress::None);
+    }
+    m.finish(len).0
 }
 
 #[cfg(test)]
@@ -262,6 +301,28 @@ mod tests {
         // The chunks cost about 1% of the size.
         let whole = crate::catalog::compressed::gzip(&[head, &old, tail].concat());
         assert!(gz.len() < whole.len() * 102 / 100, "{} vs {}", gz.len(), whole.len());
+    }
+
+    #[test]
+    fn a_document_shorter_than_a_chunk_is_one_stream_without_a_table() {
+        let (head, tail) = (&b"{\"metadata\":"[..], &b"}"[..]);
+        // One thread's deflate stream, reused across members and levels.
+        for (n, level) in [(200, 2), (300, 2), (100, 6), (200, 2)] {
+            let small = doc(n, n as u64);
+            assert!(small.len() < CHUNK);
+            let (gz, table) = gzip_load(head, &small, tail, level, None);
+            assert_eq!(gunzip(&gz), [head, &small, tail].concat(), "{n} at level {level}");
+            assert!(table.is_empty() && gz.len() * 3 < small.len(), "{} of {}", gz.len(), small.len());
+        }
+        // The next version of a table grown past a chunk starts its chunks
+        // afresh: no table to reuse.
+        let (small_gz, _) = gzip_load(head, &doc(200, 0), tail, 2, None);
+        let big = doc(5_000, 0);
+        let copies = [Copied { at: 0, from: 0..big.len() }];
+        let reuse = Reuse { gzip: &small_gz, table: &[], doc_len: big.len(), copies: &copies };
+        let (gz, table) = gzip_load(head, &big, tail, 2, Some(reuse));
+        assert_eq!(gunzip(&gz), [head, &big, tail].concat());
+        assert_eq!(table.len(), 4 + 12 * big.len().div_ceil(CHUNK));
     }
 
     #[test]

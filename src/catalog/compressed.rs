@@ -13,11 +13,9 @@
 //! document: tens of ms, see `docs/performance.md`) before its metadata
 //! file and record are written, so a record never lacks its compressed forms.
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 
 use super::chunked::Reuse;
 use super::record::{Record, RecordBuilder};
@@ -144,9 +142,7 @@ fn add_compressed(mut record: RecordBuilder, file: FileForm, big: bool, reuse: O
 
 /// `bytes` gzip-compressed.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(bytes.len() / 8 + 64), Compression::new(LEVEL));
-    enc.write_all(bytes).expect("writing to a Vec");
-    enc.finish().expect("writing to a Vec")
+    super::chunked::gzip_whole(&[bytes], LEVEL)
 }
 
 /// Why a gzip metadata file was not decompressed.
