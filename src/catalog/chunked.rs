@@ -114,8 +114,9 @@ impl Member {
     fn deflate_with(&mut self, bytes: &[u8], flush: FlushCompress) -> Chunk {
         let (at, fed) = (self.out.len(), self.deflate.total_in());
         loop {
-            self.out.reserve(bytes.len() / 2 + 64);
             let done = (self.deflate.total_in() - fed) as usize;
+            // A guess, not a bound: the loop runs until all is in.
+            self.out.reserve((bytes.len() - done) / 4 + 64);
             self.deflate.compress_vec(&bytes[done..], &mut self.out, flush).expect("deflate into a Vec");
             // Done once all input is in and the flush left room to spare.
             if (self.deflate.total_in() - fed) as usize == bytes.len() && self.out.len() < self.out.capacity() {
