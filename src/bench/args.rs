@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// Tables the commit scenario appends to (contention rises as this falls).
     #[arg(long, env = "BINGSAN_BENCH_HOT_TABLES", default_value_t = 4)]
     pub hot_tables: usize,
+    /// Each commit connection writes only table (its index mod --hot-tables):
+    /// with --hot-tables >= connections no two writers share a table, so no
+    /// commit conflicts (commits without contention).
+    #[arg(long, env = "BINGSAN_BENCH_OWN_TABLES")]
+    pub own_tables: bool,
     /// Retries of a commit after 409 before it counts as failed.
     #[arg(long, env = "BINGSAN_BENCH_COMMIT_RETRIES", default_value_t = 10)]
     pub commit_retries: u32,

@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::client::Conn;
 use super::commit;
@@ -94,7 +94,7 @@ async fn create_namespace(
 /// it saw, and on 409 (someone else committed first) reload and try again.
 async fn commit(w: &mut Worker, plan: &Plan, stats: &RefCell<ShardStats>, measured: bool) -> Result<(), OpError> {
     let hot = &plan.paths.hot_tables;
-    let table = &hot[(w.rng.next_u64() % hot.len() as u64) as usize];
+    let table = &hot[hot_index(plan.own_tables, w.id, &mut w.rng, hot.len())];
     for attempt in 0..=plan.commit_retries {
         if attempt > 0 {
             stats.borrow_mut().commit_retries += u64::from(measured);
@@ -113,12 +113,23 @@ async fn commit(w: &mut Worker, plan: &Plan, stats: &RefCell<ShardStats>, measur
         let conn = &mut w.conn;
         conn.req.clear();
         write_request(&mut conn.req, "POST", &table.path, &plan.host, plan.token.as_deref(), Some(&conn.scratch));
+        let posted = Instant::now();
         let r = send(conn, stats, measured).await?;
         if r.status != 409 {
-            return success(&r);
+            success(&r)?;
+            if measured {
+                stats.borrow_mut().commit_posts.record(posted.elapsed());
+            }
+            return Ok(());
         }
     }
     Err(OpError::CommitGaveUp)
+}
+
+/// The hot table a commit goes to: the writer's own (`--own-tables`), or any.
+fn hot_index(own: bool, id: usize, rng: &mut Rng, tables: usize) -> usize {
+    let pick = if own { id as u64 } else { rng.next_u64() };
+    (pick % tables as u64) as usize
 }
 
 /// Exponential backoff with jitter before retry `attempt` (from 1), as
@@ -131,4 +142,22 @@ async fn backoff(base: Duration, attempt: u32, rng: &mut Rng) {
     // Uniform in [0.5, 1.5) so contending writers spread out.
     let jitter = 0.5 + (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     glommio::timer::sleep(exp.mul_f64(jitter)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hot_index, Rng};
+
+    #[test]
+    fn own_tables_give_each_writer_one_table_and_no_two_writers_the_same() {
+        let mut rng = Rng::new(7);
+        for id in 0..8 {
+            let first = hot_index(true, id, &mut rng, 8);
+            assert!((0..20).all(|_| hot_index(true, id, &mut rng, 8) == first));
+            assert_eq!(first, id);
+        }
+        let mut seen = [false; 8];
+        (0..400).for_each(|_| seen[hot_index(false, 0, &mut rng, 8)] = true);
+        assert!(seen.iter().all(|&s| s), "without --own-tables a writer spreads over all tables");
+    }
 }

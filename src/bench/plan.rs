@@ -43,6 +43,8 @@ pub struct Plan {
     pub rate: Option<f64>,
     pub timeout: Duration,
     pub connect_concurrency: usize,
+    /// Writer `id` always commits to hot table `id % len` (`--own-tables`).
+    pub own_tables: bool,
     pub commit_retries: u32,
     pub commit_backoff: Duration,
     pub keep_snapshots: usize,
@@ -69,6 +71,7 @@ impl Plan {
             rate: args.rate(),
             timeout: args.timeout,
             connect_concurrency: args.connect_concurrency.max(1),
+            own_tables: args.own_tables,
             commit_retries: args.commit_retries,
             commit_backoff: args.commit_backoff,
             keep_snapshots: args.keep(),

@@ -80,6 +80,9 @@ pub struct Report {
     pub errors: ErrorCounts,
     pub errors_total: u64,
     pub commit_retries: u64,
+    /// The commit requests alone, without the loads before them (absent
+    /// when no commit ran).
+    pub commit_post: Option<LatencySummary>,
     /// Commits that still conflicted after every retry.
     pub commit_gave_up: u64,
     pub server: ServerReport,
@@ -138,6 +141,7 @@ impl Report {
             errors: stats.errors,
             errors_total: stats.errors.total(),
             commit_retries: stats.commit_retries,
+            commit_post: (stats.commit_posts.count() > 0).then(|| stats.commit_posts.summary()),
             commit_gave_up: stats.commit_gave_up,
             server,
             rss: None,
@@ -190,6 +194,9 @@ impl Report {
             for op in &self.by_op {
                 row(op.op, op.ops, op.throughput_rps, &op.latency);
             }
+        }
+        if let Some(l) = &self.commit_post {
+            row("  its POST alone", l.count, l.count as f64 / self.duration_s.max(1e-9), l);
         }
         let statuses: Vec<_> = self.status.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let _ = writeln!(s, "\n  status       {}", statuses.join("  "));
@@ -287,6 +294,7 @@ mod tests {
         stats.response(409, true);
         stats.op(OpKind::LoadTable, Duration::from_micros(500));
         stats.commit_retries = 1;
+        stats.commit_posts.record(Duration::from_millis(3));
         let info = RunInfo {
             target: "http://127.0.0.1:1".into(),
             workload: "load-table=9,commit=1".into(),
@@ -307,5 +315,9 @@ mod tests {
         assert_eq!(v["mode"].as_str(), Some("closed-loop"));
         let table = r.to_table();
         assert!(table.contains("load-table") && table.contains("1 retries"), "{table}");
+        let post = &v["commit_post"];
+        assert_eq!(post["count"].as_u64(), Some(1));
+        assert!((2.9..3.1).contains(&post["p50_ms"].as_f64().unwrap()), "{post:?}");
+        assert!(table.contains("its POST alone"), "{table}");
     }
 }

@@ -81,6 +81,9 @@ pub struct ShardStats {
     pub commit_retries: u64,
     pub commit_gave_up: u64,
     pub all: LatencyHistogram,
+    /// The commit request alone (its POST, without the load before it) of
+    /// every measured commit that succeeded.
+    pub commit_posts: LatencyHistogram,
     /// Per operation kind, only for kinds in the mix.
     pub by_kind: Vec<(OpKind, LatencyHistogram)>,
 }
@@ -142,6 +145,7 @@ impl ShardStats {
         self.commit_retries += o.commit_retries;
         self.commit_gave_up += o.commit_gave_up;
         self.all.merge(&o.all);
+        self.commit_posts.merge(&o.commit_posts);
         for (kind, h) in &o.by_kind {
             match self.by_kind.iter_mut().find(|(k, _)| k == kind) {
                 Some((_, mine)) => mine.merge(h),

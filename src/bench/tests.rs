@@ -381,6 +381,7 @@ fn commits_reload_and_retry_on_conflict() {
     let r = execute(&args).expect("bench runs");
     assert_eq!(r.errors_total, 0, "{}", r.to_table());
     assert!(r.ops > 0 && r.commit_retries > 0, "{}", r.to_table());
+    assert_eq!(r.commit_post.map(|l| l.count), Some(r.ops), "one successful POST per commit");
     let tables = tables.lock().unwrap();
     assert_eq!(tables.len(), 2, "fixtures created the hot tables under the discovered prefix");
     // Every successful commit (and every simulated rival one) advanced a
